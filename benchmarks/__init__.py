@@ -1,0 +1,1 @@
+"""skyeq benchmark harness: ``python -m benchmarks NAME [options]``."""

@@ -1,0 +1,276 @@
+"""Clipped sky statistics: `SkyStat` and its functional twin `sky_statistic`.
+
+A `SkyStat` holds the statistic and its clipping settings, validated once at
+construction; calling it (or `sky_statistic`) on an image, an optional good-pixel mask
+and optional row spans returns a `SkyValue` ``(value, npix)``. The numbers come from the
+numba kernels in :mod:`skyeq._kernels`; this module only checks and converts inputs.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from dataclasses import dataclass
+from typing import Literal, NamedTuple
+
+import numpy as np
+
+from . import _kernels
+
+__all__ = ["STATISTICS", "SkyStat", "SkyValue", "sky_statistic"]
+
+#: The statistics a `SkyStat` can compute.
+STATISTICS = ("mean", "median", "mode", "midpt")
+
+_CODES = {
+    "mean": _kernels.STAT_MEAN,
+    "median": _kernels.STAT_MEDIAN,
+    "mode": _kernels.STAT_MODE,
+    "midpt": _kernels.STAT_MIDPT,
+}
+_BIG = float(np.finfo(np.float64).max)
+_NO_MASK = np.zeros((0, 0), dtype=np.bool_)
+_NO_SPANS = np.zeros((0, 3), dtype=np.int64)
+
+
+class SkyValue(NamedTuple):
+    """A sky statistic and the number of pixels it was computed from.
+
+    Attributes
+    ----------
+    value : float
+        The statistic; NaN when no pixel was usable.
+    npix : int
+        Pixels that survived masking, the ``lower``/``upper`` limits and clipping.
+    """
+
+    value: float
+    npix: int
+
+
+def _positive(name: str, value: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {value!r}")
+    value = float(value)
+    if not (math.isfinite(value) and value > 0.0):
+        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+    return value
+
+
+def _limit(name: str, value: float | None) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number or None, got {value!r}")
+    value = float(value)
+    if math.isnan(value):
+        raise ValueError(f"{name} must not be NaN (use None for no limit)")
+    return value
+
+
+@dataclass(frozen=True)
+class SkyStat:
+    """A clipped sky statistic with its settings.
+
+    The pixels used are the finite, good (mask True) pixels within ``[lower, upper]``.
+    Then ``nclip`` times the bounds are reset to ``[mean - lsigma*std, mean + usigma*std]``
+    (``std`` with ddof=1, always intersected with ``[lower, upper]``), each pass reading
+    all the pixels again; the statistic is taken over the pixels inside the final
+    bounds.
+
+    Parameters
+    ----------
+    statistic : {'mean', 'median', 'mode', 'midpt'}, optional
+        ``mean``; ``median`` (exact); ``mode`` (peak of a histogram of bins
+        ``binwidth * std`` wide, refined with a parabola through the peak and its two
+        neighbours); ``midpt`` (the median interpolated within that histogram).
+        Default ``'median'``.
+    lower, upper : float or None, optional
+        Inclusive limits on usable pixel values, in data units. None (default): no limit.
+    nclip : int, optional
+        Number of clipping iterations; 0 means no clipping. Default 5.
+    lsigma, usigma : float, optional
+        Lower and upper clipping limits, in units of the standard deviation. Default 4.
+    binwidth : float, optional
+        Histogram bin width for ``mode`` and ``midpt``, in units of the standard
+        deviation. Default 0.1.
+
+    Raises
+    ------
+    ValueError
+        For an unknown statistic, ``nclip < 0``, a non-positive or non-finite
+        ``lsigma``, ``usigma`` or ``binwidth``, a NaN limit, or ``lower > upper``.
+    TypeError
+        For values of the wrong type (e.g. a float ``nclip``).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skyeq import SkyStat
+    >>> img = np.random.default_rng(0).normal(100.0, 1.0, (256, 256)).astype(np.float32)
+    >>> img[10:20, 10:20] += 500.0  # a bright source
+    >>> value, npix = SkyStat("median", nclip=3)(img)
+    >>> round(value, 1), npix < img.size
+    (100.0, True)
+    """
+
+    statistic: Literal["mean", "median", "mode", "midpt"] = "median"
+    lower: float | None = None
+    upper: float | None = None
+    nclip: int = 5
+    lsigma: float = 4.0
+    usigma: float = 4.0
+    binwidth: float = 0.1
+
+    def __post_init__(self) -> None:
+        stat = self.statistic
+        if not isinstance(stat, str) or stat.lower() not in _CODES:
+            raise ValueError(
+                f"statistic must be one of {', '.join(map(repr, STATISTICS))}; got {stat!r}"
+            )
+        object.__setattr__(self, "statistic", stat.lower())
+        nclip = self.nclip
+        if isinstance(nclip, bool) or not isinstance(nclip, numbers.Integral):
+            raise TypeError(f"nclip must be an integer, got {nclip!r}")
+        if nclip < 0:
+            raise ValueError(f"nclip must be >= 0, got {nclip}")
+        object.__setattr__(self, "nclip", int(nclip))
+        for name in ("lsigma", "usigma", "binwidth"):
+            object.__setattr__(self, name, _positive(name, getattr(self, name)))
+        lower = _limit("lower", self.lower)
+        upper = _limit("upper", self.upper)
+        if lower is not None and upper is not None and lower > upper:
+            raise ValueError(f"lower ({lower}) must not be greater than upper ({upper})")
+        object.__setattr__(self, "lower", lower)
+        object.__setattr__(self, "upper", upper)
+
+    def __call__(
+        self,
+        data: np.ndarray,
+        mask: np.ndarray | None = None,
+        spans: np.ndarray | None = None,
+    ) -> SkyValue:
+        """Compute the statistic of ``data`` (see `sky_statistic`)."""
+        arr, good = _image_and_mask(data, mask)
+        if arr.size == 0:
+            return SkyValue(math.nan, 0)
+        use_spans = spans is not None
+        span_arr = _spans_array(spans) if use_spans else _NO_SPANS
+        if use_spans and arr.ndim != 2:
+            raise ValueError("spans need a 2-D image")
+        lower = -_BIG if self.lower is None else max(self.lower, -_BIG)
+        upper = _BIG if self.upper is None else min(self.upper, _BIG)
+        value, npix = _kernels.sky_stat(
+            arr,
+            _NO_MASK if good is None else good,
+            good is not None,
+            span_arr,
+            use_spans,
+            lower,
+            upper,
+            self.nclip,
+            self.lsigma,
+            self.usigma,
+            self.binwidth,
+            _CODES[self.statistic],
+        )
+        return SkyValue(float(value), int(npix))
+
+
+def _image_and_mask(data, mask) -> tuple[np.ndarray, np.ndarray | None]:
+    """Convert the inputs once into what the kernels accept.
+
+    The image becomes a 2-D, C-contiguous, native-endian float32 or float64 array
+    (other real types are converted to float64; a 1-D input becomes one row). A
+    `numpy.ma.MaskedArray` contributes its mask (masked = bad). The good-pixel mask
+    becomes a C-contiguous bool array of the same shape, or None.
+    """
+    if isinstance(data, np.ma.MaskedArray):
+        ma_bad = np.ma.getmask(data)
+        data = np.ma.getdata(data)
+    else:
+        ma_bad = np.ma.nomask
+    data = getattr(data, "value", data)  # astropy Quantity: statistics in its unit
+    arr = np.asarray(data)
+    if arr.ndim not in (1, 2):
+        raise ValueError(f"data must be a 1-D or 2-D array, got {arr.ndim} dimensions")
+    if arr.dtype.kind not in "fiub":
+        raise TypeError(f"data must hold real numbers, got dtype {arr.dtype}")
+    if arr.dtype not in (np.float32, np.float64):
+        arr = arr.astype(np.float64)
+    elif not arr.dtype.isnative:
+        arr = arr.astype(arr.dtype.newbyteorder("="))
+    good = None
+    if mask is not None:
+        good = np.asarray(mask)
+        if good.shape != arr.shape:
+            raise ValueError(f"mask shape {good.shape} does not match data shape {arr.shape}")
+        if good.dtype != np.bool_:
+            if good.dtype.kind not in "iub":
+                raise TypeError(f"mask must be boolean (True = good), got dtype {good.dtype}")
+            good = good != 0
+    if ma_bad is not np.ma.nomask and ma_bad.any():
+        good = ~ma_bad if good is None else good & ~ma_bad
+    if arr.ndim == 1:
+        arr = arr.reshape(1, -1)
+        good = None if good is None else good.reshape(1, -1)
+    arr = np.ascontiguousarray(arr)
+    if good is not None:
+        good = np.ascontiguousarray(good)
+    return arr, good
+
+
+def _spans_array(spans) -> np.ndarray:
+    out = np.asarray(spans)
+    if out.size == 0:
+        return _NO_SPANS
+    if out.ndim != 2 or out.shape[1] != 3 or out.dtype.kind not in "iu":
+        raise ValueError("spans must be an integer array of shape (k, 3): row, first, last")
+    return np.ascontiguousarray(out, dtype=np.int64)
+
+
+def sky_statistic(
+    data: np.ndarray,
+    mask: np.ndarray | None = None,
+    stat: SkyStat | None = None,
+    *,
+    spans: np.ndarray | None = None,
+) -> SkyValue:
+    """Compute a clipped sky statistic of an image or of a region of it.
+
+    Parameters
+    ----------
+    data : array_like, 1-D or 2-D
+        Pixel values. float32 and float64 are used as they are (no copy when
+        C-contiguous and native-endian); other real types are converted to float64.
+        NaN and infinite pixels are never used.
+    mask : array_like of bool, optional
+        Good-pixel mask of the same shape (True = use the pixel). Default: all pixels.
+    stat : SkyStat, optional
+        The statistic and its clipping settings. Default ``SkyStat()`` (median, nclip=5,
+        lsigma = usigma = 4).
+    spans : array_like of int, shape (k, 3), optional
+        Read only these row spans ``(row, first column, last column)``, inclusive and
+        non-overlapping; clipped to the image. Default: the whole image.
+
+    Returns
+    -------
+    SkyValue
+        ``(value, npix)``: the statistic (NaN if no pixel was usable) and the number
+        of pixels it was computed from (0 in that case).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skyeq import SkyStat, sky_statistic
+    >>> img = np.full((4, 5), 7.0, dtype=np.float32)
+    >>> sky_statistic(img, stat=SkyStat("mean"))
+    SkyValue(value=7.0, npix=20)
+    >>> sky_statistic(img, spans=[[1, 0, 2]])
+    SkyValue(value=7.0, npix=3)
+    """
+    if stat is None:
+        stat = SkyStat()
+    elif not isinstance(stat, SkyStat):
+        raise TypeError(f"stat must be a SkyStat, got {type(stat).__name__}")
+    return stat(data, mask, spans)

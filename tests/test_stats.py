@@ -1,0 +1,394 @@
+"""The statistics engine: exact small cases, documented differences, input handling."""
+
+import os
+import pickle
+import subprocess
+import sys
+import textwrap
+import threading
+
+import numpy as np
+import pytest
+from numpy.testing import assert_allclose
+
+from skyeq import SkyStat, SkyValue, _kernels, sky_statistic
+
+ALL = ("mean", "median", "mode", "midpt")
+
+
+# ---------------------------------------------------------------- exact small cases
+
+
+def test_two_pixels_match_the_reference_table():
+    # algorithm_spec 2.9: two pixels 3 and 4 with nclip=5
+    data = np.array([3.0, 4.0], dtype=np.float32)
+    assert sky_statistic(data, stat=SkyStat("mean")) == (3.5, 2)
+    assert sky_statistic(data, stat=SkyStat("median")) == (3.5, 2)
+    hw = 0.1 * np.sqrt(0.5)  # binwidth * std(ddof=1)
+    mode, npix = sky_statistic(data, stat=SkyStat("mode"))
+    assert npix == 2
+    assert mode == pytest.approx(3.0 + 0.5 * hw, abs=1e-12)  # 3.0354
+    midpt, _ = sky_statistic(data, stat=SkyStat("midpt"))
+    assert midpt == pytest.approx(3.0 + hw, abs=1e-12)  # 3.0707
+
+
+def test_one_clipping_pass_by_hand():
+    data = np.array([1.0, 2.0, 3.0, 4.0, 100.0])
+    # no clipping: everything
+    assert sky_statistic(data, stat=SkyStat("mean", nclip=0)) == (22.0, 5)
+    assert sky_statistic(data, stat=SkyStat("median", nclip=0)) == (3.0, 5)
+    # mean 22, std (ddof 1) = sqrt(7610 / 4) = 43.6; 1-sigma bounds [-21.6, 65.6]
+    st = SkyStat("mean", nclip=1, lsigma=1.0, usigma=1.0)
+    assert sky_statistic(data, stat=st) == (2.5, 4)
+    st = SkyStat("median", nclip=1, lsigma=1.0, usigma=1.0)
+    assert sky_statistic(data, stat=st) == (2.5, 4)
+
+
+def test_clipping_rereads_all_pixels_each_pass():
+    # pass 1: mean 10.5, std 5.92 -> 1-sigma bounds [4.58, 16.42] keep 5..16 (12 values)
+    # pass 2: mean 10.5, std 3.61 -> [6.89, 14.11] keeps 7..14 (8 values)
+    data = np.arange(1.0, 21.0)
+    st = SkyStat("mean", nclip=2, lsigma=1.0, usigma=1.0)
+    assert sky_statistic(data, stat=st) == (10.5, 8)
+    # a pure shrinking-survivor scheme and the re-read scheme agree here; an asymmetric
+    # case separates them: values rejected in pass 1 return when the bounds move up
+    data = np.array([0.0] * 6 + [10.0] * 3 + [11.0, 12.0, 30.0])
+    mean1, std1 = data.mean(), data.std(ddof=1)
+    lo1, hi1 = mean1 - 1.0 * std1, mean1 + 1.0 * std1
+    keep1 = data[(data >= lo1) & (data <= hi1)]
+    lo2, hi2 = keep1.mean() - keep1.std(ddof=1), keep1.mean() + keep1.std(ddof=1)
+    keep2 = data[(data >= lo2) & (data <= hi2)]
+    st = SkyStat("mean", nclip=2, lsigma=1.0, usigma=1.0)
+    value, npix = sky_statistic(data, stat=st)
+    assert npix == keep2.size
+    assert value == pytest.approx(keep2.mean(), rel=1e-14)
+
+
+def test_mode_parabolic_refinement_by_hand():
+    # 41 values: std(ddof=1) known; place counts so the peak bin has unequal neighbours
+    rng = np.random.default_rng(3)
+    data = rng.normal(0.0, 1.0, 5000)
+    st = SkyStat("mode", nclip=0, binwidth=0.25)
+    value, npix = sky_statistic(data, stat=st)
+    # independent implementation of the documented rule
+    mn, mx = data.min(), data.max()
+    hw = 0.25 * data.std(ddof=1)
+    nbins = int((mx - mn) / hw) + 1
+    dz = (mx - mn) / (nbins - 1)
+    counts = np.zeros(nbins, int)
+    idx = np.floor((data - mn) / dz).astype(int)
+    np.add.at(counts, idx[idx < nbins], 1)
+    p = int(np.argmax(counts))
+    d1, d2 = counts[p] - counts[p - 1], counts[p] - counts[p + 1]
+    expected = mn + (p + 0.5 + 0.5 * (d1 - d2) / (d1 + d2)) * hw
+    assert npix == 5000
+    assert value == pytest.approx(expected, abs=1e-12)
+
+
+def test_midpt_interpolation_by_hand():
+    rng = np.random.default_rng(4)
+    data = rng.normal(5.0, 2.0, 3001)
+    st = SkyStat("midpt", nclip=0, binwidth=0.2)
+    value, _ = sky_statistic(data, stat=st)
+    mn, mx = data.min(), data.max()
+    hw = 0.2 * data.std(ddof=1)
+    nbins = int((mx - mn) / hw) + 1
+    dz = (mx - mn) / (nbins - 1)
+    counts = np.zeros(nbins, int)
+    idx = np.floor((data - mn) / dz).astype(int)
+    np.add.at(counts, idx[idx < nbins], 1)
+    c = np.cumsum(counts) / counts.sum()
+    lo = int(np.argmax(c >= 0.5))
+    expected = mn + lo * hw + (0.5 - c[lo - 1]) / (c[lo] - c[lo - 1]) * hw
+    assert value == pytest.approx(expected, abs=1e-12)
+    # and it is a median estimate: within a bin of the exact median
+    assert abs(value - np.median(data)) < hw
+
+
+def test_limits_are_inclusive():
+    data = np.array([1.0, 2.0, 3.0, 4.0, 5.0])
+    assert sky_statistic(data, stat=SkyStat("mean", lower=2.0, upper=4.0, nclip=0)) == (3.0, 3)
+
+
+def test_spans_select_pixels():
+    data = np.arange(20, dtype=np.float64).reshape(4, 5)
+    spans = np.array([[1, 0, 2], [3, 3, 4]])
+    assert sky_statistic(data, stat=SkyStat("mean", nclip=0), spans=spans) == (11.0, 5)
+    # spans are clipped to the image; rows outside are ignored
+    spans = np.array([[-1, 0, 4], [0, -5, 1], [2, 3, 99], [7, 0, 4]])
+    assert sky_statistic(data, stat=SkyStat("mean", nclip=0), spans=spans) == (
+        np.mean([0, 1, 13, 14]),
+        4,
+    )
+    # with a mask
+    mask = np.ones_like(data, dtype=bool)
+    mask[1, 1] = False
+    spans = np.array([[1, 0, 2]])
+    assert sky_statistic(data, mask, SkyStat("median", nclip=0), spans=spans) == (6.0, 2)
+    # an empty span list selects nothing
+    value, npix = sky_statistic(data, spans=np.zeros((0, 3), int))
+    assert np.isnan(value) and npix == 0
+
+
+def test_median_even_and_odd_counts():
+    assert sky_statistic(np.array([4.0, 1.0, 3.0, 2.0]), stat=SkyStat(nclip=0)) == (2.5, 4)
+    assert sky_statistic(np.array([5.0, 1.0, 3.0]), stat=SkyStat(nclip=0)) == (3.0, 3)
+
+
+# -------------------------------------------- deliberate differences from the reference
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_nan_and_inf_pixels_are_ignored_without_limits(name):
+    # the reference fails on any NaN when lower/upper are None
+    data = np.array([1.0, 2.0, np.nan, 3.0, np.inf, -np.inf, 2.0], dtype=np.float32)
+    clean = np.array([1.0, 2.0, 3.0, 2.0], dtype=np.float32)
+    st = SkyStat(name, nclip=2)
+    assert sky_statistic(data, stat=st) == sky_statistic(clean, stat=st)
+    assert sky_statistic(data, stat=st).npix == 4
+
+
+def test_midpt_of_a_single_bin_is_a_data_value():
+    # the reference returns the bin count (0) for a constant image
+    const = np.full((10, 10), 7.25, dtype=np.float32)
+    assert sky_statistic(const, stat=SkyStat("midpt")) == (7.25, 100)
+    # hw > data range also gives one bin: the exact median of the survivors
+    data = np.array([1.0, 1.0, 1.1, 1.2])
+    assert sky_statistic(data, stat=SkyStat("midpt", nclip=0, binwidth=10.0)) == (1.05, 4)
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_constant_and_single_pixel_inputs(name):
+    const = np.full((3, 7), -2.5)
+    assert sky_statistic(const, stat=SkyStat(name)) == (-2.5, 21)
+    # the reference's mode is NaN (uncomputable) for one pixel; ours is the pixel
+    assert sky_statistic(np.array([42.0]), stat=SkyStat(name)) == (42.0, 1)
+
+
+def test_nclip0_median_respects_limits():
+    # the reference takes the median of all pixels, ignoring lower/upper, when nclip=0
+    data = np.array([1.0, 2.0, 3.0, 10.0, 20.0])
+    assert sky_statistic(data, stat=SkyStat("median", nclip=0, upper=5.0)) == (2.0, 3)
+    assert sky_statistic(data, stat=SkyStat("median", nclip=0, lower=2.5)) == (10.0, 3)
+
+
+@pytest.mark.parametrize("name", ["mode", "midpt"])
+def test_histogram_uses_true_minimum_whatever_comes_first(name):
+    # the reference's histogram origin depends on whether the FIRST array element is
+    # clipped; ours depends only on the set of surviving values
+    rng = np.random.default_rng(7)
+    data = rng.normal(10.0, 1.0, 2001)
+    data[0] = 1000.0  # clipped away by the upper bound
+    st = SkyStat(name, nclip=3)
+    first = sky_statistic(data, stat=st)
+    moved = sky_statistic(np.roll(data, 1000), stat=st)
+    # equal up to summation order (the reference's quirk moves it by ~0.05 sigma)
+    assert first.npix == moved.npix
+    assert first.value == pytest.approx(moved.value, rel=1e-12)
+
+
+def test_no_valid_pixel_gives_nan_and_zero_quietly(capfd):
+    st = SkyStat("mode")
+    for data, mask in [
+        (np.zeros((0, 5)), None),
+        (np.full((4, 4), np.nan), None),
+        (np.ones((4, 4)), np.zeros((4, 4), bool)),
+        (np.ones((4, 4)), None),
+    ]:
+        stat = st if mask is not None or not np.all(data == 1) else SkyStat(lower=2.0)
+        value, npix = sky_statistic(data, mask, stat)
+        assert np.isnan(value) and npix == 0
+    out, err = capfd.readouterr()
+    assert out == "" and err == ""
+
+
+# --------------------------------------------------------------------- validation
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "exc", "text"),
+    [
+        ({"statistic": "modee"}, ValueError, "statistic"),
+        ({"statistic": None}, ValueError, "statistic"),
+        ({"nclip": -1}, ValueError, "nclip"),
+        ({"nclip": 2.0}, TypeError, "nclip"),
+        ({"nclip": True}, TypeError, "nclip"),
+        ({"lsigma": 0.0}, ValueError, "lsigma"),
+        ({"usigma": -1.0}, ValueError, "usigma"),
+        ({"binwidth": 0.0}, ValueError, "binwidth"),
+        ({"binwidth": float("nan")}, ValueError, "binwidth"),
+        ({"lsigma": float("inf")}, ValueError, "lsigma"),
+        ({"lower": 5.0, "upper": 1.0}, ValueError, "lower"),
+        ({"lower": float("nan")}, ValueError, "lower"),
+        ({"upper": "3"}, TypeError, "upper"),
+    ],
+)
+def test_invalid_settings_raise_at_construction(kwargs, exc, text):
+    with pytest.raises(exc, match=text):
+        SkyStat(**kwargs)
+
+
+def test_skystat_is_frozen_picklable_and_normalised():
+    st = SkyStat("MODE", lower=1, nclip=np.int64(3))
+    assert st.statistic == "mode" and st.nclip == 3 and isinstance(st.lower, float)
+    assert pickle.loads(pickle.dumps(st)) == st
+    assert repr(st).startswith("SkyStat(statistic='mode', lower=1.0")
+    with pytest.raises(AttributeError):
+        st.nclip = 1
+
+
+def test_bad_inputs_raise_clearly():
+    with pytest.raises(ValueError, match="mask shape"):
+        sky_statistic(np.ones((3, 3)), np.ones((3, 4), bool))
+    with pytest.raises(ValueError, match="2-D"):
+        sky_statistic(np.ones((2, 2, 2)))
+    with pytest.raises(TypeError, match="real numbers"):
+        sky_statistic(np.array(["a", "b"]))
+    with pytest.raises(TypeError, match="SkyStat"):
+        sky_statistic(np.ones(3), stat="median")
+    with pytest.raises(ValueError, match="spans"):
+        sky_statistic(np.ones((3, 3)), spans=np.ones((2, 2), int))
+
+
+# -------------------------------------------------------------- input conversions
+
+
+def test_dtypes_byteorder_layout_and_masked_arrays():
+    rng = np.random.default_rng(11)
+    base = rng.normal(50.0, 3.0, (60, 70))
+    st = SkyStat("mean", nclip=3)
+    expected = sky_statistic(base, stat=st)
+    assert sky_statistic(base.astype(">f8"), stat=st) == expected
+    assert sky_statistic(np.asfortranarray(base), stat=st) == expected
+    as_int = np.round(base).astype(np.int32)
+    assert sky_statistic(as_int, stat=st) == sky_statistic(as_int.astype(np.float64), stat=st)
+    f32 = base.astype(np.float32)
+    assert sky_statistic(f32.astype(">f4"), stat=st) == sky_statistic(f32, stat=st)
+    mask = rng.random(base.shape) > 0.3
+    masked = np.ma.MaskedArray(base, mask=~mask)
+    assert sky_statistic(masked, stat=st) == sky_statistic(base, mask, st)
+    # an integer 0/1 mask means the same as a bool mask
+    assert sky_statistic(base, mask.astype(np.uint8), st) == sky_statistic(base, mask, st)
+    # a 1-D input is one row
+    assert sky_statistic(base.ravel(), stat=st) == expected
+
+
+def test_read_only_memmap(tmp_path):
+    data = np.random.default_rng(2).normal(0, 1, (50, 40)).astype(np.float32)
+    path = tmp_path / "img.npy"
+    np.save(path, data)
+    mm = np.load(path, mmap_mode="r")
+    assert not mm.flags.writeable
+    for name in ALL:
+        assert sky_statistic(mm, stat=SkyStat(name)) == sky_statistic(data, stat=SkyStat(name))
+
+
+def test_input_is_never_modified():
+    rng = np.random.default_rng(5)
+    data = rng.normal(0, 1, (64, 64)).astype(np.float32)
+    keep = data.copy()
+    for name in ALL:
+        sky_statistic(data, stat=SkyStat(name))
+        sky_statistic(data, data > -1, SkyStat(name))
+    np.testing.assert_array_equal(data, keep)
+
+
+# ----------------------------------------------- kernels against naive references
+
+
+def test_moments_kernel_against_numpy():
+    rng = np.random.default_rng(8)
+    buf = rng.normal(1e4, 3.0, 10001).astype(np.float32)
+    lo, hi = 1e4 - 5.0, 1e4 + 4.0
+    sel = buf[(buf >= lo) & (buf <= hi)].astype(np.float64)
+    for func in (_kernels.moments, _kernels.moments.py_func):
+        count, mean, std = func(buf, buf.size, lo, hi, 12345.0)
+        assert count == sel.size
+        assert_allclose(mean, sel.mean(), rtol=1e-13)
+        assert_allclose(std, sel.std(ddof=1), rtol=1e-9)
+
+
+@pytest.mark.parametrize("case", ["random", "duplicates", "constant", "sorted", "reversed"])
+def test_select_kth_against_partition(case):
+    rng = np.random.default_rng(9)
+    n = 3001
+    a = {
+        "random": rng.normal(0, 1, n),
+        "duplicates": rng.integers(0, 5, n).astype(float),
+        "constant": np.full(n, 3.0),
+        "sorted": np.arange(n, dtype=float),
+        "reversed": np.arange(n, dtype=float)[::-1].copy(),
+    }[case]
+    for k in (0, 1, n // 2, n - 1):
+        for func in (_kernels.select_kth, _kernels.select_kth.py_func):
+            work = a.copy()
+            assert func(work, n, k) == np.partition(a, k)[k]
+            assert np.all(work[:k] <= work[k]) and np.all(work[k + 1 :] >= work[k])
+
+
+def test_median_kernel_against_numpy():
+    rng = np.random.default_rng(10)
+    for n in (1, 2, 3, 10, 1001, 1000):
+        buf = rng.normal(0, 1, n).astype(np.float32)
+        keep = buf.copy()
+        lo, hi = -1.5, 1.2
+        sel = buf[(buf >= lo) & (buf <= hi)]
+        got = _kernels.median_within(buf, n, lo, hi)
+        if sel.size:
+            assert got == pytest.approx(np.median(sel.astype(np.float64)), abs=1e-7)
+        else:
+            assert np.isnan(got)
+        np.testing.assert_array_equal(buf, keep)
+
+
+def test_threads_agree_with_serial():
+    rng = np.random.default_rng(12)
+    images = [rng.normal(100 + i, 1 + i / 4, (300, 300)).astype(np.float32) for i in range(8)]
+    stats = [SkyStat(name, nclip=4) for name in ALL]
+    serial = [[st(img) for st in stats] for img in images]
+    results = [None] * len(images)
+    barrier = threading.Barrier(len(images))
+
+    def work(i):
+        barrier.wait()
+        results[i] = [st(images[i]) for st in stats]
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(images))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results == serial
+
+
+def test_kernels_compile_once_and_load_from_cache(tmp_path):
+    script = textwrap.dedent(
+        """
+        import json
+        from skyeq import _kernels
+        _kernels.warmup()
+        d = _kernels.sky_stat
+        print(json.dumps([sum(d.stats.cache_hits.values()),
+                          sum(d.stats.cache_misses.values())]))
+        """
+    )
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path))
+    root = os.path.dirname(os.path.dirname(os.path.abspath(_kernels.__file__)))
+    env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
+
+    def run():
+        out = subprocess.run(
+            [sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True
+        )
+        return [int(x) for x in out.stdout.strip().splitlines()[-1].strip("[]").split(",")]
+
+    hits, misses = run()
+    assert misses > 0 and hits == 0  # first process compiles and writes the cache
+    hits, misses = run()
+    assert misses == 0 and hits > 0  # second process only loads
+
+
+def test_skyvalue_is_a_tuple():
+    v = SkyValue(1.5, 3)
+    value, npix = v
+    assert (value, npix) == (1.5, 3) and v.value == 1.5 and v.npix == 3
