@@ -1,0 +1,337 @@
+"""The result of a sky-matching run: sky per image, provenance, pairs and components.
+
+`SkyResult` holds what the reference writes into every image's metadata (BKGLEVEL,
+BKGMETH, BKGSUB) plus what it only logs or discards: which images were valid, the
+connected components of the overlap graph and the table of measured pairs with their
+weights and residuals. `make_pair_table` builds that table with fixed column names and
+types, so every producer writes the same schema.
+"""
+
+from __future__ import annotations
+
+import operator
+from dataclasses import dataclass, field
+
+import numpy as np
+from astropy.table import Table
+
+__all__ = ["METHODS", "PAIR_COLUMNS", "SkyResult", "make_pair_table"]
+
+#: The method names (BKGMETH values) a result can carry.
+METHODS = ("local", "global", "match", "global+match", "user")
+
+#: Column names and dtypes of the pair table, in order.
+PAIR_COLUMNS = (
+    ("i", np.int64),
+    ("j", np.int64),
+    ("npix_i", np.float64),
+    ("npix_j", np.float64),
+    ("sky_i", np.float64),
+    ("sky_j", np.float64),
+    ("weight", np.float64),
+    ("residual", np.float64),
+)
+
+#: Number of sky values shown at each end of a long ``repr``.
+_REPR_EDGE = 3
+
+
+def make_pair_table(
+    i=(),
+    j=(),
+    npix_i=(),
+    npix_j=(),
+    sky_i=(),
+    sky_j=(),
+    weight=(),
+    residual=(),
+) -> Table:
+    """Build the pair table of a `SkyResult` from per-pair arrays.
+
+    Parameters
+    ----------
+    i, j : array_like of int
+        Indices of the two matched items (images, or group numbers when images are
+        grouped) of every measured pair.
+    npix_i, npix_j : array_like of float
+        Pixels of each side that survived masking and clipping in the overlap.
+    sky_i, sky_j : array_like of float
+        Statistic of each side inside the overlap (NaN if it could not be computed).
+    weight : array_like of float
+        Row weight of the pair in the match system, 0 for pairs not used.
+    residual : array_like of float
+        ``(sky_i - sky_j) - (delta_i - delta_j)`` after the solve, NaN for pairs not
+        used.
+
+    Returns
+    -------
+    astropy.table.Table
+        Table with the columns of `PAIR_COLUMNS`, one row per pair. With no argument,
+        an empty table with those columns.
+
+    Raises
+    ------
+    ValueError
+        If the arrays are not 1-D or differ in length.
+
+    Examples
+    --------
+    >>> t = make_pair_table([0], [1], [900], [880], [100.0], [120.0], [890.0], [0.0])
+    >>> t.colnames
+    ['i', 'j', 'npix_i', 'npix_j', 'sky_i', 'sky_j', 'weight', 'residual']
+    """
+    values = (i, j, npix_i, npix_j, sky_i, sky_j, weight, residual)
+    columns = []
+    for (name, dtype), value in zip(PAIR_COLUMNS, values, strict=True):
+        arr = np.asarray(value)
+        if arr.ndim != 1:
+            raise ValueError(f"pair column '{name}' must be 1-D, got shape {arr.shape}")
+        columns.append(arr.astype(dtype, copy=False))
+    lengths = {c.size for c in columns}
+    if len(lengths) > 1:
+        raise ValueError(f"pair columns differ in length: {sorted(lengths)}")
+    return Table(columns, names=[name for name, _ in PAIR_COLUMNS], copy=False)
+
+
+def _check_length(name: str, arr, n: int) -> None:
+    """Raise if a per-image value does not have one entry per image.
+
+    Parameters
+    ----------
+    name : str
+        Attribute name, used in the error message.
+    arr : sized
+        The value.
+    n : int
+        Number of images.
+
+    Raises
+    ------
+    ValueError
+        If ``len(arr) != n``.
+    """
+    if len(arr) != n:
+        raise ValueError(f"'{name}' has {len(arr)} entries, expected {n} (one per image)")
+
+
+@dataclass(eq=False)
+class SkyResult:
+    """Sky levels of a set of images, as computed by `skyeq.match_sky`.
+
+    Parameters
+    ----------
+    sky : array_like of float
+        Sky level of every image (BKGLEVEL), in data units: the cumulative sky of the
+        image for ``local``/``global``/``global+match``/``user``, the offset relative
+        to the reference image for ``match``. Must be finite; for an image whose sky
+        could not be computed the reference leaves 0.0, and so does skyeq.
+    method : str
+        Method used (BKGMETH): one of `METHODS`.
+    subtracted : bool
+        Whether the sky was subtracted from the data (BKGSUB).
+    valid : array_like of bool
+        Whether the sky of each image was computed (JWST ``cal_step.skymatch``
+        COMPLETE) or not (SKIPPED).
+    components : list of array_like of int, optional
+        Connected components of the overlap graph as index arrays of *images* (a
+        group's members all belong to its component). Images in no used pair are in
+        none. Empty by default (methods without matching).
+    pairs : astropy.table.Table, optional
+        The measured pairs, with the columns of `PAIR_COLUMNS` (see
+        `make_pair_table`); ``i`` and ``j`` index images, or groups when ``groups``
+        is given. An empty table by default.
+    names : list of str, optional
+        A name per image (file name or model name), or None.
+    groups : array_like, optional
+        The group id of every image (images sharing an id share one sky), or None when
+        every image is its own group.
+    local : array_like of float, optional
+        The local (whole-image, or whole-group) sky of every image, NaN where it could
+        not be computed, or None if it was not measured.
+    data : list of numpy.ndarray, optional
+        The sky-subtracted copies of the images when subtraction was requested without
+        ``inplace``, else None.
+
+    Raises
+    ------
+    ValueError
+        If an attribute does not have one entry per image, ``method`` is unknown, a sky
+        is not finite, a component index is out of range or in two components, or the
+        pair table lacks a column.
+
+    Examples
+    --------
+    >>> res = SkyResult(sky=[0.0, 20.0, 0.0], method="match", subtracted=False,
+    ...                 valid=[True, True, False], components=[[0, 1]])
+    >>> res.keywords(1)
+    {'BKGLEVEL': 20.0, 'BKGMETH': 'match', 'BKGSUB': False}
+    >>> res.keywords(2)
+    {}
+    >>> res.component_id.tolist()
+    [0, 0, -1]
+    """
+
+    sky: np.ndarray
+    method: str
+    subtracted: bool
+    valid: np.ndarray
+    components: list[np.ndarray] = field(default_factory=list)
+    pairs: Table | None = None
+    names: list[str] | None = None
+    groups: np.ndarray | None = None
+    local: np.ndarray | None = None
+    data: list[np.ndarray] | None = None
+
+    def __post_init__(self):
+        self.sky = np.array(self.sky, dtype=np.float64)
+        if self.sky.ndim != 1:
+            raise ValueError(f"'sky' must be 1-D, got shape {self.sky.shape}")
+        n = self.sky.size
+        if not np.all(np.isfinite(self.sky)):
+            raise ValueError("'sky' must be finite (use 0.0 for images without a sky)")
+        if self.method not in METHODS:
+            raise ValueError(f"'method' must be one of {METHODS}, got {self.method!r}")
+        self.subtracted = bool(self.subtracted)
+        valid = np.asarray(self.valid)
+        if valid.ndim != 1 or valid.dtype != np.bool_:
+            raise ValueError("'valid' must be a 1-D array of booleans")
+        _check_length("valid", valid, n)
+        self.valid = valid.copy()
+        self.components = self._checked_components(self.components, n)
+        if self.pairs is None:
+            self.pairs = make_pair_table()
+        elif not isinstance(self.pairs, Table):
+            raise ValueError(f"'pairs' must be an astropy Table, got {type(self.pairs)}")
+        missing = [name for name, _ in PAIR_COLUMNS if name not in self.pairs.colnames]
+        if missing:
+            raise ValueError(f"'pairs' lacks the column(s) {missing}")
+        if self.names is not None:
+            if isinstance(self.names, str):
+                raise ValueError("'names' must be a sequence of str, not one str")
+            self.names = [str(name) for name in self.names]
+            _check_length("names", self.names, n)
+        if self.groups is not None:
+            self.groups = np.asarray(self.groups)
+            if self.groups.ndim != 1:
+                raise ValueError(f"'groups' must be 1-D, got shape {self.groups.shape}")
+            _check_length("groups", self.groups, n)
+        if self.local is not None:
+            self.local = np.array(self.local, dtype=np.float64)
+            if self.local.ndim != 1:
+                raise ValueError(f"'local' must be 1-D, got shape {self.local.shape}")
+            _check_length("local", self.local, n)
+        if self.data is not None:
+            self.data = list(self.data)
+            _check_length("data", self.data, n)
+
+    @staticmethod
+    def _checked_components(components, n: int) -> list[np.ndarray]:
+        """Return the components as sorted ``intp`` arrays after checking them.
+
+        Parameters
+        ----------
+        components : list of array_like of int
+            Image indices of every component.
+        n : int
+            Number of images.
+
+        Returns
+        -------
+        list of numpy.ndarray
+            One sorted index array per component, in the given order.
+
+        Raises
+        ------
+        ValueError
+            If an index is out of range or appears more than once.
+        """
+        out = []
+        seen = np.zeros(n, dtype=bool)
+        for k, comp in enumerate(components):
+            idx = np.sort(np.asarray(comp, dtype=np.intp).ravel())
+            if idx.size and (idx[0] < 0 or idx[-1] >= n):
+                raise ValueError(f"component {k} holds image indices outside [0, {n})")
+            if np.any(seen[idx]) or np.any(idx[1:] == idx[:-1]):
+                raise ValueError(f"component {k} repeats an image already listed")
+            seen[idx] = True
+            out.append(idx)
+        return out
+
+    def __len__(self) -> int:
+        return int(self.sky.size)
+
+    @property
+    def component_id(self) -> np.ndarray:
+        """numpy.ndarray: The component number of every image, -1 if in none."""
+        out = np.full(len(self), -1, dtype=np.intp)
+        for k, idx in enumerate(self.components):
+            out[idx] = k
+        return out
+
+    def keywords(self, i: int) -> dict:
+        """Return the background keywords of image ``i``, as the reference writes them.
+
+        Parameters
+        ----------
+        i : int
+            Image index (negative values count from the end).
+
+        Returns
+        -------
+        dict
+            ``{"BKGLEVEL": float, "BKGMETH": str, "BKGSUB": bool}`` for a valid image.
+            For an invalid image the reference leaves the background keywords untouched
+            (JWST marks the step SKIPPED), so the dict is empty: updating a header with
+            it changes nothing.
+
+        Raises
+        ------
+        IndexError
+            If ``i`` is out of range.
+        """
+        k = operator.index(i)
+        if not -len(self) <= k < len(self):
+            raise IndexError(f"image index {k} out of range for {len(self)} images")
+        if not self.valid[k]:
+            return {}
+        return {"BKGLEVEL": float(self.sky[k]), "BKGMETH": self.method, "BKGSUB": self.subtracted}
+
+    def to_table(self) -> Table:
+        """Return one row per image.
+
+        Returns
+        -------
+        astropy.table.Table
+            Columns ``index``, ``name`` (empty strings without names), ``group`` (the
+            image index when images are not grouped), ``sky``, ``valid``,
+            ``component`` (-1 for none), ``method``, ``subtracted``, and ``local``
+            when the local skies are known.
+        """
+        n = len(self)
+        index = np.arange(n)
+        table = Table()
+        table["index"] = index
+        table["name"] = np.array(self.names if self.names is not None else [""] * n, dtype=str)
+        table["group"] = self.groups if self.groups is not None else index
+        table["sky"] = self.sky
+        table["valid"] = self.valid
+        table["component"] = self.component_id
+        table["method"] = np.full(n, self.method)
+        table["subtracted"] = np.full(n, self.subtracted)
+        if self.local is not None:
+            table["local"] = self.local
+        return table
+
+    def __repr__(self) -> str:
+        n = len(self)
+        if n <= 2 * _REPR_EDGE:
+            shown = [f"{v:.6g}" for v in self.sky]
+        else:
+            shown = [f"{v:.6g}" for v in self.sky[:_REPR_EDGE]]
+            shown += ["..."] + [f"{v:.6g}" for v in self.sky[-_REPR_EDGE:]]
+        return (
+            f"<SkyResult method={self.method!r} subtracted={self.subtracted} "
+            f"images={n} valid={int(np.count_nonzero(self.valid))} "
+            f"components={len(self.components)} pairs={len(self.pairs)} "
+            f"sky=[{', '.join(shown)}]>"
+        )
