@@ -278,22 +278,13 @@ def select_kth(a, n, k):
     return a[k]
 
 
-@njit(cache=True, nogil=True)
-def median_within(buf, n, lo, hi):
-    """Exact median of the values of ``buf[:n]`` within ``[lo, hi]``, by selection.
+#: Bins of the coarse histogram that locates the median before the exact selection.
+_MEDIAN_BINS = 4096
 
-    The survivors are copied once into scratch space and partially ordered there by
-    `select_kth` (``buf`` is not modified). An even count gives the mean of the two
-    middle values. NaN when none survive.
-    """
-    work = np.empty(n, dtype=buf.dtype)
-    m = 0
-    for k in range(n):
-        v = buf[k]
-        work[m] = v
-        m += (v >= lo) & (v <= hi)
-    if m == 0:
-        return np.nan
+
+@njit(cache=True, nogil=True)
+def _select_median(work, m):
+    """Median of ``work[:m]`` (``m > 0``) by selection; ``work`` is reordered."""
     half = m // 2
     upper_mid = float(select_kth(work, m, half))
     if m % 2 == 1:
@@ -303,6 +294,88 @@ def median_within(buf, n, lo, hi):
         if work[k] > lower_mid:
             lower_mid = work[k]
     return 0.5 * (float(lower_mid) + upper_mid)
+
+
+@njit(cache=True, nogil=True)
+def _median_by_copy(buf, n, lo, hi):
+    """Exact median of ``buf[:n]`` within ``[lo, hi]``: copy the survivors, select."""
+    work = np.empty(n, dtype=buf.dtype)
+    m = 0
+    for k in range(n):
+        v = buf[k]
+        work[m] = v
+        m += (v >= lo) & (v <= hi)
+    if m == 0:
+        return np.nan
+    return _select_median(work, m)
+
+
+@njit(cache=True, nogil=True)
+def median_within(buf, n, lo, hi):
+    """Exact median of the values of ``buf[:n]`` within ``[lo, hi]``.
+
+    A coarse histogram (`_MEDIAN_BINS` bins over the value range) finds the bin(s)
+    holding the middle rank(s); only the values of those bins are copied and
+    partially ordered by `select_kth`. When those bins hold a large share of the
+    pixels (heavily quantised data) the survivors are all copied and selected instead.
+    ``buf`` is not modified. An even count gives the mean of the two middle values.
+    NaN when no value survives.
+    """
+    a = lo
+    b = hi
+    if not (b - a < 1e300):
+        a, b = _minmax_within(buf, n, lo, hi)
+        if a > b:
+            return np.nan
+    if not (b > a):
+        return _median_by_copy(buf, n, lo, hi)
+    nb = _MEDIAN_BINS
+    scale = nb / (b - a)
+    counts = np.zeros(nb, dtype=np.int64)
+    m = 0
+    for k in range(n):
+        v = buf[k]
+        if v >= lo and v <= hi:
+            idx = min(max(int((v - a) * scale), 0), nb - 1)
+            counts[idx] += 1
+            m += 1
+    if m == 0:
+        return np.nan
+    half = m // 2
+    r_lo = half - 1 if m % 2 == 0 else half
+    cum = 0
+    b_lo = -1
+    b_hi = -1
+    before_lo = 0
+    for idx in range(nb):
+        c = counts[idx]
+        if b_lo < 0 and cum + c > r_lo:
+            b_lo = idx
+            before_lo = cum
+        if cum + c > half:
+            b_hi = idx
+            break
+        cum += c
+    size = 0
+    for idx in range(b_lo, b_hi + 1):
+        size += counts[idx]
+    if size > max(4096, m // 8):
+        return _median_by_copy(buf, n, lo, hi)
+    work = np.empty(size, dtype=buf.dtype)
+    w = 0
+    for k in range(n):
+        v = buf[k]
+        if v >= lo and v <= hi:
+            idx = min(max(int((v - a) * scale), 0), nb - 1)
+            if idx >= b_lo and idx <= b_hi:
+                work[w] = v
+                w += 1
+    upper_mid = float(select_kth(work, w, half - before_lo))
+    if m % 2 == 1:
+        return upper_mid
+    k_lo = r_lo - before_lo
+    lower_mid = float(select_kth(work, w, k_lo))
+    return 0.5 * (lower_mid + upper_mid)
 
 
 @njit(cache=True, nogil=True)
