@@ -1,0 +1,260 @@
+"""Tests of skyeq.wcs: one adapter for astropy, SIP, gwcs, APE 14 and callables."""
+
+import pickle
+
+import numpy as np
+import pytest
+from astropy.wcs import WCS, Sip
+from astropy.wcs.wcsapi import HighLevelWCSWrapper, SlicedLowLevelWCS
+
+from skyeq import geometry as geo
+from skyeq.wcs import WCSAdapter, _callable_pair, as_wcs_adapter
+
+SHAPE = (150, 200)
+
+
+def make_wcs(ra=150.0, dec=2.0, rot=20.0, scale=20.0, sip=0.0, swap=False):
+    ny, nx = SHAPE
+    w = WCS(naxis=2)
+    lon, lat = ("RA---TAN", "DEC--TAN") if not sip else ("RA---TAN-SIP", "DEC--TAN-SIP")
+    w.wcs.ctype = [lat, lon] if swap else [lon, lat]
+    w.wcs.crval = [dec, ra] if swap else [ra, dec]
+    w.wcs.crpix = [(nx + 1) / 2, (ny + 1) / 2]
+    c, s = np.cos(np.radians(rot)), np.sin(np.radians(rot))
+    cd = scale / 3600.0 * np.array([[-c, s], [s, c]])
+    w.wcs.cd = cd[::-1] if swap else cd
+    if sip:
+        a = np.zeros((4, 4))
+        b = np.zeros((4, 4))
+        a[3, 0] = a[1, 2] = b[0, 3] = b[2, 1] = sip
+        a[2, 0] = b[0, 2] = sip * 30
+        w.sip = Sip(a, b, None, None, w.wcs.crpix)
+    return w
+
+
+def make_gwcs(ra=150.0, dec=2.0, rot=20.0, scale=20.0, bbox=True):
+    """The same TAN projection as make_wcs, as a gwcs pipeline of astropy models."""
+    pytest.importorskip("gwcs")
+    from astropy import coordinates as coord
+    from astropy import units as u
+    from astropy.modeling import models
+    from gwcs import coordinate_frames as cf
+    from gwcs import wcs as gw
+
+    ny, nx = SHAPE
+    c, s = np.cos(np.radians(rot)), np.sin(np.radians(rot))
+    cd = scale / 3600.0 * np.array([[-c, s], [s, c]])
+    # zero-based pixel -> intermediate (deg) -> native sphere -> sky
+    shift = models.Shift(-(nx - 1) / 2) & models.Shift(-(ny - 1) / 2)
+    affine = models.AffineTransformation2D(matrix=cd, translation=[0, 0])
+    fwd = shift | affine | models.Pix2Sky_TAN() | models.RotateNative2Celestial(ra, dec, 180)
+    det = cf.Frame2D(name="detector", axes_order=(0, 1), unit=(u.pix, u.pix))
+    sky = cf.CelestialFrame(reference_frame=coord.ICRS(), name="icrs", unit=(u.deg, u.deg))
+    w = gw.WCS(forward_transform=fwd, input_frame=det, output_frame=sky)
+    if bbox:
+        # a bounding box on pixel centres: the outline at -0.5 lies outside it
+        w.bounding_box = ((0, nx - 1), (0, ny - 1))
+    return w
+
+
+def outline():
+    x = np.array([-0.5, 199.5, 199.5, -0.5, 37.25])
+    y = np.array([-0.5, -0.5, 149.5, 149.5, 80.75])
+    return x, y
+
+
+def test_astropy_wcs_matches_all_pix2world():
+    w = make_wcs()
+    ad = as_wcs_adapter(w, name="a.fits")
+    assert isinstance(ad, WCSAdapter)
+    assert ad.kind == "fitswcs"
+    assert ad.name == "a.fits"
+    x, y = outline()
+    ra, dec = ad.pixel_to_world(x, y)
+    era, edec = w.all_pix2world(x, y, 0)
+    np.testing.assert_array_equal(ra, era)
+    np.testing.assert_array_equal(dec, edec)
+    assert ra.dtype == np.float64
+    xb, yb = ad.world_to_pixel(ra, dec)
+    np.testing.assert_allclose(xb, x, atol=1e-8)
+    np.testing.assert_allclose(yb, y, atol=1e-8)
+    # scalars and 2-D arrays keep their shapes
+    r0, d0 = ad.pixel_to_world(3.0, 4.0)
+    assert r0.shape == () and d0.shape == ()
+    r2, _ = ad.pixel_to_world(np.zeros((2, 3)), np.ones((2, 3)))
+    assert r2.shape == (2, 3)
+
+
+def test_sip_wcs_uses_the_distortion():
+    w = make_wcs(sip=2e-6)
+    ad = as_wcs_adapter(w)
+    x, y = outline()
+    ra, dec = ad.pixel_to_world(x, y)
+    era, _ = w.all_pix2world(x, y, 0)
+    np.testing.assert_array_equal(ra, era)
+    lin_ra, _ = w.wcs_pix2world(x, y, 0)
+    # the corners move by ~2 pixels (40 arcsec) with this distortion
+    assert np.abs(ra - lin_ra).max() * 3600 * np.cos(np.radians(2.0)) > 10.0
+    xb, yb = ad.world_to_pixel(ra, dec)
+    np.testing.assert_allclose(xb, x, atol=1e-5)
+    np.testing.assert_allclose(yb, y, atol=1e-5)
+
+
+def test_gwcs_ignores_its_bounding_box_and_matches_astropy():
+    gw = make_gwcs()
+    w = make_wcs()
+    ad = as_wcs_adapter(gw, name="g")
+    assert ad.kind == "gwcs"
+    x, y = outline()
+    # gwcs's own APE 14 call honours the bounding box: the outline becomes NaN
+    assert np.isnan(gw.pixel_to_world_values(x, y)[0][:4]).all()
+    ra, dec = ad.pixel_to_world(x, y)
+    era, edec = w.all_pix2world(x, y, 0)
+    np.testing.assert_allclose(ra, era, rtol=0, atol=1e-10)
+    np.testing.assert_allclose(dec, edec, rtol=0, atol=1e-10)
+    xb, yb = ad.world_to_pixel(ra, dec)
+    np.testing.assert_allclose(xb, x, atol=1e-7)
+    np.testing.assert_allclose(yb, y, atol=1e-7)
+    # footprints and overlaps from either description agree
+    fg = geo.footprint(gw, SHAPE)
+    fa = geo.footprint(w, SHAPE)
+    np.testing.assert_allclose(fg.vertices, fa.vertices, atol=1e-12)
+    other = make_wcs(150.03, 2.01, rot=-10)
+    fo = geo.footprint(other, SHAPE)
+    assert geo.intersect(fg, fo).area == pytest.approx(geo.intersect(fa, fo).area, rel=1e-9)
+    np.testing.assert_array_equal(
+        geo.overlap_spans(geo.intersect(fg, fo), gw, SHAPE),
+        geo.overlap_spans(geo.intersect(fa, fo), w, SHAPE),
+    )
+
+
+def test_generic_ape14_and_high_level_wrappers():
+    w = make_wcs()
+    x, y = outline()
+    era, edec = w.all_pix2world(x, y, 0)
+    sliced = SlicedLowLevelWCS(w, Ellipsis)
+    high = HighLevelWCSWrapper(sliced)
+    for obj, kind in ((sliced, "ape14"), (high, "ape14"), (HighLevelWCSWrapper(w), "fitswcs")):
+        ad = as_wcs_adapter(obj)
+        assert ad.kind == kind
+        ra, dec = ad.pixel_to_world(x, y)
+        np.testing.assert_allclose(ra, era, rtol=0, atol=1e-12)
+        np.testing.assert_allclose(dec, edec, rtol=0, atol=1e-12)
+
+
+def test_callables_pair():
+    w = make_wcs()
+
+    def fwd(x, y):
+        return w.all_pix2world(x, y, 0)
+
+    def inv(ra, dec):
+        return w.all_world2pix(ra, dec, 0)
+
+    ad = as_wcs_adapter((fwd, inv), name="cb")
+    assert ad.kind == "callables"
+    x, y = outline()
+    ra, dec = ad.pixel_to_world(x, y)
+    np.testing.assert_array_equal(ra, w.all_pix2world(x, y, 0)[0])
+    fp = geo.footprint(ad, SHAPE)
+    np.testing.assert_array_equal(fp.vertices, geo.footprint(w, SHAPE).vertices)
+    # and back to the reference's calling convention
+    f2, i2 = _callable_pair(ad)
+    np.testing.assert_array_equal(f2(x, y, with_bounding_box=False)[0], ra)
+    np.testing.assert_allclose(i2(ra, dec, with_bounding_box=False)[0], x, atol=1e-9)
+
+
+def test_latitude_first_axes_are_reordered():
+    w = make_wcs()
+    sw = make_wcs(swap=True)
+    ad = as_wcs_adapter(sw)
+    assert ad.lon_axis == 1
+    x, y = outline()
+    ra, dec = ad.pixel_to_world(x, y)
+    era, edec = w.all_pix2world(x, y, 0)
+    np.testing.assert_allclose(ra, era, atol=1e-12)
+    np.testing.assert_allclose(dec, edec, atol=1e-12)
+    xb, yb = ad.world_to_pixel(ra, dec)
+    np.testing.assert_allclose(xb, x, atol=1e-8)
+    np.testing.assert_allclose(yb, y, atol=1e-8)
+
+
+def test_ra_is_wrapped_to_0_360():
+    w = make_wcs(ra=0.0, dec=0.0, rot=0.0)
+    ad = as_wcs_adapter(w)
+    x, y = outline()
+    ra, _ = ad.pixel_to_world(x, y)
+    assert ra.min() >= 0.0 and ra.max() < 360.0
+    assert (ra > 359.0).any() and (ra < 1.0).any()
+
+    def fwd(x, y):
+        return np.full(np.shape(x), -360.0 - 1e-20), np.zeros(np.shape(x))
+
+    ra, _ = as_wcs_adapter((fwd, fwd)).pixel_to_world(x, y)
+    assert np.all(ra == 0.0)
+
+
+def test_adapters_pickle():
+    w = make_wcs(sip=1e-6)
+    ad = as_wcs_adapter(w, name="p")
+    ad2 = pickle.loads(pickle.dumps(ad))
+    x, y = outline()
+    np.testing.assert_array_equal(ad2.pixel_to_world(x, y)[0], ad.pixel_to_world(x, y)[0])
+    assert ad2.name == "p"
+    gw = pickle.loads(pickle.dumps(as_wcs_adapter(make_gwcs())))
+    assert np.isfinite(gw.pixel_to_world(x, y)[0]).all()
+    # an adapter passes through, renamed only on request
+    assert as_wcs_adapter(ad) is ad
+    assert as_wcs_adapter(ad, name="q").name == "q"
+
+
+def test_errors_name_the_image():
+    with pytest.raises(TypeError, match="img7 has no WCS"):
+        as_wcs_adapter(None, name="img7")
+    with pytest.raises(TypeError, match=r"img8.*not an APE 14 WCS"):
+        as_wcs_adapter(object(), name="img8")
+    with pytest.raises(TypeError, match="img8"):
+        as_wcs_adapter((len,), name="img8")
+    cube = WCS(naxis=3)
+    cube.wcs.ctype = ["RA---TAN", "DEC--TAN", "FREQ"]
+    with pytest.raises(ValueError, match=r"cube.*2 pixel and 2 world axes"):
+        as_wcs_adapter(cube, name="cube")
+
+
+def test_non_invertible_wcs_is_refused_naming_the_image():
+    w = make_wcs()
+
+    def fwd(x, y):
+        return w.all_pix2world(x, y, 0)
+
+    def bad_inv(ra, dec):  # off by 0.05 pixel
+        x, y = w.all_world2pix(ra, dec, 0)
+        return x + 0.05, y
+
+    def nan_inv(ra, dec):
+        return np.full(np.shape(ra), np.nan), np.full(np.shape(ra), np.nan)
+
+    def nan_fwd(x, y):
+        ra, dec = w.all_pix2world(x, y, 0)
+        return np.where(np.asarray(x) < 0, np.nan, ra), dec
+
+    def raising_inv(ra, dec):
+        raise RuntimeError("no convergence")
+
+    with pytest.raises(ValueError, match=r"off\.fits.*round trip misses by 0\.05"):
+        geo.footprint((fwd, bad_inv), SHAPE, name="off.fits")
+    with pytest.raises(ValueError, match=r"nan\.fits.*cannot be inverted"):
+        geo.footprint((fwd, nan_inv), SHAPE, name="nan.fits")
+    with pytest.raises(ValueError, match=r"edge\.fits.*non-finite sky"):
+        geo.footprint((nan_fwd, nan_inv), SHAPE, name="edge.fits")
+    with pytest.raises(ValueError, match=r"r\.fits.*no convergence"):
+        geo.footprint((fwd, raising_inv), SHAPE, name="r.fits")
+    # footprints() names images by position
+    with pytest.raises(ValueError, match="image 1"):
+        geo.footprints([w, (fwd, bad_inv)], [SHAPE, SHAPE])
+    # a 0.005 pixel round trip error is accepted
+    def ok_inv(ra, dec):
+        x, y = w.all_world2pix(ra, dec, 0)
+        return x + 0.005, y
+
+    assert geo.footprint((fwd, ok_inv), SHAPE).area > 0
