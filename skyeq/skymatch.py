@@ -1,0 +1,514 @@
+"""`match_sky`: the sky methods, groups, the per-group measurements and the solve.
+
+This is the only module that wires the pieces together (DESIGN.md): inputs become
+per-image records, the geometry finds which groups overlap and the row spans of every
+overlap in every image, one independent task per group measures its local sky and its
+sky inside each overlap (only small numbers come back), and the solver turns the pair
+measurements into offsets.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from os import PathLike
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from astropy.nddata.bitmask import bitfield_to_boolean_mask
+
+from . import geometry
+from .result import SkyResult, make_pair_table
+from .solve import combine_global_match, solve_match
+from .stats import SkyStat
+from .wcs import as_wcs_adapter
+
+__all__ = ["JWST_DQ_FLAGS", "METHODS", "match_sky"]
+
+log = logging.getLogger(__name__)
+
+#: The sky methods `match_sky` knows.
+METHODS = ("local", "global", "match", "global+match", "user")
+
+#: JWST data-quality bit names (value = bit mask), for ``dqbits`` mnemonics.
+JWST_DQ_FLAGS = {
+    name: 1 << bit
+    for bit, name in enumerate(
+        [
+            "DO_NOT_USE", "SATURATED", "JUMP_DET", "DROPOUT", "OUTLIER", "PERSISTENCE",
+            "AD_FLOOR", "CHARGELOSS", "UNRELIABLE_ERROR", "NON_SCIENCE", "DEAD", "HOT",
+            "WARM", "LOW_QE", "RC", "TELEGRAPH", "NONLINEAR", "BAD_REF_PIXEL",
+            "NO_FLAT_FIELD", "NO_GAIN_VALUE", "NO_LIN_CORR", "NO_SAT_CHECK",
+            "UNRELIABLE_BIAS", "UNRELIABLE_DARK", "UNRELIABLE_SLOPE", "UNRELIABLE_FLAT",
+            "OPEN", "ADJ_OPEN", "FLUX_ESTIMATED", "MSA_FAILED_OPEN", "OTHER_BAD_PIXEL",
+            "REFERENCE_PIXEL",
+        ]
+    )
+}
+
+_DEFAULT_DQBITS = "~DO_NOT_USE+NON_SCIENCE"
+
+
+@dataclass(frozen=True)
+class _GroupTask:
+    """Everything one group's measurement needs: its images and its overlap spans."""
+
+    index: int
+    members: tuple[int, ...]
+    data: tuple[np.ndarray, ...]
+    masks: tuple[np.ndarray | None, ...]
+    neighbours: tuple[int, ...]
+    #: spans[m][h]: row spans of member m's pixels in the overlap with neighbour group h
+    spans: tuple[tuple[np.ndarray, ...], ...]
+    stat: SkyStat
+    want_local: bool
+
+
+@dataclass(frozen=True)
+class _GroupMeasurement:
+    index: int
+    local: float
+    local_npix: int
+    member_local: tuple[float, ...]
+    sky: np.ndarray  # (len(neighbours),) group statistic in each overlap
+    npix: np.ndarray  # (len(neighbours),) pixels behind it
+
+
+def _measure_group(task: _GroupTask) -> _GroupMeasurement:
+    """Measure one group: local sky of each member, and sky in every overlap.
+
+    The group's local sky is the minimum over members that gave a value (the
+    reference's rule); its sky in an overlap is the npix-weighted mean of the members'
+    statistics there.
+    """
+    member_local = []
+    best, best_n = math.nan, 0
+    for data, mask in zip(task.data, task.masks, strict=True):
+        if task.want_local:
+            value, npix = task.stat(data, mask)
+        else:
+            value, npix = math.nan, 0
+        member_local.append(value)
+        if npix > 0 and math.isfinite(value) and not value >= best:
+            best, best_n = value, npix
+    nb = len(task.neighbours)
+    wsum = np.zeros(nb)
+    nsum = np.zeros(nb, dtype=np.int64)
+    for m, (data, mask) in enumerate(zip(task.data, task.masks, strict=True)):
+        for h in range(nb):
+            spans = task.spans[m][h]
+            if spans.shape[0] == 0:
+                continue
+            value, npix = task.stat(data, mask, spans)
+            if npix > 0 and math.isfinite(value):
+                wsum[h] += value * npix
+                nsum[h] += npix
+    with np.errstate(invalid="ignore", divide="ignore"):
+        sky = np.where(nsum > 0, wsum / np.maximum(nsum, 1), np.nan)
+    return _GroupMeasurement(task.index, best, best_n, tuple(member_local), sky, nsum)
+
+
+def _masks(
+    data: Sequence[np.ndarray],
+    mask: Sequence[np.ndarray | None] | None,
+    dq: Sequence[np.ndarray | None] | None,
+    dqbits: str | int | None,
+    names: Sequence[str],
+) -> list[np.ndarray | None]:
+    """Good-pixel masks (True = good) from user masks and/or DQ arrays."""
+    n = len(data)
+    out: list[np.ndarray | None] = [None] * n
+    for label, seq in (("mask", mask), ("dq", dq)):
+        if seq is not None and len(seq) != n:
+            raise ValueError(f"{label} has {len(seq)} entries for {n} images")
+    for k in range(n):
+        good = None
+        if mask is not None and mask[k] is not None:
+            good = np.asarray(mask[k])
+            if good.shape != data[k].shape:
+                raise ValueError(
+                    f"image {names[k]!r}: mask shape {good.shape} != data shape {data[k].shape}"
+                )
+            good = good.astype(bool, copy=False)
+        if dq is not None and dq[k] is not None and dqbits is not None:
+            dqk = np.asarray(dq[k])
+            if dqk.shape != data[k].shape:
+                raise ValueError(
+                    f"image {names[k]!r}: dq shape {dqk.shape} != data shape {data[k].shape}"
+                )
+            dqgood = bitfield_to_boolean_mask(
+                dqk, ignore_flags=dqbits, good_mask_value=True, dtype=bool,
+                flag_name_map=JWST_DQ_FLAGS,
+            )
+            good = dqgood if good is None else good & dqgood
+        out[k] = good
+    return out
+
+
+def _group_index(groups: Sequence[Any] | None, n: int) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Map group ids to 0..G-1 in order of first appearance; members per group."""
+    if groups is None:
+        gid = np.arange(n)
+    else:
+        if len(groups) != n:
+            raise ValueError(f"groups has {len(groups)} entries for {n} images")
+        order: dict[Any, int] = {}
+        gid = np.array([order.setdefault(g, len(order)) for g in groups], dtype=np.intp)
+    members = [np.flatnonzero(gid == g) for g in range(int(gid.max()) + 1 if n else 0)]
+    return gid, members
+
+
+def _overlap_tasks(
+    adapters: list,
+    shapes: list[tuple[int, int]],
+    gid: np.ndarray,
+    members: list[np.ndarray],
+    stepsize: int | None,
+) -> tuple[list[list[int]], list[list[list[np.ndarray]]]]:
+    """For every group: its neighbour groups and each member's spans in each overlap.
+
+    A group's footprint is its members' footprints (no union polygon): member m of
+    group G overlaps group H in the union of m's intersections with H's members.
+    """
+    fps = [geometry.footprint(a, s, stepsize) for a, s in zip(adapters, shapes, strict=True)]
+    pair_idx, overlaps = geometry.find_overlaps(fps)
+    pieces: dict[tuple[int, int], list] = {}  # (image m, group H) -> overlap pieces
+    for (a, b), ov in zip(pair_idx.tolist(), overlaps, strict=True):
+        if gid[a] == gid[b] or ov.area <= 0.0:
+            continue
+        pieces.setdefault((a, int(gid[b])), []).extend(ov.pieces)
+        pieces.setdefault((b, int(gid[a])), []).extend(ov.pieces)
+    ngroups = len(members)
+    neighbours: list[list[int]] = [[] for _ in range(ngroups)]
+    for m, h in pieces:
+        g = int(gid[m])
+        if h not in neighbours[g]:
+            neighbours[g].append(h)
+    for g in range(ngroups):
+        neighbours[g].sort()
+    spans: list[list[list[np.ndarray]]] = []
+    empty = np.zeros((0, 3), dtype=np.int64)
+    for g in range(ngroups):
+        per_member = []
+        for m in members[g]:
+            m = int(m)
+            keys = [h for h in neighbours[g] if (m, h) in pieces]
+            found = geometry.overlap_spans_many(
+                [pieces[(m, h)] for h in keys], adapters[m], shapes[m]
+            ) if keys else []
+            by_h = dict(zip(keys, found, strict=True))
+            per_member.append([by_h.get(h, empty) for h in neighbours[g]])
+        spans.append(per_member)
+    return neighbours, spans
+
+
+def _run_tasks(
+    tasks: list[_GroupTask],
+    executor: Executor | None,
+    progress: bool | Callable[[int, int], Any],
+) -> list[_GroupMeasurement]:
+    """Run the group tasks serially or on ``executor``; results in task order."""
+    total = len(tasks)
+    report: Callable[[int, int], Any] | None
+    if callable(progress):
+        report = progress
+    elif progress:
+        def report(done: int, total: int) -> None:
+            log.info("measured %d of %d groups", done, total)
+    else:
+        report = None
+    results: list[_GroupMeasurement] = []
+    if executor is None:
+        for k, task in enumerate(tasks):
+            results.append(_measure_group(task))
+            if report:
+                report(k + 1, total)
+        return results
+    futures = [executor.submit(_measure_group, t) for t in tasks]
+    for k, fut in enumerate(futures):
+        results.append(fut.result())
+        if report:
+            report(k + 1, total)
+    return results
+
+
+def _user_skies(
+    skylist: str | PathLike | Mapping[str, float], names: Sequence[str] | None, n: int
+) -> np.ndarray:
+    """Sky per image from a skylist file or mapping (name -> value)."""
+    from .io import read_skylist
+
+    if names is None:
+        raise ValueError("method 'user' needs image names (names=...) to look up the skylist")
+    table = dict(skylist) if isinstance(skylist, Mapping) else read_skylist(skylist)
+    if len(table) != n:
+        raise ValueError(f"the skylist has {len(table)} entries for {n} images")
+    by_stem: dict[str, list[str]] = {}
+    for key in table:
+        by_stem.setdefault(Path(str(key)).stem, []).append(key)
+    out = np.empty(n)
+    for k, name in enumerate(names):
+        if name in table:
+            out[k] = float(table[name])
+            continue
+        hits = by_stem.get(Path(str(name)).stem, [])
+        if not hits:
+            raise ValueError(f"image {name!r} is not in the skylist")
+        if len(hits) > 1:
+            raise ValueError(f"image {name!r} is in the skylist more than once: {hits}")
+        out[k] = float(table[hits[0]])
+    return out
+
+
+def match_sky(
+    data: Sequence[np.ndarray],
+    wcs: Sequence[Any] | None = None,
+    mask: Sequence[np.ndarray | None] | None = None,
+    groups: Sequence[Any] | None = None,
+    method: str = "match",
+    stat: SkyStat | None = None,
+    match_down: bool = True,
+    subtract: bool = False,
+    skylist: str | PathLike | Mapping[str, float] | None = None,
+    stepsize: int | None = None,
+    executor: Executor | None = None,
+    progress: bool | Callable[[int, int], Any] = False,
+    *,
+    dq: Sequence[np.ndarray | None] | None = None,
+    dqbits: str | int | None = _DEFAULT_DQBITS,
+    names: Sequence[str] | None = None,
+    inplace: bool = False,
+) -> SkyResult:
+    """Compute and match the sky levels of a set of overlapping images.
+
+    Parameters
+    ----------
+    data : sequence of 2-D arrays
+        The images, in surface-brightness units.
+    wcs : sequence, optional
+        One WCS per image: astropy.wcs.WCS, gwcs, any APE 14 low-level WCS, or a pair of
+        callables ``(fwd, inv)`` with ``fwd(x, y) -> (ra, dec)`` and
+        ``inv(ra, dec) -> (x, y)`` (degrees, zero-based pixels). Needed by the ``match``
+        methods; ignored by ``local``, ``global`` and ``user``.
+    mask : sequence of bool arrays or None, optional
+        Good-pixel masks (True = use). NaN/inf pixels are never used either way.
+    groups : sequence, optional
+        A group id per image: images sharing an id share one sky (their local sky is
+        the minimum of the members'; their sky in an overlap is the npix-weighted mean
+        of the members'). Default: every image is its own group.
+    method : {'match', 'local', 'global', 'global+match', 'user'}, optional
+        ``local``: each group's own sky. ``global``: the minimum local sky, for all.
+        ``match``: offsets that minimise the pairwise differences in the overlaps,
+        referenced to the lowest (``match_down``) or highest offset. ``global+match``:
+        the match offsets plus the smallest ``local - offset``. ``user``: values from
+        ``skylist``. Default ``'match'`` (as the JWST step).
+    stat : SkyStat, optional
+        The statistic. Default ``SkyStat("median", nclip=5, lsigma=4, usigma=4)``.
+    match_down : bool, optional
+        Reference match offsets to the lowest (True, default) or highest sky.
+    subtract : bool, optional
+        Return sky-subtracted copies in ``result.data`` (or subtract in place with
+        ``inplace=True``). Default False.
+    skylist : path or mapping, optional
+        For ``method='user'``: a two-column whitespace file (image name, sky) or a
+        mapping name -> sky. Names are compared whole, then by file stem.
+    stepsize : int, optional
+        Sample the footprint edges every ``stepsize`` pixels (for distorted WCS).
+        Default None: the four corners.
+    executor : concurrent.futures.Executor, optional
+        Runs the per-group measurement tasks (threads work well: the kernels release
+        the GIL; a dask.distributed Client's executor works too). Default: serially.
+    progress : bool or callable, optional
+        Log progress, or call ``progress(done, total)`` after each group.
+    dq : sequence of int arrays, optional
+        Data-quality arrays, turned into masks with ``dqbits`` (ANDed with ``mask``).
+    dqbits : str, int or None, optional
+        DQ bits to ignore (astropy bitmask syntax with JWST mnemonics; a leading ``~``
+        means "all bits but these"). Default ``'~DO_NOT_USE+NON_SCIENCE'``: a pixel is
+        bad only when DO_NOT_USE or NON_SCIENCE is set. None: DQ is not used.
+    names : sequence of str, optional
+        Image names (for messages, the result table and ``method='user'``).
+    inplace : bool, optional
+        With ``subtract=True``, subtract from the input arrays themselves (they must be
+        writable). Default False.
+
+    Returns
+    -------
+    SkyResult
+        Per image: ``sky`` (BKGLEVEL), ``valid``; overall ``method``, ``subtracted``,
+        ``components`` and the ``pairs`` table.
+
+    Raises
+    ------
+    ValueError
+        For an unknown method, no images, mismatched lengths or shapes, a missing or
+        inconsistent skylist, or a missing WCS for a match method.
+    """
+    t0 = time.perf_counter()
+    meth = str(method).lower()
+    if meth not in METHODS:
+        raise ValueError(f"unknown method {method!r}; valid: {', '.join(METHODS)}")
+    if isinstance(data, np.ndarray) and data.ndim == 2:
+        raise TypeError("data must be a sequence of 2-D images, not a single 2-D array")
+    data = list(data)
+    n = len(data)
+    if n == 0:
+        raise ValueError("data must contain at least one image")
+    for k, img in enumerate(data):
+        if np.ndim(img) != 2:
+            raise ValueError(f"image {k} is not a 2-D array (ndim={np.ndim(img)})")
+    if names is not None:
+        names = [str(s) for s in names]
+        if len(names) != n:
+            raise ValueError(f"names has {len(names)} entries for {n} images")
+    labels = names if names is not None else [f"#{k}" for k in range(n)]
+    if stat is None:
+        stat = SkyStat("median", nclip=5, lsigma=4.0, usigma=4.0)
+    elif not isinstance(stat, SkyStat):
+        raise TypeError(f"stat must be a SkyStat, got {type(stat).__name__}")
+    if subtract and inplace:
+        for k, img in enumerate(data):
+            if not (isinstance(img, np.ndarray) and img.flags.writeable):
+                raise ValueError(f"inplace=True needs writable arrays; image {labels[k]} is not")
+
+    if meth == "user":
+        if skylist is None:
+            raise ValueError("method 'user' needs a skylist (a file path or a mapping)")
+        sky = _user_skies(skylist, names, n)
+        valid = np.isfinite(sky)
+        return _finish(data, sky, valid, meth, subtract, inplace, [], make_pair_table(),
+                       names, groups, None, t0)
+
+    gid, members = _group_index(groups, n)
+    ngroups = len(members)
+    do_match = "match" in meth
+    want_local = meth != "match"
+    masks = _masks(data, mask, dq, dqbits, labels)
+
+    if do_match:
+        if wcs is None or len(wcs) != n:
+            raise ValueError(
+                f"method {meth!r} needs one WCS per image ({n}); got "
+                f"{'none' if wcs is None else len(wcs)}"
+            )
+        adapters = [as_wcs_adapter(w, name=labels[k]) for k, w in enumerate(wcs)]
+        shapes = [tuple(int(s) for s in np.shape(img)) for img in data]
+        neighbours, spans = _overlap_tasks(adapters, shapes, gid, members, stepsize)
+    else:
+        neighbours = [[] for _ in range(ngroups)]
+        spans = [[[] for _ in members[g]] for g in range(ngroups)]
+
+    tasks = [
+        _GroupTask(
+            index=g,
+            members=tuple(int(m) for m in members[g]),
+            data=tuple(data[m] for m in members[g]),
+            masks=tuple(masks[m] for m in members[g]),
+            neighbours=tuple(neighbours[g]),
+            spans=tuple(tuple(row) for row in spans[g]),
+            stat=stat,
+            want_local=want_local,
+        )
+        for g in range(ngroups)
+    ]
+    meas = _run_tasks(tasks, executor, progress)
+    local = np.array([r.local for r in meas])
+    for r in meas:
+        if want_local and not math.isfinite(r.local):
+            names_g = ", ".join(labels[m] for m in members[r.index])
+            log.warning("Unable to compute the sky of %s: no usable pixel", names_g)
+
+    comps_g: list[np.ndarray] = []
+    pairs = make_pair_table()
+    delta = np.full(ngroups, np.nan)
+    if do_match:
+        pi, pj, si, sj, ni, nj = [], [], [], [], [], []
+        lookup = {
+            (r.index, h): (r.sky[q], r.npix[q])
+            for r in meas
+            for q, h in enumerate(neighbours[r.index])
+        }
+        for (g, h), (s_g, n_g) in lookup.items():
+            if g < h and (h, g) in lookup:
+                s_h, n_h = lookup[(h, g)]
+                pi.append(g), pj.append(h), si.append(s_g), sj.append(s_h)
+                ni.append(n_g), nj.append(n_h)
+        order = np.lexsort((pj, pi)) if pi else np.zeros(0, int)
+        cols = [np.asarray(c)[order] for c in (pi, pj, si, sj, ni, nj)]
+        sol = solve_match(ngroups, *cols, match_down=match_down)
+        delta = sol.delta
+        comps_g = sol.components
+        pairs = make_pair_table(
+            cols[0], cols[1], cols[4], cols[5], cols[2], cols[3], sol.weight, sol.residual
+        )
+        for g in np.flatnonzero(~sol.valid):
+            log.warning(
+                "Unable to compute the match offset of %s: no usable overlap",
+                ", ".join(labels[m] for m in members[g]),
+            )
+
+    if meth == "local":
+        gsky, gvalid = local, np.isfinite(local)
+    elif meth == "global":
+        finite = local[np.isfinite(local)]
+        if finite.size:
+            gsky, gvalid = np.full(ngroups, finite.min()), np.ones(ngroups, bool)
+        else:
+            log.warning('Unable to compute the "global" sky value')
+            gsky, gvalid = np.full(ngroups, np.nan), np.zeros(ngroups, bool)
+    elif meth == "match":
+        gsky, gvalid = delta, np.isfinite(delta)
+    else:  # global+match
+        combined = combine_global_match(local, delta)
+        if np.isfinite(combined).any():
+            gsky, gvalid = combined, np.isfinite(combined)
+        else:
+            log.warning('Unable to compute the "global" sky value; keeping the match offsets')
+            gsky, gvalid = delta, np.isfinite(delta)
+
+    sky = np.where(gvalid, gsky, 0.0)[gid]
+    valid = gvalid[gid]
+    image_local = np.full(n, np.nan)
+    for r in meas:
+        for m, v in zip(members[r.index], r.member_local, strict=True):
+            image_local[m] = v
+    comps = [np.sort(np.concatenate([members[g] for g in c])) for c in comps_g]
+    return _finish(data, sky, valid, meth, subtract, inplace, comps, pairs, names,
+                   groups, image_local if want_local else None, t0)
+
+
+def _finish(data, sky, valid, method, subtract, inplace, comps, pairs, names, groups, local, t0):
+    """Subtract if asked, log the skies, and build the `SkyResult`."""
+    out_data = None
+    if subtract:
+        out_data = []
+        for k, img in enumerate(data):
+            arr = np.asarray(img)
+            level = np.asarray(sky[k] if valid[k] else 0.0).astype(arr.dtype)
+            if inplace:
+                arr -= level
+                out_data.append(arr)
+            else:
+                out_data.append(arr - level)
+    for k in range(len(data)):
+        label = names[k] if names is not None else f"#{k}"
+        if valid[k]:
+            log.info("%s: sky background %.6g (%s)", label, sky[k], method)
+    log.info("sky matching of %d images took %.3f s", len(data), time.perf_counter() - t0)
+    return SkyResult(
+        sky=np.asarray(sky, dtype=np.float64),
+        method=method,
+        subtracted=bool(subtract),
+        valid=np.asarray(valid, dtype=bool),
+        components=comps,
+        pairs=pairs,
+        names=list(names) if names is not None else None,
+        groups=None if groups is None else np.asarray(groups),
+        local=local,
+        data=out_data,
+    )
