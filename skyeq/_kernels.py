@@ -49,10 +49,14 @@ import numpy as np
 from numba import njit
 
 __all__ = [
+    "MAX_CELL_REGIONS",
     "STAT_MEAN",
     "STAT_MEDIAN",
     "STAT_MIDPT",
     "STAT_MODE",
+    "cell_partition",
+    "cell_prefix",
+    "cell_stats",
     "clip_moments",
     "convex_parts",
     "gather",
@@ -60,6 +64,7 @@ __all__ = [
     "intersect_pairs",
     "median_within",
     "moments",
+    "region_stats",
     "ring_area",
     "scan_spans",
     "select_kth",
@@ -78,6 +83,20 @@ _REASSOC = {"reassoc"}
 _MAX_BINS = 1 << 22
 #: Relative width below which a histogram bin cannot be resolved in float32 data.
 _EPS10 = 10.0 * float(np.finfo(np.float32).eps)
+
+
+@njit(cache=True, nogil=True)
+def _region_size(spans, use_spans, ny, nx):
+    """Count the pixels of the image (or of its ``spans``, clipped to the image)."""
+    if not use_spans:
+        return ny * nx
+    size = 0
+    for k in range(spans.shape[0]):
+        c0 = max(spans[k, 1], 0)
+        c1 = min(spans[k, 2], nx - 1)
+        if 0 <= spans[k, 0] < ny and c1 >= c0:
+            size += c1 - c0 + 1
+    return size
 
 
 @njit(cache=True, nogil=True)
@@ -107,18 +126,15 @@ def gather(data, mask, use_mask, spans, use_spans, lower, upper):
         Number of usable pixels.
     """
     ny, nx = data.shape
-    if use_spans:
-        size = 0
-        for k in range(spans.shape[0]):
-            c0 = max(spans[k, 1], 0)
-            c1 = min(spans[k, 2], nx - 1)
-            if 0 <= spans[k, 0] < ny and c1 >= c0:
-                size += c1 - c0 + 1
-        nrows = spans.shape[0]
-    else:
-        size = ny * nx
-        nrows = ny
-    buf = np.empty(size, dtype=data.dtype)
+    buf = np.empty(_region_size(spans, use_spans, ny, nx), dtype=data.dtype)
+    return buf, _gather_into(buf, data, mask, use_mask, spans, use_spans, lower, upper)
+
+
+@njit(cache=True, nogil=True)
+def _gather_into(buf, data, mask, use_mask, spans, use_spans, lower, upper):
+    """`gather` into a given buffer (large enough for the region); returns the count."""
+    ny, nx = data.shape
+    nrows = spans.shape[0] if use_spans else ny
     n = 0
     for k in range(nrows):
         if use_spans:
@@ -142,7 +158,7 @@ def gather(data, mask, use_mask, spans, use_spans, lower, upper):
                 v = data[r, c]
                 buf[n] = v
                 n += (v >= lower) & (v <= upper)
-    return buf, n
+    return n
 
 
 @njit(cache=True, nogil=True, fastmath=_REASSOC)
@@ -200,32 +216,36 @@ def _first_within(buf, n, lo, hi):
 
 
 @njit(cache=True, nogil=True)
-def clip_moments(buf, n, lower, upper, nclip, lsig, usig):
-    """Sigma-clipped moments of ``buf[:n]`` (all of which lie in ``[lower, upper]``).
+def _moments_of(kind, buf, n, vals, p1, p2, poff, cstart, cend, cells, lo, hi, shift):
+    """One moments pass: over ``buf[:n]`` (``kind`` 0) or over sorted cells (``kind`` 1)."""
+    if kind == 0:
+        return moments(buf, n, lo, hi, shift)
+    return _cell_moments(vals, p1, p2, poff, cstart, cend, cells, lo, hi, shift)
 
-    Runs ``nclip + 1`` moments passes over the whole buffer. After each of the first
-    ``nclip`` passes the bounds become ``[mean - lsig*std, mean + usig*std]``
-    intersected with ``[lower, upper]``; every pass reads all of ``buf[:n]``, so pixels
-    rejected earlier come back if the bounds widen. When a pass keeps exactly the same
-    pixels as the one before, the remaining passes would repeat it bit for bit, so
-    they are skipped (the result is identical).
 
-    Returns
-    -------
-    count, mean, std : int, float, float
-        Of the final pass (``count`` 0 and NaNs when no pixel survives).
-    lo, hi : float
-        The bounds that final pass used.
+@njit(cache=True, nogil=True)
+def _clip(kind, buf, n, vals, p1, p2, poff, cstart, cend, cells, shift0, lower, upper, nclip,
+          lsig, usig):
+    """Run the clipping loop of `clip_moments` over a buffer or over sorted cells.
+
+    ``kind`` 0 reads ``buf[:n]`` (the cell arguments are placeholders); ``kind`` 1 reads
+    the cells ``cells`` of a partition (`cell_partition`) with block prefix sums
+    (`cell_prefix`) shifted by ``shift0`` (``buf`` and ``n`` are placeholders).
     """
     lo = lower
     hi = upper
-    if n == 0:
-        return 0, np.nan, np.nan, lo, hi
-    shift = _first_within(buf, n, lo, hi)
-    if shift != shift:
-        return 0, np.nan, np.nan, lo, hi
-    count, mean, std = moments(buf, n, lo, hi, shift)
-    shift = mean
+    if kind == 0:
+        if n == 0:
+            return 0, np.nan, np.nan, lo, hi
+        shift = _first_within(buf, n, lo, hi)
+        if shift != shift:
+            return 0, np.nan, np.nan, lo, hi
+    else:
+        shift = shift0
+    count, mean, std = _moments_of(kind, buf, n, vals, p1, p2, poff, cstart, cend, cells, lo,
+                                   hi, shift)
+    if kind == 0:
+        shift = mean
     prev_count = -1
     prev_mean = np.nan
     prev_std = np.nan
@@ -245,8 +265,32 @@ def clip_moments(buf, n, lower, upper, nclip, lsig, usig):
         prev_count = count
         prev_mean = mean
         prev_std = std
-        count, mean, std = moments(buf, n, lo, hi, shift)
+        count, mean, std = _moments_of(kind, buf, n, vals, p1, p2, poff, cstart, cend, cells,
+                                       lo, hi, shift)
     return count, mean, std, lo, hi
+
+
+@njit(cache=True, nogil=True)
+def clip_moments(buf, n, lower, upper, nclip, lsig, usig):
+    """Sigma-clipped moments of ``buf[:n]`` (all of which lie in ``[lower, upper]``).
+
+    Runs ``nclip + 1`` moments passes over the whole buffer. After each of the first
+    ``nclip`` passes the bounds become ``[mean - lsig*std, mean + usig*std]``
+    intersected with ``[lower, upper]``; every pass reads all of ``buf[:n]``, so pixels
+    rejected earlier come back if the bounds widen. When a pass keeps exactly the same
+    pixels as the one before, the remaining passes would repeat it bit for bit, so
+    they are skipped (the result is identical).
+
+    Returns
+    -------
+    count, mean, std : int, float, float
+        Of the final pass (``count`` 0 and NaNs when no pixel survives).
+    lo, hi : float
+        The bounds that final pass used.
+    """
+    f0 = np.empty(0)
+    i0 = np.empty(0, dtype=np.int64)
+    return _clip(0, buf, n, buf, f0, f0, i0, i0, i0, i0, 0.0, lower, upper, nclip, lsig, usig)
 
 
 @njit(cache=True, nogil=True)
@@ -468,7 +512,21 @@ def histogram_stat(buf, n, lo, hi, upper, std, binwidth, want_midpt):
         of a single bin is the exact median of the survivors; the mode of a single bin
         is ``mn + hw / 2``.
     """
-    mn, mx = _minmax_within(buf, n, lo, hi)
+    i0 = np.empty(0, dtype=np.int64)
+    return _hist_stat(0, buf, n, buf, i0, i0, i0, lo, hi, upper, std, binwidth, want_midpt)
+
+
+@njit(cache=True, nogil=True)
+def _hist_stat(kind, buf, n, vals, cstart, cend, cells, lo, hi, upper, std, binwidth,
+               want_midpt):
+    """`histogram_stat` over ``buf[:n]`` (``kind`` 0) or over sorted cells (``kind`` 1).
+
+    For ``kind`` 1 pass ``vals`` as ``buf`` (it sets the precision of the binning).
+    """
+    if kind == 0:
+        mn, mx = _minmax_within(buf, n, lo, hi)
+    else:
+        mn, mx = _cell_minmax(vals, cstart, cend, cells, lo, hi)
     if mn > mx:
         return np.nan
     hw = binwidth * std
@@ -476,7 +534,9 @@ def histogram_stat(buf, n, lo, hi, upper, std, binwidth, want_midpt):
     tiny = _EPS10 * max(abs(mn), abs(mx))
     if hw <= tiny or drange <= tiny or hw > drange:
         if want_midpt:
-            return median_within(buf, n, lo, hi)
+            if kind == 0:
+                return median_within(buf, n, lo, hi)
+            return _cell_median(vals, cstart, cend, cells, lo, hi)
         return mn + 0.5 * hw
     nbins = int(drange / hw) + 1
     if nbins > _MAX_BINS:
@@ -495,7 +555,10 @@ def histogram_stat(buf, n, lo, hi, upper, std, binwidth, want_midpt):
     bw = typed[1]
     inv = typed[2] / bw
     top = h0 + bw * typed[3]
-    counts = _hist_counts(buf, n, h0, top, upper, inv, nbins)
+    if kind == 0:
+        counts = _hist_counts(buf, n, h0, top, upper, inv, nbins)
+    else:
+        counts = _cell_hist_counts(vals, cstart, cend, cells, h0, top, upper, inv, nbins)
     if want_midpt:
         total = 0
         for b in range(nbins):
@@ -572,6 +635,466 @@ def sky_stat(
     return _stat_of_buffer(flat, flat.size, lower, upper, nclip, lsig, usig, binwidth, code)
 
 
+@njit(cache=True, nogil=True)
+def region_stats(data, mask, use_mask, spans, reg_off, whole, lower, upper, nclip, lsig, usig,
+                 binwidth, code):
+    """`sky_stat` of several regions of one image (and of the whole image), one buffer.
+
+    The regions' pixels are gathered in turn into one buffer allocated once for the
+    largest region (touching fresh memory costs about as much as a clipping pass).
+
+    Parameters
+    ----------
+    data, mask, use_mask, lower, upper, nclip, lsig, usig, binwidth, code
+        As for `sky_stat`.
+    spans : ndarray of int64, shape (k, 3)
+        Every region's row spans, concatenated.
+    reg_off : ndarray of int64, shape (R + 1,)
+        Offsets of each region's spans.
+    whole : bool
+        Also compute the statistic of the whole image (last entry).
+
+    Returns
+    -------
+    value : ndarray of float64, shape (R + whole,)
+    npix : ndarray of int64
+    """
+    ny, nx = data.shape
+    nreg = reg_off.shape[0] - 1
+    nout = nreg + (1 if whole else 0)
+    value = np.full(nout, np.nan)
+    npix = np.zeros(nout, dtype=np.int64)
+    size = ny * nx if (whole and use_mask) else 0
+    for r in range(nreg):
+        size = max(size, _region_size(spans[reg_off[r] : reg_off[r + 1]], True, ny, nx))
+    buf = np.empty(size, dtype=data.dtype)
+    for r in range(nout):
+        if r < nreg:
+            n = _gather_into(buf, data, mask, use_mask, spans[reg_off[r] : reg_off[r + 1]],
+                             True, lower, upper)
+            value[r], npix[r] = _stat_of_buffer(buf, n, lower, upper, nclip, lsig, usig,
+                                                binwidth, code)
+        elif use_mask:
+            n = _gather_into(buf, data, mask, True, spans[:0], False, lower, upper)
+            value[r], npix[r] = _stat_of_buffer(buf, n, lower, upper, nclip, lsig, usig,
+                                                binwidth, code)
+        else:
+            flat = data.reshape(data.size)
+            value[r], npix[r] = _stat_of_buffer(flat, flat.size, lower, upper, nclip, lsig,
+                                                usig, binwidth, code)
+    return value, npix
+
+
+# --------------------------------------------------------------------------------------
+# many regions of one image: sorted cells
+# --------------------------------------------------------------------------------------
+# When the regions of one image overlap heavily (dithers: every overlap is nearly the
+# whole image), reading every region's pixels in every clipping pass costs regions x
+# pixels. Instead the image is cut once into *cells*, the maximal sets of pixels covered
+# by the same regions (`cell_partition`); the usable values of every cell are sorted
+# once (by the caller, with numpy's sort) and given block prefix sums of their shifted
+# values and squares (`cell_prefix`). Then a moments pass of a region is two binary searches
+# per cell, its median a selection over the cells' sorted runs and its histogram a
+# binary search per bin edge (`cell_stats`). The pixel sets are exactly those of the
+# buffer kernels; only the order of summation (the last bits of mean and sigma) differs.
+
+#: Regions one partition can hold (a cell is keyed by an int64 bit set of its regions).
+MAX_CELL_REGIONS = 62
+
+
+@njit(cache=True, nogil=True)
+def _first_at_least(vals, a, b, x):
+    """First index in ``[a, b)`` of sorted ``vals`` with ``vals[k] >= x`` (``b`` if none)."""
+    while a < b:
+        m = (a + b) >> 1
+        if vals[m] < x:
+            a = m + 1
+        else:
+            b = m
+    return a
+
+
+@njit(cache=True, nogil=True)
+def _first_above(vals, a, b, x):
+    """First index in ``[a, b)`` of sorted ``vals`` with ``vals[k] > x`` (``b`` if none)."""
+    while a < b:
+        m = (a + b) >> 1
+        if vals[m] <= x:
+            a = m + 1
+        else:
+            b = m
+    return a
+
+
+@njit(cache=True, nogil=True)
+def cell_partition(data, mask, use_mask, spans, reg_off, lower, upper, with_rest):
+    """Cut an image into cells of equal region coverage and gather their usable pixels.
+
+    Parameters
+    ----------
+    data : ndarray, 2-D
+        Image values.
+    mask : ndarray of bool, 2-D
+        Good-pixel mask, read only when ``use_mask`` is true.
+    use_mask : bool
+        Whether ``mask`` applies.
+    spans : ndarray of int64, shape (k, 3)
+        The row spans of every region, concatenated; each region's spans sorted by row
+        and disjoint.
+    reg_off : ndarray of int64, shape (R + 1,)
+        Offsets of each region's spans in ``spans`` (``R <= MAX_CELL_REGIONS``).
+    lower, upper : float
+        Finite inclusive bounds on usable values (NaN and inf are never usable).
+    with_rest : bool
+        Also gather the pixels that lie in no region (the cell with key 0).
+
+    Returns
+    -------
+    vals : ndarray, 1-D, data dtype
+        The usable values, cell by cell (unsorted); cell ``c`` holds
+        ``vals[cstart[c]:cend[c]]``, cells are separated by at least one unused slot.
+    cstart, cend : ndarray of int64
+        Where each cell's values start and end.
+    keys : ndarray of int64
+        Each cell's regions as a bit set (bit ``r`` for region ``r``), ascending.
+    """
+    ny, nx = data.shape
+    nreg = reg_off.shape[0] - 1
+    ptr = reg_off[:-1].copy()
+    ev_col = np.empty(2 * spans.shape[0] + 2, dtype=np.int64)
+    ev_bit = np.empty(2 * spans.shape[0] + 2, dtype=np.int64)
+    seg = np.empty((256, 4), dtype=np.int64)
+    nseg = 0
+    for y in range(ny):
+        ne = 0
+        for r in range(nreg):
+            p = ptr[r]
+            stop = reg_off[r + 1]
+            while p < stop and spans[p, 0] < y:
+                p += 1
+            while p < stop and spans[p, 0] == y:
+                c0 = max(spans[p, 1], 0)
+                c1 = min(spans[p, 2], nx - 1)
+                if c1 >= c0:
+                    ev_col[ne] = c0
+                    ev_bit[ne] = np.int64(1) << r
+                    ev_col[ne + 1] = c1 + 1
+                    ev_bit[ne + 1] = -(np.int64(1) << r)
+                    ne += 2
+                p += 1
+            ptr[r] = p
+        # insertion sort of the row's events by column (few per row)
+        for u in range(1, ne):
+            cv = ev_col[u]
+            bv = ev_bit[u]
+            w = u - 1
+            while w >= 0 and ev_col[w] > cv:
+                ev_col[w + 1] = ev_col[w]
+                ev_bit[w + 1] = ev_bit[w]
+                w -= 1
+            ev_col[w + 1] = cv
+            ev_bit[w + 1] = bv
+        key = np.int64(0)
+        x = 0
+        for e in range(ne + 1):
+            col = ev_col[e] if e < ne else nx
+            if col > x:
+                if key != 0 or with_rest:
+                    seg = _grow(seg, nseg + 1)
+                    seg[nseg, 0] = y
+                    seg[nseg, 1] = x
+                    seg[nseg, 2] = col - 1
+                    seg[nseg, 3] = key
+                    nseg += 1
+                x = col
+            if e < ne:
+                key += ev_bit[e]
+    keys = np.unique(seg[:nseg, 3])
+    ncell = keys.shape[0]
+    cid = np.searchsorted(keys, seg[:nseg, 3])
+    cap = np.zeros(ncell, dtype=np.int64)
+    for k in range(nseg):
+        cap[cid[k]] += seg[k, 2] - seg[k, 1] + 1
+    cstart = np.empty(ncell, dtype=np.int64)
+    total = 0
+    for c in range(ncell):
+        cstart[c] = total
+        total += cap[c] + 1  # one spare slot: the branchless store below may write there
+    vals = np.empty(max(total, 1), dtype=data.dtype)
+    cend = cstart.copy()
+    for k in range(nseg):
+        c = cid[k]
+        r = seg[k, 0]
+        w = cend[c]
+        if use_mask:
+            for col in range(seg[k, 1], seg[k, 2] + 1):
+                v = data[r, col]
+                vals[w] = v
+                w += mask[r, col] & (v >= lower) & (v <= upper)
+        else:
+            for col in range(seg[k, 1], seg[k, 2] + 1):
+                v = data[r, col]
+                vals[w] = v
+                w += (v >= lower) & (v <= upper)
+        cend[c] = w
+    return vals, cstart, cend, keys
+
+
+#: Values per block of the prefix sums of `cell_prefix`.
+_BLOCK = 64
+
+
+@njit(cache=True, nogil=True)
+def cell_prefix(vals, cstart, cend, shift):
+    """Block prefix sums of ``v - shift`` and its square over every (sorted) cell.
+
+    Only every `_BLOCK`-th prefix sum is stored (a full prefix array would be twice the
+    image in float64, and fresh memory is slow to touch); `_cell_prefix_at` adds the
+    rest of a block when a sum is needed.
+
+    Returns
+    -------
+    p1, p2 : ndarray of float64
+        ``p[poff[c] + j]`` is the sum over the first ``j * _BLOCK`` values of cell ``c``.
+    poff : ndarray of int64
+        Where each cell's block sums start.
+    """
+    ncell = cstart.shape[0]
+    poff = np.empty(ncell, dtype=np.int64)
+    total = 0
+    for c in range(ncell):
+        poff[c] = total
+        total += (cend[c] - cstart[c]) // _BLOCK + 1
+    p1 = np.empty(total)
+    p2 = np.empty(total)
+    for c in range(ncell):
+        s = 0.0
+        q = 0.0
+        j = poff[c]
+        p1[j] = 0.0
+        p2[j] = 0.0
+        a = cstart[c]
+        for k in range(a, cend[c]):
+            d = vals[k] - shift
+            s += d
+            q += d * d
+            if (k + 1 - a) % _BLOCK == 0:
+                j += 1
+                p1[j] = s
+                p2[j] = q
+    return p1, p2, poff
+
+
+@njit(cache=True, nogil=True)
+def _cell_prefix_at(vals, p1, p2, poff, a, c, k, shift):
+    """Sum ``v - shift`` and its square over values ``a .. k - 1`` of the cell from ``a``."""
+    j = (k - a) // _BLOCK
+    s = p1[poff[c] + j]
+    q = p2[poff[c] + j]
+    for i in range(a + j * _BLOCK, k):
+        d = vals[i] - shift
+        s += d
+        q += d * d
+    return s, q
+
+
+@njit(cache=True, nogil=True)
+def _cell_moments(vals, p1, p2, poff, cstart, cend, cells, lo, hi, shift):
+    """Count, mean and ddof=1 std of the values within ``[lo, hi]`` of some cells."""
+    count = 0
+    s = 0.0
+    q = 0.0
+    for i in range(cells.shape[0]):
+        c = cells[i]
+        a = _first_at_least(vals, cstart[c], cend[c], lo)
+        b = _first_above(vals, a, cend[c], hi)
+        if b == a:
+            continue
+        count += b - a
+        sb, qb = _cell_prefix_at(vals, p1, p2, poff, cstart[c], c, b, shift)
+        sa, qa = _cell_prefix_at(vals, p1, p2, poff, cstart[c], c, a, shift)
+        s += sb - sa
+        q += qb - qa
+    if count == 0:
+        return 0, np.nan, np.nan
+    dmean = s / count
+    mean = shift + dmean
+    if count == 1:
+        return 1, mean, 0.0
+    var = (q - s * dmean) / (count - 1)
+    if var < 0.0:
+        var = 0.0
+    return count, mean, math.sqrt(var)
+
+
+@njit(cache=True, nogil=True)
+def _cell_ranges(vals, cstart, cend, cells, lo, hi):
+    """Index ranges ``[a, b)`` of the values within ``[lo, hi]`` in every cell of ``cells``."""
+    nc = cells.shape[0]
+    a = np.empty(nc, dtype=np.int64)
+    b = np.empty(nc, dtype=np.int64)
+    for i in range(nc):
+        c = cells[i]
+        a[i] = _first_at_least(vals, cstart[c], cend[c], lo)
+        b[i] = _first_above(vals, a[i], cend[c], hi)
+    return a, b
+
+
+@njit(cache=True, nogil=True)
+def _cell_kth(vals, a, b, k):
+    """Return the ``k``-th smallest value of the sorted runs ``vals[a[i]:b[i]]``.
+
+    ``a`` and ``b`` are consumed. Each round splits the longest run at its middle value
+    and keeps the side that holds rank ``k``, so it takes O(runs * log n) rounds.
+    """
+    nc = a.shape[0]
+    lt = np.empty(nc, dtype=np.int64)
+    le = np.empty(nc, dtype=np.int64)
+    while True:
+        best = 0
+        size = -1
+        for i in range(nc):
+            if b[i] - a[i] > size:
+                size = b[i] - a[i]
+                best = i
+        piv = vals[(a[best] + b[best]) >> 1]
+        nlt = 0
+        nle = 0
+        for i in range(nc):
+            lt[i] = _first_at_least(vals, a[i], b[i], piv)
+            le[i] = _first_above(vals, lt[i], b[i], piv)
+            nlt += lt[i] - a[i]
+            nle += le[i] - a[i]
+        if k < nlt:
+            b[:] = lt
+        elif k < nle:
+            return float(piv)
+        else:
+            k -= nle
+            a[:] = le
+
+
+@njit(cache=True, nogil=True)
+def _cell_median(vals, cstart, cend, cells, lo, hi):
+    """Exact median of the values within ``[lo, hi]`` of some cells (NaN if none)."""
+    a, b = _cell_ranges(vals, cstart, cend, cells, lo, hi)
+    m = 0
+    for i in range(a.shape[0]):
+        m += b[i] - a[i]
+    if m == 0:
+        return np.nan
+    half = m // 2
+    upper_mid = _cell_kth(vals, a.copy(), b.copy(), half)
+    if m % 2 == 1:
+        return upper_mid
+    return 0.5 * (_cell_kth(vals, a, b, half - 1) + upper_mid)
+
+
+@njit(cache=True, nogil=True)
+def _cell_minmax(vals, cstart, cend, cells, lo, hi):
+    """Smallest and largest values within ``[lo, hi]`` of some cells (inf, -inf if none)."""
+    mn = np.inf
+    mx = -np.inf
+    a, b = _cell_ranges(vals, cstart, cend, cells, lo, hi)
+    for i in range(a.shape[0]):
+        if b[i] > a[i]:
+            mn = min(mn, float(vals[a[i]]))
+            mx = max(mx, float(vals[b[i] - 1]))
+    return mn, mx
+
+
+@njit(cache=True, nogil=True)
+def _cell_hist_counts(vals, cstart, cend, cells, h0, top, upper, inv, nbins):
+    """`_hist_counts` over some sorted cells.
+
+    The bin index ``int(inv * (v - h0))`` does not decrease along a sorted run, so the
+    counts of a long run come from one binary search per bin edge; short runs are walked.
+    """
+    counts = np.zeros(nbins, dtype=np.int64)
+    for i in range(cells.shape[0]):
+        c = cells[i]
+        a = _first_at_least(vals, cstart[c], cend[c], h0)
+        b = min(_first_at_least(vals, a, cend[c], top), _first_above(vals, a, cend[c], upper))
+        if b - a <= 32 * nbins:
+            for k in range(a, b):
+                j = int(inv * (vals[k] - h0))
+                if j < nbins:
+                    counts[j] += 1
+            continue
+        pos = a
+        for j in range(nbins):
+            lo = pos
+            hi = b
+            while lo < hi:
+                mid = (lo + hi) >> 1
+                if int(inv * (vals[mid] - h0)) <= j:
+                    lo = mid + 1
+                else:
+                    hi = mid
+            counts[j] += lo - pos
+            pos = lo
+            if pos >= b:
+                break
+    return counts
+
+
+@njit(cache=True, nogil=True)
+def cell_stats(vals, p1, p2, poff, cstart, cend, keys, nreg, whole, shift, lower, upper,
+               nclip, lsig, usig, binwidth, code):
+    """Clipped statistic of every region of a sorted cell partition (and of all cells).
+
+    Parameters
+    ----------
+    vals, cstart, cend, keys
+        From `cell_partition`, each cell's values sorted in place.
+    p1, p2, poff : ndarray
+        From `cell_prefix` with ``shift``.
+    nreg : int
+        Number of regions.
+    whole : bool
+        Also compute the statistic of all the cells together (last entry).
+    shift : float
+        The shift of the prefix sums.
+    lower, upper, nclip, lsig, usig, binwidth, code
+        As for `sky_stat`.
+
+    Returns
+    -------
+    value : ndarray of float64, shape (nreg + whole,)
+        NaN where no pixel is usable.
+    npix : ndarray of int64
+        Pixels of the final clipping pass.
+    """
+    nout = nreg + (1 if whole else 0)
+    value = np.full(nout, np.nan)
+    npix = np.zeros(nout, dtype=np.int64)
+    ncell = keys.shape[0]
+    for r in range(nout):
+        if r < nreg:
+            sel = np.empty(ncell, dtype=np.int64)
+            m = 0
+            for c in range(ncell):
+                if (keys[c] >> r) & 1:
+                    sel[m] = c
+                    m += 1
+            cells = sel[:m].copy()
+        else:
+            cells = np.arange(ncell)
+        count, mean, std, lo, hi = _clip(1, vals, 0, vals, p1, p2, poff, cstart, cend, cells,
+                                         shift, lower, upper, nclip, lsig, usig)
+        if count == 0:
+            continue
+        npix[r] = count
+        if code == STAT_MEAN:
+            value[r] = mean
+        elif code == STAT_MEDIAN:
+            value[r] = _cell_median(vals, cstart, cend, cells, lo, hi)
+        else:
+            value[r] = _hist_stat(1, vals, 0, vals, cstart, cend, cells, lo, hi, upper, std,
+                                  binwidth, code == STAT_MIDPT)
+    return value, npix
+
+
 def warmup() -> None:
     """Compile (or load from the cache) the kernels for float32 and float64 images."""
     no_mask = np.zeros((0, 0), dtype=np.bool_)
@@ -583,6 +1106,20 @@ def warmup() -> None:
         for code in (STAT_MEAN, STAT_MEDIAN, STAT_MODE, STAT_MIDPT):
             sky_stat(data, no_mask, False, no_spans, False, -1e300, 1e300, 2, 3.0, 3.0, 0.1, code)
             sky_stat(data, mask, True, spans, True, -1e300, 1e300, 2, 3.0, 3.0, 0.1, code)
+        two = np.array([[0, 0, 3], [1, 0, 3], [0, 1, 2]], dtype=np.int64)
+        off = np.array([0, 2, 3], dtype=np.int64)
+        for m, use in ((no_mask, False), (mask, True)):
+            for code in (STAT_MEAN, STAT_MEDIAN, STAT_MODE, STAT_MIDPT):
+                region_stats(data, m, use, two, off, True, -1e300, 1e300, 2, 3.0, 3.0, 0.1,
+                             code)
+            vals, cstart, cend, keys = cell_partition(data, m, use, two, off, -1e300, 1e300,
+                                                      True)
+            for a, b in zip(cstart, cend, strict=True):
+                vals[a:b].sort()
+            p1, p2, poff = cell_prefix(vals, cstart, cend, 5.0)
+            for code in (STAT_MEAN, STAT_MEDIAN, STAT_MODE, STAT_MIDPT):
+                cell_stats(vals, p1, p2, poff, cstart, cend, keys, 2, True, 5.0, -1e300, 1e300,
+                           2, 3.0, 3.0, 0.1, code)
     _warmup_geometry()
 
 

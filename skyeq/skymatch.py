@@ -25,7 +25,7 @@ from astropy.nddata.bitmask import bitfield_to_boolean_mask
 from . import geometry
 from .result import SkyResult, make_pair_table
 from .solve import combine_global_match, solve_match
-from .stats import SkyStat
+from .stats import SkyStat, region_statistics
 from .wcs import as_wcs_adapter
 
 __all__ = ["JWST_DQ_FLAGS", "METHODS", "match_sky"]
@@ -88,26 +88,21 @@ def _measure_group(task: _GroupTask) -> _GroupMeasurement:
     """
     member_local = []
     best, best_n = math.nan, 0
-    for data, mask in zip(task.data, task.masks, strict=True):
-        if task.want_local:
-            value, npix = task.stat(data, mask)
-        else:
-            value, npix = math.nan, 0
-        member_local.append(value)
-        if npix > 0 and math.isfinite(value) and not value >= best:
-            best, best_n = value, npix
     nb = len(task.neighbours)
     wsum = np.zeros(nb)
     nsum = np.zeros(nb, dtype=np.int64)
     for m, (data, mask) in enumerate(zip(task.data, task.masks, strict=True)):
-        for h in range(nb):
-            spans = task.spans[m][h]
-            if spans.shape[0] == 0:
-                continue
-            value, npix = task.stat(data, mask, spans)
-            if npix > 0 and math.isfinite(value):
-                wsum[h] += value * npix
-                nsum[h] += npix
+        whole, values = region_statistics(
+            task.stat, data, mask, list(task.spans[m]), whole=task.want_local
+        )
+        value, npix = whole if whole is not None else (math.nan, 0)
+        member_local.append(value)
+        if npix > 0 and math.isfinite(value) and not value >= best:
+            best, best_n = value, npix
+        for h, (v, k) in enumerate(values):
+            if k > 0 and math.isfinite(v):
+                wsum[h] += v * k
+                nsum[h] += k
     with np.errstate(invalid="ignore", divide="ignore"):
         sky = np.where(nsum > 0, wsum / np.maximum(nsum, 1), np.nan)
     return _GroupMeasurement(task.index, best, best_n, tuple(member_local), sky, nsum)

@@ -31,6 +31,10 @@ _CODES = {
 _BIG = float(np.finfo(np.float64).max)
 _NO_MASK = np.zeros((0, 0), dtype=np.bool_)
 _NO_SPANS = np.zeros((0, 3), dtype=np.int64)
+#: `region_statistics` switches to the sorted-cell kernels when the regions' pixels add
+#: up to more than this many images: then sorting each pixel once beats reading it in
+#: every clipping pass of every region that holds it.
+_CELL_COVERAGE = 2.5
 
 
 class SkyValue(NamedTuple):
@@ -158,8 +162,7 @@ class SkyStat:
         span_arr = _spans_array(spans) if use_spans else _NO_SPANS
         if use_spans and arr.ndim != 2:
             raise ValueError("spans need a 2-D image")
-        lower = -_BIG if self.lower is None else max(self.lower, -_BIG)
-        upper = _BIG if self.upper is None else min(self.upper, _BIG)
+        lower, upper = self._bounds()
         value, npix = _kernels.sky_stat(
             arr,
             _NO_MASK if good is None else good,
@@ -175,6 +178,86 @@ class SkyStat:
             _CODES[self.statistic],
         )
         return SkyValue(float(value), int(npix))
+
+    def _bounds(self) -> tuple[float, float]:
+        """Return ``lower``/``upper`` as the finite bounds the kernels take."""
+        lower = -_BIG if self.lower is None else max(self.lower, -_BIG)
+        upper = _BIG if self.upper is None else min(self.upper, _BIG)
+        return lower, upper
+
+
+def region_statistics(
+    stat: SkyStat,
+    data: np.ndarray,
+    mask: np.ndarray | None,
+    regions: list[np.ndarray],
+    whole: bool = False,
+) -> tuple[SkyValue | None, list[SkyValue]]:
+    """Compute the statistic of several regions of one image, and of the whole image.
+
+    The results are those of ``stat(data, mask, spans)`` for every region (and of
+    ``stat(data, mask)`` when ``whole``), up to the last bits of the sums. When the
+    regions overlap heavily (their pixels add up to more than `_CELL_COVERAGE` images)
+    the image is cut once into cells of equal region coverage whose values are sorted,
+    so that every clipping pass of every region costs a few binary searches instead of
+    a pass over its pixels (see the "sorted cells" kernels in `skyeq._kernels`).
+
+    Parameters
+    ----------
+    stat : SkyStat
+        The statistic.
+    data, mask : ndarray
+        The image and its good-pixel mask (or None), as for `sky_statistic`.
+    regions : list of ndarray of int64, shape (k, 3)
+        Row spans of every region, each sorted by row and non-overlapping.
+    whole : bool, optional
+        Also compute the statistic of the whole image.
+
+    Returns
+    -------
+    whole_value : SkyValue or None
+        The statistic of the whole image (None unless ``whole``).
+    values : list of SkyValue
+        One per region.
+    """
+    arr, good = _image_and_mask(data, mask)
+    spans = [_spans_array(s) for s in regions]
+    nreg = len(spans)
+    if arr.size == 0:
+        empty = SkyValue(math.nan, 0)
+        return (empty if whole else None), [empty] * nreg
+    npix = sum(int((s[:, 2] - s[:, 1] + 1).sum()) for s in spans)
+    lower, upper = stat._bounds()
+    reg_off = np.zeros(nreg + 1, dtype=np.int64)
+    np.cumsum([len(s) for s in spans], out=reg_off[1:])
+    all_spans = np.concatenate(spans) if nreg else _NO_SPANS
+    mask_arg = _NO_MASK if good is None else good
+    code = _CODES[stat.statistic]
+    if (
+        nreg < 2
+        or nreg > _kernels.MAX_CELL_REGIONS
+        or npix + (arr.size if whole else 0) < _CELL_COVERAGE * arr.size
+    ):
+        value, count = _kernels.region_stats(
+            arr, mask_arg, good is not None, all_spans, reg_off, whole, lower, upper,
+            stat.nclip, stat.lsigma, stat.usigma, stat.binwidth, code,
+        )
+        out = [SkyValue(float(v), int(c)) for v, c in zip(value, count, strict=True)]
+        return (out[nreg] if whole else None), out[:nreg]
+    vals, cstart, cend, keys = _kernels.cell_partition(
+        arr, mask_arg, good is not None, all_spans, reg_off, lower, upper, whole
+    )
+    for a, b in zip(cstart.tolist(), cend.tolist(), strict=True):
+        vals[a:b].sort()
+    big = int(np.argmax(cend - cstart))
+    shift = float(vals[(cstart[big] + cend[big]) // 2]) if cend[big] > cstart[big] else 0.0
+    p1, p2, poff = _kernels.cell_prefix(vals, cstart, cend, shift)
+    value, count = _kernels.cell_stats(
+        vals, p1, p2, poff, cstart, cend, keys, nreg, whole, shift, lower, upper, stat.nclip,
+        stat.lsigma, stat.usigma, stat.binwidth, code,
+    )
+    out = [SkyValue(float(v), int(c)) for v, c in zip(value, count, strict=True)]
+    return (out[nreg] if whole else None), out[:nreg]
 
 
 def _image_and_mask(data, mask) -> tuple[np.ndarray, np.ndarray | None]:

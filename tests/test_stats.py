@@ -392,3 +392,78 @@ def test_skyvalue_is_a_tuple():
     v = SkyValue(1.5, 3)
     value, npix = v
     assert (value, npix) == (1.5, 3) and v.value == 1.5 and v.npix == 3
+
+
+# --------------------------------------------------------------------------------------
+# many regions of one image: the direct kernel and the sorted-cell kernels
+# --------------------------------------------------------------------------------------
+
+
+def _rect(y0, y1, x0, x1):
+    return np.array([[r, x0, x1] for r in range(y0, y1 + 1)], dtype=np.int64)
+
+
+def _region_cases():
+    rng = np.random.default_rng(42)
+    for trial in range(24):
+        ny, nx = (int(v) for v in rng.integers(20, 160, 2))
+        dtype = np.float32 if trial % 2 == 0 else np.float64
+        img = rng.normal(100.0, 2.0, (ny, nx)).astype(dtype)
+        img[rng.random((ny, nx)) < 0.01] += rng.uniform(10, 1000)
+        if trial % 5 == 0:
+            img[rng.random((ny, nx)) < 0.01] = np.nan
+        mask = rng.random((ny, nx)) > 0.1 if trial % 3 else None
+        regions = [
+            _rect(int(rng.integers(0, ny // 3)), int(rng.integers(2 * ny // 3, ny)),
+                  int(rng.integers(0, nx // 3)), int(rng.integers(2 * nx // 3, nx)))
+            for _ in range(int(rng.integers(2, 8)))
+        ]
+        if trial % 7 == 0:
+            regions.append(np.zeros((0, 3), dtype=np.int64))
+        limits = {"lower": 95.0, "upper": 106.0} if trial % 4 == 1 else {}
+        yield trial, img, mask, regions, int(rng.integers(0, 6)), limits
+
+
+@pytest.mark.parametrize("name", ["mean", "median", "mode", "midpt"])
+def test_region_statistics_equal_one_call_per_region(name, monkeypatch):
+    from skyeq import stats as stats_mod
+
+    for trial, img, mask, regions, nclip, limits in _region_cases():
+        st = SkyStat(name, nclip=nclip, **limits)
+        expect = [st(img, mask, s) for s in regions]
+        expect_whole = st(img, mask)
+        # direct kernel (one shared buffer): bit-identical to one call per region
+        monkeypatch.setattr(stats_mod, "_CELL_COVERAGE", np.inf)
+        whole, got = stats_mod.region_statistics(st, img, mask, regions, whole=True)
+        np.testing.assert_array_equal(
+            np.array([whole, *got], dtype=float), np.array([expect_whole, *expect], dtype=float)
+        )
+        # sorted cells: the same pixels, sums in another order
+        monkeypatch.setattr(stats_mod, "_CELL_COVERAGE", 0.0)
+        whole, got = stats_mod.region_statistics(st, img, mask, regions, whole=True)
+        for a, b in zip([whole, *got], [expect_whole, *expect], strict=True):
+            assert a.npix == b.npix, trial
+            if b.npix == 0:
+                assert np.isnan(a.value)
+            else:
+                assert a.value == pytest.approx(b.value, rel=1e-12, abs=1e-10), trial
+
+
+def test_region_statistics_pick_sorted_cells_for_heavy_overlap(monkeypatch):
+    from skyeq import _kernels as kernels
+    from skyeq import stats as stats_mod
+
+    img = np.arange(100.0).reshape(10, 10)
+    regions = [_rect(0, 9, 0, 9), _rect(0, 9, 0, 8), _rect(1, 9, 0, 9)]
+    calls = []
+    real = kernels.cell_partition
+    monkeypatch.setattr(kernels, "cell_partition", lambda *a: calls.append(1) or real(*a))
+    _, got = stats_mod.region_statistics(SkyStat("median", nclip=0), img, None, regions)
+    assert calls == [1]  # 3 regions of ~1 image each: sorted cells
+    assert got == [(49.5, 100), (49.0, 90), (54.5, 90)]
+    # small regions stay on the direct kernel
+    _, got = stats_mod.region_statistics(
+        SkyStat("mean", nclip=0), img, None, [_rect(0, 0, 0, 3), _rect(9, 9, 6, 9)]
+    )
+    assert calls == [1]
+    assert got == [(1.5, 4), (97.5, 4)]
