@@ -1,19 +1,229 @@
-"""The ``skyeq`` command line: ``skyeq demo`` (the README's main job).
+"""The ``skyeq`` command line: ``skyeq match FILES...`` and ``skyeq demo``.
 
-Uses only the public API of :mod:`skyeq`.
+Uses only the public API of :mod:`skyeq` and :mod:`skyeq.io`. Exit codes: 0 success,
+1 a runtime failure (unreadable input, no WCS, bad skylist, ...), 2 a usage error. An
+error is reported as one line on stderr; ``--debug`` shows the traceback instead.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import NoReturn
 
 import numpy as np
 
 import skyeq
 
 __all__ = ["main"]
+
+_METHODS = ("local", "global", "match", "global+match", "user")
+_STATS = ("mean", "median", "mode", "midpt")
+_DEFAULT_DQBITS = "~DO_NOT_USE+NON_SCIENCE"
+
+_MATCH_DESCRIPTION = """\
+Compute the sky (background) level of every input image, optionally matching the
+levels of overlapping images to one another, and record the result in three keywords
+of each image's SCI and primary headers:
+
+  BKGLEVEL  the sky level of the image (data units)
+  BKGMETH   the method used
+  BKGSUB    whether the sky was subtracted from the data
+
+Inputs are FITS files (the image in a SCI extension, or in the primary HDU of a
+plain file, with a celestial WCS in its header and an optional DQ extension) and/or
+JWST-style association files (*.json): the science members of products[*].members[*],
+paths relative to the association file. Members that share a group_id share one sky
+(e.g. all detectors of one exposure); other images are matched independently.
+
+Methods:
+  local         the clipped statistic of each image (group) on its own.
+  global        the smallest local sky, given to every image.
+  match         offsets that minimise the differences between the images' statistics
+                inside their overlaps (least squares); the offsets are referenced to the
+                image with the lowest sky (or the highest, with --match-up). BKGLEVEL
+                is then a relative offset, not the true sky.
+  global+match  the match offsets plus the smallest (local sky - offset): every
+                image's sky is brought to a common zero.
+  user          the values of a two-column file "image-name sky" (--skylist).
+
+Nothing is written unless --output-dir or --in-place is given: without them the
+skies are only printed (and written to --table). Every file is replaced atomically
+(written to a temporary file, then renamed), so an interrupted run leaves each file
+either unchanged or complete.
+
+Re-running on images that already carry BKGLEVEL/BKGSUB: BKGLEVEL without BKGSUB,
+BKGSUB without BKGLEVEL, or a BKGSUB that differs from --subtract is an error
+(nothing is written). With --subtract on already subtracted images, the new sky is
+measured on the subtracted data and added to the previous BKGLEVEL; without
+--subtract the previous BKGLEVEL is replaced. An image whose sky cannot be computed
+keeps its keywords and data unchanged.
+"""
+
+_MATCH_EPILOG = """\
+exit status: 0 on success, 1 if the run failed (an unreadable or malformed input, no
+celestial WCS, a bad skylist, ...), 2 for a usage error.
+
+examples:
+  skyeq match *_cal.fits --table skies.ecsv
+  skyeq match image3_asn.json --method global+match --subtract --output-dir skymatched/
+  skyeq match a.fits b.fits --method user --skylist skies.txt --in-place
+"""
+
+
+class _UsageError(Exception):
+    """A command-line usage error, already reported on stderr."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser that reports a usage error as one line on stderr."""
+
+    def error(self, message: str) -> NoReturn:
+        """Print ``message`` as one line and stop parsing with a usage error."""
+        text = " ".join(str(message).split())
+        sys.stderr.write(f"{self.prog}: error: {text} (see '{self.prog} --help')\n")
+        raise _UsageError(text)
+
+
+def _positive_int(text: str) -> int:
+    """Parse an integer >= 1 (argparse type)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _dqbits(text: str) -> str | None:
+    """Parse --dqbits: 'none' turns the DQ arrays off."""
+    return None if text.strip().lower() == "none" else text
+
+
+def _add_match_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Add ``skyeq match`` and its options."""
+    p = sub.add_parser(
+        "match",
+        help="match the sky levels of FITS images or association files",
+        description=_MATCH_DESCRIPTION,
+        epilog=_MATCH_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "inputs", nargs="+", metavar="FILE_OR_ASN",
+        help="FITS images and/or association files (*.json)",
+    )
+    g = p.add_argument_group("sky method")
+    g.add_argument(
+        "--method", choices=_METHODS, default="match",
+        help="how the sky is computed (see above); default: %(default)s, as the JWST step",
+    )
+    g.add_argument(
+        "--match-up", "--no-match-down", dest="match_down", action="store_false",
+        help="reference the match offsets to the image with the highest sky instead of "
+        "the lowest (default: lowest; 'match' and 'global+match' only)",
+    )
+    g.add_argument(
+        "--subtract", action="store_true",
+        help="subtract the sky from the data of the written files (default: only record "
+        "it in the keywords; BKGSUB = F)",
+    )
+    g.add_argument(
+        "--skylist", metavar="FILE",
+        help="for --method user: a text file of two white-space separated columns, image "
+        "file name and sky value, one line per image ('#' starts a comment); names are "
+        "compared whole, then by file stem",
+    )
+    g.add_argument(
+        "--stepsize", type=_positive_int, metavar="N",
+        help="sample the image edges every N pixels to build the footprints, for "
+        "strongly distorted WCS (default: the four corners)",
+    )
+    s = p.add_argument_group("sky statistic")
+    s.add_argument(
+        "--stat", choices=_STATS, default="median",
+        help="statistic of the pixel values: mean, median (exact), mode (histogram peak, "
+        "refined by a parabola) or midpt (median interpolated in the histogram); "
+        "default: %(default)s (the JWST step uses mode)",
+    )
+    s.add_argument(
+        "--lower", type=float, metavar="VALUE",
+        help="ignore pixels below this value, in data units (default: no limit)",
+    )
+    s.add_argument(
+        "--upper", type=float, metavar="VALUE",
+        help="ignore pixels above this value, in data units, e.g. to keep bright sources "
+        "and cosmic rays out (default: no limit)",
+    )
+    s.add_argument(
+        "--nclip", type=int, default=5, metavar="N",
+        help="number of sigma-clipping iterations, 0 for none (default: %(default)s)",
+    )
+    s.add_argument(
+        "--lsigma", type=float, default=4.0, metavar="SIGMA",
+        help="lower clipping limit, in standard deviations (default: %(default)s)",
+    )
+    s.add_argument(
+        "--usigma", type=float, default=4.0, metavar="SIGMA",
+        help="upper clipping limit, in standard deviations (default: %(default)s)",
+    )
+    s.add_argument(
+        "--binwidth", type=float, default=0.1, metavar="SIGMA",
+        help="histogram bin width for mode and midpt, in standard deviations "
+        "(default: %(default)s)",
+    )
+    s.add_argument(
+        "--dqbits", type=_dqbits, default=_DEFAULT_DQBITS, metavar="BITS",
+        help="DQ bits that do NOT make a pixel bad, in astropy bit-mask syntax with the "
+        "JWST flag names ('~' means all bits but these; '0' means any flag is bad); "
+        "'none' ignores the DQ arrays (default: %(default)s, i.e. a pixel is bad only "
+        "when DO_NOT_USE or NON_SCIENCE is set)",
+    )
+    o = p.add_argument_group("output")
+    where = o.add_mutually_exclusive_group()
+    where.add_argument(
+        "--output-dir", metavar="DIR",
+        help="write updated copies of the images, with the same file names, into DIR "
+        "(created if needed; an input file is never overwritten this way)",
+    )
+    where.add_argument(
+        "--in-place", action="store_true",
+        help="rewrite the input files themselves",
+    )
+    o.add_argument(
+        "--table", metavar="FILE",
+        help="also write one row per image (name, group, sky, valid, component, method, "
+        "subtracted, local sky) as an ECSV table to FILE",
+    )
+    r = p.add_argument_group("running")
+    r.add_argument(
+        "--threads", type=_positive_int, default=1, metavar="N",
+        help="measure the images on N threads (the same results; default: %(default)s)",
+    )
+    r.add_argument(
+        "-v", "--verbose", action="store_true",
+        help="log progress and the sky of every image on stderr",
+    )
+    r.add_argument(
+        "--debug", action="store_true",
+        help="debug logging, and let errors raise with their traceback",
+    )
+    return p
+
+
+def _build_parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
+    """Return the ``skyeq`` parser and its ``match`` sub-parser."""
+    parser = _Parser(prog="skyeq", description=skyeq.__doc__)
+    parser.add_argument("--version", action="version", version=f"skyeq {skyeq.__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    match = _add_match_parser(sub)
+    demo = sub.add_parser("demo", help="run skyeq on a built-in synthetic example")
+    demo.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
+    return parser, match
 
 
 def _demo(seed: int) -> int:
@@ -45,13 +255,134 @@ def _demo(seed: int) -> int:
     return 0
 
 
+def _print_result(result: skyeq.SkyResult) -> None:
+    """Print one line per image: name, group, sky, whether it was computed."""
+    table = result.to_table()
+    names = [str(v) for v in table["name"]]
+    groups = [str(v) for v in table["group"]]
+    wn = max([5, *map(len, names)])
+    wg = max([5, *map(len, groups)])
+    print(f"{'image':<{wn}}  {'group':<{wg}}  {'BKGLEVEL':>20}  computed")
+    for k in range(len(result)):
+        sky = f"{result.sky[k]:.10g}" if result.valid[k] else "-"
+        print(f"{names[k]:<{wn}}  {groups[k]:<{wg}}  {sky:>20}  "
+              f"{'yes' if result.valid[k] else 'no (keywords left unchanged)'}")
+    nvalid = int(np.count_nonzero(result.valid))
+    print(f"method {result.method}, subtracted {result.subtracted}: sky computed for "
+          f"{nvalid} of {len(result)} images, {len(result.components)} connected "
+          f"component(s)")
+
+
+def _run_match(args: argparse.Namespace) -> int:
+    """Run ``skyeq match`` with parsed arguments (errors propagate)."""
+    from . import io
+
+    # everything that can be checked cheaply fails before any image is read
+    paths, groups = io.collect_inputs(args.inputs)
+    write = args.output_dir is not None or args.in_place
+    if write:
+        io.output_paths(paths, output_dir=args.output_dir, in_place=args.in_place)
+    skylist = io.read_skylist(args.skylist) if args.skylist is not None else None
+    executor = ThreadPoolExecutor(args.threads) if args.threads > 1 else None
+    try:
+        result = io.match_files(
+            paths, groups=groups, method=args.method, stat=args.skystat, match_down=args.match_down,
+            subtract=args.subtract, skylist=skylist, stepsize=args.stepsize,
+            dqbits=args.dqbits, executor=executor,
+        )
+    finally:
+        if executor is not None:
+            executor.shutdown()
+    _print_result(result)
+    if write:
+        written = io.write_results(
+            result, paths, output_dir=args.output_dir, in_place=args.in_place
+        )
+        where = "in place" if args.in_place else f"to {args.output_dir}"
+        print(f"wrote {len(written)} file(s) {where}")
+    else:
+        print("no image file written (use --output-dir DIR or --in-place)")
+    if args.table is not None:
+        io.write_table(result, args.table)
+        print(f"wrote the table to {args.table}")
+    return 0
+
+
+def _check_match_args(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    """Reject option combinations that cannot work (usage errors)."""
+    if args.method == "user" and args.skylist is None:
+        parser.error("--method user needs --skylist FILE")
+    if args.method != "user" and args.skylist is not None:
+        parser.error("--skylist is only used with --method user")
+    try:
+        args.skystat = skyeq.SkyStat(
+            args.stat, lower=args.lower, upper=args.upper, nclip=args.nclip,
+            lsigma=args.lsigma, usigma=args.usigma, binwidth=args.binwidth,
+        )
+    except (TypeError, ValueError) as err:
+        parser.error(str(err))
+
+
+def _one_line(err: BaseException) -> str:
+    """Describe an exception in one line."""
+    if isinstance(err, OSError) and err.filename is not None and err.strerror:
+        text = f"{err.strerror}: {err.filename}"
+    else:
+        text = str(err) or type(err).__name__
+    return " ".join(text.split())
+
+
+def _setup_logging(verbose: bool, debug: bool) -> tuple[logging.Logger, logging.Handler, int]:
+    """Send skyeq's log records to stderr (warnings; more with -v or --debug)."""
+    level = logging.DEBUG if debug else logging.INFO if verbose else logging.WARNING
+    logger = logging.getLogger("skyeq")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setLevel(level)
+    handler.setFormatter(logging.Formatter("skyeq: %(levelname)s: %(message)s"))
+    old_level = logger.level
+    logger.addHandler(handler)
+    if logger.getEffectiveLevel() > level:
+        logger.setLevel(level)
+    return logger, handler, old_level
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Run the ``skyeq`` command; returns the exit code."""
-    parser = argparse.ArgumentParser(prog="skyeq", description=skyeq.__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser("demo", help="run skyeq on a built-in synthetic example")
-    demo.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
-    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    """Run the ``skyeq`` command.
+
+    Parameters
+    ----------
+    argv : list of str, optional
+        The arguments after the program name. Default: ``sys.argv[1:]``.
+
+    Returns
+    -------
+    int
+        The exit code: 0 success, 1 runtime failure, 2 usage error.
+    """
+    parser, match_parser = _build_parser()
+    try:
+        args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+        if args.command == "match":
+            _check_match_args(args, match_parser)
+    except _UsageError:
+        return 2
+    except SystemExit as done:  # --help, --version
+        return done.code if isinstance(done.code, int) else 0
     if args.command == "demo":
         return _demo(args.seed)
-    return 2  # pragma: no cover - argparse rejects unknown commands
+    logger, handler, old_level = _setup_logging(args.verbose, args.debug)
+    try:
+        return _run_match(args)
+    except KeyboardInterrupt:
+        if args.debug:
+            raise
+        sys.stderr.write("skyeq: error: interrupted\n")
+        return 130
+    except Exception as err:
+        if args.debug:
+            raise
+        sys.stderr.write(f"skyeq: error: {_one_line(err)}\n")
+        return 1
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(old_level)

@@ -1,12 +1,73 @@
-"""Files in and out. For now: the skylist parser of ``method='user'``."""
+"""Files in and out: FITS images, JWST-style associations, skylists, results.
+
+Reading gives plain arrays and an astropy WCS per image, which then go through the
+ordinary library call `skyeq.match_sky`: matching files gives exactly the numbers that
+matching the same arrays gives. Writing puts the background keywords (BKGLEVEL,
+BKGMETH, BKGSUB) into the SCI and primary headers, and the sky-subtracted data into the
+SCI extension when the sky was subtracted. Every file is written to a temporary file in
+its own directory, flushed to disk and then renamed over the target (an atomic
+replacement on POSIX and Windows): a run that is interrupted leaves every file either
+as it was or completely rewritten, never half-written.
+
+Re-running on images that already carry background keywords follows the JWST step
+(algorithm_spec section 7): a BKGLEVEL without a BKGSUB, a BKGSUB without a BKGLEVEL,
+or a BKGSUB different from the requested ``subtract`` is an error, detected after
+reading and before anything is computed or written. With ``subtract=True`` on images
+whose sky was already subtracted, the new sky is measured on the subtracted data and
+added to the previous BKGLEVEL (the level is cumulative; the data lose only the new
+part); with ``subtract=False`` the previous level is replaced.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import json
+import logging
 import math
+import numbers
+import os
+import stat
+import tempfile
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from os import PathLike
 from pathlib import Path
+from typing import Any
 
-__all__ = ["read_skylist"]
+import numpy as np
+from astropy.io import fits
+from astropy.wcs import WCS, FITSFixedWarning
+
+from . import SkyResult, match_sky
+
+__all__ = [
+    "Association",
+    "FitsImage",
+    "collect_inputs",
+    "match_files",
+    "output_paths",
+    "read_association",
+    "read_image",
+    "read_skylist",
+    "write_results",
+    "write_table",
+]
+
+log = logging.getLogger(__name__)
+
+#: Comments of the background keywords, as written into the headers.
+_KEYWORD_COMMENTS = {
+    "BKGLEVEL": "sky background level (data units)",
+    "BKGMETH": "sky background method",
+    "BKGSUB": "sky background subtracted from the data",
+}
+
+#: match_sky arguments that `match_files` fills in from the files itself.
+_FROM_FILES = ("data", "wcs", "dq", "names", "inplace")
+
+_IMAGE_HDUS = (fits.PrimaryHDU, fits.ImageHDU, fits.CompImageHDU)
 
 
 def read_skylist(path: str | PathLike) -> dict[str, float]:
@@ -54,3 +115,697 @@ def read_skylist(path: str | PathLike) -> dict[str, float]:
                 raise ValueError(f"{path}:{lineno}: image {name!r} is listed twice")
             out[name] = value
     return out
+
+
+# --------------------------------------------------------------------------- reading
+
+
+@dataclass(eq=False, repr=False)
+class FitsImage:
+    """One image read from a FITS file.
+
+    Parameters
+    ----------
+    path : pathlib.Path
+        The file.
+    data : numpy.ndarray
+        The 2-D science array, in native byte order (floating-point data keep their
+        precision; integer data become float64).
+    wcs : astropy.wcs.WCS
+        The celestial WCS of the science array (two axes, ``pixel_shape`` set).
+    dq : numpy.ndarray or None
+        The DQ array (native byte order), or None when the file has no DQ extension.
+    sci : int
+        Index of the HDU the science array came from (0 for a plain single-HDU file).
+    bkglevel : float or None
+        BKGLEVEL already in the file, or None.
+    bkgsub : bool or None
+        BKGSUB already in the file, or None.
+    bkgmeth : str or None
+        BKGMETH already in the file, or None.
+    """
+
+    path: Path
+    data: np.ndarray
+    wcs: WCS
+    dq: np.ndarray | None
+    sci: int
+    bkglevel: float | None = None
+    bkgsub: bool | None = None
+    bkgmeth: str | None = None
+
+    def __repr__(self) -> str:
+        return (
+            f"<FitsImage {str(self.path)!r} shape={self.data.shape} dtype={self.data.dtype} "
+            f"hdu={self.sci} dq={self.dq is not None} BKGLEVEL={self.bkglevel} "
+            f"BKGSUB={self.bkgsub}>"
+        )
+
+
+def _require_file(path: Path, what: str, where: str = "") -> None:
+    """Raise FileNotFoundError (or IsADirectoryError) unless ``path`` is a file."""
+    if not path.exists():
+        raise FileNotFoundError(f"{what} {path}{where} does not exist")
+    if not path.is_file():
+        raise IsADirectoryError(f"{what} {path}{where} is not a file")
+
+
+def _find_sci(hdul: fits.HDUList, path: Path) -> int:
+    """Index of the science HDU: the SCI extension, else an image in the primary HDU."""
+    sci = [k for k, h in enumerate(hdul) if isinstance(h, _IMAGE_HDUS) and h.name == "SCI"]
+    if len(sci) > 1:
+        raise ValueError(
+            f"{path} has {len(sci)} SCI extensions; skyeq reads one image per file"
+        )
+    if sci:
+        return sci[0]
+    if int(hdul[0].header.get("NAXIS", 0)) > 0:
+        return 0
+    raise ValueError(f"{path} has no SCI extension and no image in its primary HDU")
+
+
+def _native(array: np.ndarray, *, to_float: bool) -> np.ndarray:
+    """Return a native-byte-order copy (integers become float64 when ``to_float``)."""
+    dtype = array.dtype
+    if to_float and dtype.kind in "biu":
+        dtype = np.dtype(np.float64)
+    return np.array(array, dtype=dtype.newbyteorder("="), order="C")
+
+
+def _read_wcs(header: fits.Header, hdul: fits.HDUList, path: Path, shape: tuple) -> WCS:
+    """Celestial astropy WCS of a header; ValueError naming the file if there is none."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            wcs = WCS(header, fobj=hdul)
+        except Exception as err:
+            raise ValueError(f"cannot read the WCS of image {path}: {err}") from err
+    for w in caught:
+        level = logging.DEBUG if issubclass(w.category, FITSFixedWarning) else logging.WARNING
+        log.log(level, "%s: WCS: %s", path, w.message)
+    if not wcs.has_celestial:
+        raise ValueError(f"image {path} has no celestial WCS")
+    if wcs.naxis != 2 or sorted((wcs.wcs.lng, wcs.wcs.lat)) != [0, 1]:
+        wcs = wcs.celestial
+        if wcs.naxis != 2:
+            raise ValueError(f"image {path} has no celestial WCS on its two pixel axes")
+    wcs.pixel_shape = (int(shape[1]), int(shape[0]))
+    return wcs
+
+
+def _keyword(headers: Sequence[fits.Header], key: str) -> Any:
+    """Return ``key`` from the first header holding it; None if none holds it.
+
+    Raises ValueError if two headers hold different values.
+    """
+    values = []
+    for hdr in headers:
+        if key in hdr:
+            value = hdr[key]
+            values.append(None if isinstance(value, fits.card.Undefined) else value)
+    if not values:
+        return None
+    if any(v != values[0] for v in values[1:]):
+        raise ValueError(f"{key} differs between the headers ({values[0]!r} vs {values[1]!r})")
+    return values[0]
+
+
+def _background_keywords(
+    headers: Sequence[fits.Header], path: Path
+) -> tuple[float | None, bool | None, str | None]:
+    """BKGLEVEL, BKGSUB and BKGMETH of a file, checked for type."""
+    try:
+        level = _keyword(headers, "BKGLEVEL")
+        sub = _keyword(headers, "BKGSUB")
+        meth = _keyword(headers, "BKGMETH")
+    except ValueError as err:
+        raise ValueError(f"image {path}: {err}") from None
+    if level is not None:
+        if isinstance(level, bool) or not isinstance(level, numbers.Real):
+            raise ValueError(f"image {path}: BKGLEVEL = {level!r} is not a number")
+        level = float(level)
+        if not math.isfinite(level):
+            raise ValueError(f"image {path}: BKGLEVEL = {level!r} is not finite")
+    if sub is not None and not isinstance(sub, bool):
+        raise ValueError(f"image {path}: BKGSUB = {sub!r} is not a FITS logical (T or F)")
+    return level, sub, None if meth is None else str(meth)
+
+
+def read_image(path: str | PathLike) -> FitsImage:
+    """Read the science image, its DQ array and its celestial WCS from a FITS file.
+
+    The science array is the ``SCI`` extension when there is one (JWST/HST layout),
+    else the image in the primary HDU. The DQ array is the ``DQ`` extension, if any.
+    The WCS is read from the science header (SIP and lookup-table distortions
+    included) and reduced to its two celestial axes.
+
+    Parameters
+    ----------
+    path : str or path-like
+        The FITS file.
+
+    Returns
+    -------
+    FitsImage
+        Native-byte-order arrays (FITS stores big-endian numbers; the numba kernels
+        want native ones), the WCS, and the background keywords already present.
+
+    Raises
+    ------
+    FileNotFoundError
+        If the file does not exist.
+    ValueError
+        If the file is not FITS, has no 2-D science image (or several SCI extensions),
+        a DQ array of another shape, no usable celestial WCS, or background keywords of
+        the wrong type. Every message names the file.
+    """
+    path = Path(path)
+    _require_file(path, "image file")
+    try:
+        hdul = fits.open(path, memmap=False)
+    except OSError as err:
+        raise ValueError(f"cannot read {path} as a FITS file: {err}") from err
+    with hdul:
+        k = _find_sci(hdul, path)
+        hdu = hdul[k]
+        raw = hdu.data
+        if raw is None or raw.ndim != 2:
+            ndim = 0 if raw is None else raw.ndim
+            raise ValueError(f"the science array of {path} is not a 2-D image (ndim={ndim})")
+        data = _native(raw, to_float=True)
+        wcs = _read_wcs(hdu.header, hdul, path, data.shape)
+        dq = None
+        dq_hdus = [h for h in hdul if isinstance(h, _IMAGE_HDUS) and h.name == "DQ"]
+        if dq_hdus and dq_hdus[0].data is not None:
+            dq = _native(dq_hdus[0].data, to_float=False)
+            if dq.shape != data.shape:
+                raise ValueError(
+                    f"the DQ array of {path} has shape {dq.shape}, the science array "
+                    f"{data.shape}"
+                )
+        headers = [hdu.header] if k == 0 else [hdu.header, hdul[0].header]
+        level, sub, meth = _background_keywords(headers, path)
+    log.debug("read %s: HDU %d, shape %s, DQ %s", path, k, data.shape, dq is not None)
+    return FitsImage(path, data, wcs, dq, k, level, sub, meth)
+
+
+@dataclass(frozen=True)
+class Association:
+    """The science members of an association file.
+
+    Parameters
+    ----------
+    path : pathlib.Path
+        The association file.
+    members : list of pathlib.Path
+        The science members' files (relative names resolved against the directory of
+        the association file), in file order.
+    groups : list
+        The ``group_id`` of every member, or None for a member without one.
+    """
+
+    path: Path
+    members: list[Path]
+    groups: list[Any]
+
+
+def read_association(path: str | PathLike) -> Association:
+    """Read a JWST-style association (JSON) file.
+
+    The members are ``products[*].members[*]``; each has an ``expname`` (a file name,
+    relative to the directory of the association file unless absolute), an optional
+    ``exptype`` (only ``science`` members are used; a member without one counts as
+    science) and an optional ``group_id`` (members sharing a ``group_id`` share one
+    sky).
+
+    Parameters
+    ----------
+    path : str or path-like
+        The association file.
+
+    Returns
+    -------
+    Association
+        The science members and their group ids.
+
+    Raises
+    ------
+    FileNotFoundError
+        If the file does not exist.
+    ValueError
+        If the file is not JSON, lacks ``products`` or ``members``, a member lacks a
+        usable ``expname``, a ``group_id`` is not a string or an integer, a member is
+        listed twice, or there is no science member. Every message names the file.
+    """
+    path = Path(path)
+    _require_file(path, "association file")
+    try:
+        with path.open(encoding="utf-8") as fh:
+            asn = json.load(fh)
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"association {path} is not valid JSON: {err}") from None
+
+    def bad(why: str) -> ValueError:
+        return ValueError(f"malformed association {path}: {why}")
+
+    if not isinstance(asn, dict):
+        raise bad("the top level is not a JSON object")
+    products = asn.get("products")
+    if not isinstance(products, list) or not products:
+        raise bad("'products' is missing or not a non-empty list")
+    members: list[Path] = []
+    groups: list[Any] = []
+    seen: dict[Path, str] = {}
+    for p, product in enumerate(products):
+        if not isinstance(product, dict) or not isinstance(product.get("members"), list):
+            raise bad(f"products[{p}] has no 'members' list")
+        for m, member in enumerate(product["members"]):
+            where = f"products[{p}].members[{m}]"
+            if not isinstance(member, dict):
+                raise bad(f"{where} is not a JSON object")
+            exptype = member.get("exptype", "science")
+            if not isinstance(exptype, str):
+                raise bad(f"{where}.exptype is not a string")
+            if exptype.strip().lower() != "science":
+                continue
+            expname = member.get("expname")
+            if not isinstance(expname, str) or not expname.strip():
+                raise bad(f"{where} has no 'expname' (a file name)")
+            file = Path(expname.strip())
+            if not file.is_absolute():
+                file = path.parent / file
+            key = Path(os.path.normpath(file.absolute()))
+            if key in seen:
+                raise bad(f"{where}: {expname!r} is already listed as {seen[key]}")
+            seen[key] = where
+            gid = member.get("group_id")
+            if isinstance(gid, bool) or not (gid is None or isinstance(gid, str | int)):
+                raise bad(f"{where}.group_id must be a string or an integer, got {gid!r}")
+            members.append(file)
+            groups.append(gid)
+    if not members:
+        raise bad("no science member")
+    log.debug("association %s: %d science members", path, len(members))
+    return Association(path, members, groups)
+
+
+def collect_inputs(
+    inputs: str | PathLike | Sequence[str | PathLike],
+) -> tuple[list[Path], list[str] | None]:
+    """Expand FITS paths and association files (``*.json``) into images and groups.
+
+    Parameters
+    ----------
+    inputs : path or sequence of paths
+        FITS files and/or association files (see `read_association`).
+
+    Returns
+    -------
+    paths : list of pathlib.Path
+        Every image file, in input order (association members in file order).
+    groups : list of str or None
+        The group id of every image as a string, or None when no association member
+        has a ``group_id``. Images given directly, and members without a
+        ``group_id``, are each their own group (a generated id that no other image
+        shares).
+
+    Raises
+    ------
+    FileNotFoundError
+        If an input or an association member does not exist (checked for all before
+        anything is read).
+    ValueError
+        If an association is malformed, an image is given twice, or there is none.
+    """
+    if isinstance(inputs, str | PathLike):
+        inputs = [inputs]
+    paths: list[Path] = []
+    gids: list[Any] = []
+    origin: list[str] = []
+    for item in inputs:
+        item = Path(item)
+        if item.suffix.lower() == ".json":
+            asn = read_association(item)
+            paths += asn.members
+            gids += asn.groups
+            origin += [f" (listed in {item})"] * len(asn.members)
+        else:
+            paths.append(item)
+            gids.append(None)
+            origin.append("")
+    if not paths:
+        raise ValueError("no input image")
+    seen: dict[Path, Path] = {}
+    for p, where in zip(paths, origin, strict=True):
+        _require_file(p, "image file", where)
+        key = p.resolve()
+        if key in seen:
+            raise ValueError(f"image {p} is given twice (also as {seen[key]})")
+        seen[key] = p
+    if all(g is None for g in gids):
+        return paths, None
+    used = {str(g) for g in gids if g is not None}
+    groups = []
+    for p, g in zip(paths, gids, strict=True):
+        if g is None:
+            label = f"<{p}>"
+            while label in used:
+                label += "'"
+            used.add(label)
+            groups.append(label)
+        else:
+            groups.append(str(g))
+    return paths, groups
+
+
+def _previous_levels(images: Sequence[FitsImage], subtract: bool) -> np.ndarray:
+    """Apply the re-run rules; return the level each image's new sky starts from.
+
+    algorithm_spec section 7 (the JWST step): BKGLEVEL without BKGSUB, BKGSUB without
+    BKGLEVEL, and BKGSUB != ``subtract`` are errors. With ``subtract`` the sky is
+    cumulative (starts from the old BKGLEVEL); without, the old level is replaced.
+    """
+    out = np.zeros(len(images))
+    for k, img in enumerate(images):
+        if img.bkgsub is None:
+            if img.bkglevel is not None:
+                raise ValueError(
+                    f"image {img.path} has BKGLEVEL = {img.bkglevel!r} but no BKGSUB: "
+                    "cannot tell whether that sky was subtracted"
+                )
+            continue
+        if img.bkglevel is None:
+            raise ValueError(
+                f"image {img.path} has BKGSUB = {'T' if img.bkgsub else 'F'} but no BKGLEVEL"
+            )
+        if img.bkgsub != subtract:
+            if img.bkgsub:
+                why = ("its sky was already subtracted (BKGSUB = T): it can only be matched "
+                       "again with subtraction")
+            else:
+                why = ("it was matched before without subtraction (BKGSUB = F): it can only "
+                       "be matched again without subtraction")
+            raise ValueError(
+                f"subtract={subtract} is inconsistent with the background keywords of image "
+                f"{img.path}; {why}"
+            )
+        if subtract:
+            out[k] = img.bkglevel
+    return out
+
+
+def match_files(
+    inputs: str | PathLike | Sequence[str | PathLike],
+    *,
+    subtract: bool = False,
+    **kwargs: Any,
+) -> SkyResult:
+    """Read FITS images (or association files) and match their skies.
+
+    The arrays, WCS and DQ arrays read with `read_image` go to `skyeq.match_sky`
+    unchanged, so the skies are exactly those of ``match_sky`` on the same arrays.
+
+    Parameters
+    ----------
+    inputs : path or sequence of paths
+        FITS files and/or association files (names ending in ``.json``, see
+        `read_association`); association members sharing a ``group_id`` share one sky.
+    subtract : bool, optional
+        Subtract the sky (``result.data`` holds the subtracted arrays). Default False.
+    **kwargs
+        Any other argument of `skyeq.match_sky` (``method``, ``stat``, ``match_down``,
+        ``skylist``, ``stepsize``, ``executor``, ``progress``, ``mask``, ``dqbits``,
+        ``groups`` to override the associations' groups), except ``data``, ``wcs``,
+        ``dq``, ``names`` and ``inplace``, which come from the files.
+
+    Returns
+    -------
+    SkyResult
+        ``names`` are the image paths (as strings) and ``groups`` the group ids (None
+        when no association groups the images). When re-running with
+        ``subtract=True`` on images whose sky was already subtracted, ``sky`` is the
+        cumulative level (the previous BKGLEVEL plus the sky measured now on the
+        subtracted data); ``local`` and ``pairs`` describe the data as read.
+
+    Raises
+    ------
+    FileNotFoundError
+        If an input file does not exist.
+    ValueError
+        For unreadable or malformed inputs (see `read_image`, `read_association`),
+        background keywords that break the re-run rules (BKGLEVEL without BKGSUB,
+        BKGSUB without BKGLEVEL, BKGSUB different from ``subtract``), or anything
+        `skyeq.match_sky` rejects.
+    TypeError
+        If ``kwargs`` holds one of the arguments taken from the files.
+    """
+    taken = [k for k in _FROM_FILES if k in kwargs]
+    if taken:
+        raise TypeError(f"match_files takes {', '.join(taken)} from the files themselves")
+    paths, groups = collect_inputs(inputs)
+    groups = kwargs.pop("groups", groups)
+    images = [read_image(p) for p in paths]
+    previous = _previous_levels(images, bool(subtract))
+    dq = [img.dq for img in images]
+    result = match_sky(
+        [img.data for img in images],
+        [img.wcs for img in images],
+        groups=groups,
+        subtract=subtract,
+        dq=dq if any(d is not None for d in dq) else None,
+        names=[str(p) for p in paths],
+        **kwargs,
+    )
+    if np.any(previous != 0.0):
+        for k in np.flatnonzero(previous != 0.0):
+            log.info("%s: previous sky %.6g already subtracted; new level %.6g", paths[k],
+                     previous[k], previous[k] + result.sky[k])
+        result = dataclasses.replace(result, sky=result.sky + previous)
+    return result
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def _umask() -> int:
+    """Return the process umask (changed only for an instant to read it)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _atomic_write(target: Path, write: Callable[[Path], None], mode_of: Path | None) -> None:
+    """Write ``target`` through a temporary file in its directory and an atomic rename.
+
+    ``write(tmp)`` writes the complete new content to ``tmp``; the file is then flushed
+    to disk, given the permissions of the existing target (else of ``mode_of``, else
+    the umask default) and renamed over ``target`` with `os.replace` (a symbolic link is
+    followed: the file it points to is replaced, the link kept). On any failure the
+    temporary file is removed and ``target`` is left as it was.
+    """
+    target = Path(target).resolve()  # through symbolic links: replace the real file
+    fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".skyeq-tmp",
+                                dir=target.parent)
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        write(tmp)
+        with tmp.open("rb+") as fh:
+            os.fsync(fh.fileno())
+        like = target if target.exists() else mode_of
+        if like is not None and like.exists():
+            mode = stat.S_IMODE(like.stat().st_mode)
+        else:
+            mode = 0o666 & ~_umask()
+        os.chmod(tmp, mode)
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+    with contextlib.suppress(OSError):  # make the rename itself durable (POSIX)
+        dirfd = os.open(target.parent, os.O_RDONLY)
+        try:
+            os.fsync(dirfd)
+        finally:
+            os.close(dirfd)
+
+
+def _write_fits(source: Path, tmp: Path, keywords: dict, data: np.ndarray | None) -> None:
+    """Write ``source`` with new background keywords (and SCI data) to ``tmp``."""
+    with fits.open(source, memmap=False) as hdul:
+        k = _find_sci(hdul, source)
+        sci = hdul[k]
+        if data is not None:
+            if data.shape != sci.data.shape:
+                raise ValueError(
+                    f"the subtracted data for {source} have shape {data.shape}, the file "
+                    f"{sci.data.shape}"
+                )
+            sci.data = data
+        headers = [sci.header] if k == 0 else [sci.header, hdul[0].header]
+        for hdr in headers:
+            for key, value in keywords.items():
+                hdr[key] = (value, _KEYWORD_COMMENTS[key])
+        hdul.writeto(tmp, overwrite=True)
+
+
+def output_paths(
+    paths: Sequence[str | PathLike],
+    *,
+    output_dir: str | PathLike | None = None,
+    in_place: bool = False,
+) -> list[Path]:
+    """Return the files `write_results` would write, after checking they are safe.
+
+    Nothing is written or created: call it before a long run to fail early.
+
+    Parameters
+    ----------
+    paths : sequence of path
+        The input files, one per image.
+    output_dir : path, optional
+        The output directory (the outputs keep the input file names).
+    in_place : bool, optional
+        Rewrite the inputs. Exactly one of ``output_dir`` and ``in_place=True`` must be
+        given.
+
+    Returns
+    -------
+    list of pathlib.Path
+        The output file of every image.
+
+    Raises
+    ------
+    ValueError
+        If neither or both destinations are given, two images would go to the same
+        file, or (with ``output_dir``) an output would overwrite an input file.
+    FileNotFoundError
+        If an input file does not exist.
+    NotADirectoryError
+        If ``output_dir`` exists and is not a directory.
+    """
+    if (output_dir is None) == (not in_place):
+        raise ValueError("give exactly one of output_dir or in_place=True")
+    sources = [Path(p) for p in paths]
+    for p in sources:
+        _require_file(p, "image file")
+    if in_place:
+        targets = sources
+    else:
+        out = Path(output_dir)  # type: ignore[arg-type]
+        if out.exists() and not out.is_dir():
+            raise NotADirectoryError(f"output directory {out} is not a directory")
+        targets = [out / p.name for p in sources]
+    resolved = [t.resolve() for t in targets]
+    seen: set[Path] = set()
+    for t, r in zip(targets, resolved, strict=True):
+        if r in seen:
+            raise ValueError(f"two images would be written to the same file {t}")
+        seen.add(r)
+    if not in_place:
+        inputs = {p.resolve() for p in sources}
+        inodes = {(st.st_dev, st.st_ino) for st in (p.stat() for p in sources)}
+        for t, r in zip(targets, resolved, strict=True):
+            st = t.stat() if t.exists() else None
+            if r in inputs or (st is not None and (st.st_dev, st.st_ino) in inodes):
+                raise ValueError(
+                    f"writing {t} would overwrite an input file (use in-place writing to "
+                    "rewrite the inputs)"
+                )
+    return targets
+
+
+def write_results(
+    result: SkyResult,
+    paths: Sequence[str | PathLike] | None = None,
+    *,
+    output_dir: str | PathLike | None = None,
+    in_place: bool = False,
+) -> list[Path]:
+    """Write the background keywords (and subtracted data) of a result into FITS files.
+
+    For every image whose sky is valid, BKGLEVEL, BKGMETH and BKGSUB (`SkyResult.keywords`)
+    go into the SCI header and the primary header, and when ``result.subtracted`` the
+    SCI data are replaced by ``result.data``. The background keywords of an image whose
+    sky is not valid are left as they were (as the JWST step does), and so are its data.
+    Every file is replaced atomically (temporary file in the same directory, then
+    `os.replace`).
+
+    Parameters
+    ----------
+    result : SkyResult
+        The result of `match_files` on these files (its ``sky`` already includes any
+        previous level, see the re-run rules in the module docstring).
+    paths : sequence of path, optional
+        The input files, one per image. Default: ``result.names``.
+    output_dir : path, optional
+        Write copies with the same file names into this directory (created if needed).
+        Existing files there are replaced, except that an input file is never
+        overwritten this way.
+    in_place : bool, optional
+        Rewrite the input files themselves. Exactly one of ``output_dir`` and
+        ``in_place=True`` must be given.
+
+    Returns
+    -------
+    list of pathlib.Path
+        The files written, in image order.
+
+    Raises
+    ------
+    ValueError
+        If neither or both destinations are given, the paths do not match the result,
+        two images would be written to the same file, an output would overwrite an
+        input (see `output_paths`), or the subtracted data are missing. These are
+        checked before any file is written.
+    FileNotFoundError
+        If an input file does not exist.
+    """
+    if paths is None:
+        if result.names is None:
+            raise ValueError("the result has no names: give the input paths")
+        paths = result.names
+    sources = [Path(p) for p in paths]
+    if len(sources) != len(result):
+        raise ValueError(f"{len(sources)} paths for a result of {len(result)} images")
+    if result.subtracted and result.data is None:
+        raise ValueError("the result says the sky was subtracted but holds no data")
+    targets = output_paths(sources, output_dir=output_dir, in_place=in_place)
+    if not in_place:
+        Path(output_dir).mkdir(parents=True, exist_ok=True)  # type: ignore[arg-type]
+    for k, (src, dst) in enumerate(zip(sources, targets, strict=True)):
+        keywords = result.keywords(k)
+        data = None
+        if result.subtracted and keywords:
+            data = np.asarray(result.data[k])  # type: ignore[index]
+        _atomic_write(dst, lambda tmp, s=src, kw=keywords, d=data: _write_fits(s, tmp, kw, d),
+                      src)
+        if keywords:
+            log.info("wrote %s: BKGLEVEL = %.6g, BKGSUB = %s", dst, keywords["BKGLEVEL"],
+                     keywords["BKGSUB"])
+        else:
+            log.info("wrote %s: sky not computed, background keywords left unchanged", dst)
+    return targets
+
+
+def write_table(result: SkyResult, path: str | PathLike) -> Path:
+    """Write `SkyResult.to_table` as an ECSV file, atomically.
+
+    Parameters
+    ----------
+    result : SkyResult
+        The result.
+    path : path
+        The ECSV file; an existing file is replaced.
+
+    Returns
+    -------
+    pathlib.Path
+        The file written.
+    """
+    path = Path(path)
+    table = result.to_table()
+    _atomic_write(path, lambda tmp: table.write(tmp, format="ascii.ecsv", overwrite=True), None)
+    log.info("wrote the table of %d images to %s", len(result), path)
+    return path

@@ -1,0 +1,434 @@
+"""skyeq.io: FITS images in and out, associations, the re-run rules, atomic writes."""
+
+import json
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+from astropy.io import fits
+from astropy.table import Table
+from astropy.wcs import WCS, FITSFixedWarning
+from numpy.testing import assert_allclose, assert_array_equal
+
+from skyeq import SkyStat, io, match_sky, synthetic
+
+STAT = SkyStat("median", nclip=3)
+
+
+def write_mosaic(m, directory, *, plain=False, names=None):
+    """Write a synthetic mosaic as JWST-like files (empty primary, SCI, DQ) or plain ones."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for k, name in enumerate(names or m.names):
+        hdr = m.wcs[k].to_header()
+        if plain:
+            hdul = fits.HDUList([fits.PrimaryHDU(m.data[k], hdr)])
+        else:
+            hdus = [fits.PrimaryHDU(), fits.ImageHDU(m.data[k], hdr, name="SCI")]
+            if m.dq is not None:
+                hdus.append(fits.ImageHDU(m.dq[k], name="DQ"))
+            hdul = fits.HDUList(hdus)
+        path = directory / f"{name}_cal.fits"
+        hdul.writeto(path)
+        paths.append(path)
+    return paths
+
+
+def read_independently(paths):
+    """Arrays, WCS and DQ read with astropy alone (not through skyeq.io)."""
+    data, wcs, dq = [], [], []
+    for p in paths:
+        with fits.open(p) as hdul:
+            sci = hdul["SCI"] if "SCI" in hdul else hdul[0]
+            data.append(sci.data.astype(sci.data.dtype.newbyteorder("=")))
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", FITSFixedWarning)
+                wcs.append(WCS(sci.header))
+            dq.append(hdul["DQ"].data.astype("=u4") if "DQ" in hdul else None)
+    return data, wcs, (dq if any(d is not None for d in dq) else None)
+
+
+def snapshot(paths):
+    return {Path(p): (Path(p).read_bytes(), os.stat(p).st_mtime_ns) for p in paths}
+
+
+def set_keywords(path, **cards):
+    with fits.open(path, mode="update") as hdul:
+        for key, value in cards.items():
+            hdul["SCI"].header[key] = value
+
+
+@pytest.fixture(scope="module")
+def grid():
+    return synthetic.tile_grid(2, 3, shape=(96, 96), overlap=0.2, seed=11, point_sources=40,
+                               extended_sources=1, dq_fraction=0.02)
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def test_read_image_sci_dq_native_byte_order(grid, tmp_path):
+    (path,) = write_mosaic(grid, tmp_path, names=["a"])[:1]
+    with fits.open(path) as hdul:
+        assert not hdul["SCI"].data.dtype.isnative  # FITS is big-endian on disk
+    img = io.read_image(path)
+    assert img.sci == 1 and img.path == path
+    assert img.data.dtype == np.float32 and img.data.dtype.isnative
+    assert img.data.flags.c_contiguous and img.data.flags.writeable
+    assert_array_equal(img.data, grid.data[0])
+    assert img.dq.dtype.isnative and img.dq.dtype.kind == "u"
+    assert_array_equal(img.dq, grid.dq[0])
+    assert img.wcs.naxis == 2 and img.wcs.pixel_shape == (96, 96)
+    x, y = np.array([0.0, 95.0, 40.5]), np.array([0.0, 95.0, 10.25])
+    assert_allclose(img.wcs.pixel_to_world_values(x, y), grid.wcs[0].pixel_to_world_values(x, y),
+                    rtol=0, atol=1e-10)
+    assert (img.bkglevel, img.bkgsub, img.bkgmeth) == (None, None, None)
+
+
+def test_read_plain_primary_image_integer_data_become_float64(grid, tmp_path):
+    path = tmp_path / "plain.fits"
+    counts = np.arange(96 * 96, dtype=np.int16).reshape(96, 96)
+    fits.PrimaryHDU(counts, grid.wcs[1].to_header()).writeto(path)
+    img = io.read_image(path)
+    assert img.sci == 0 and img.dq is None
+    assert img.data.dtype == np.float64 and img.data.dtype.isnative
+    assert_array_equal(img.data, counts)
+
+
+def test_read_image_errors_name_the_file(grid, tmp_path):
+    nowcs = tmp_path / "nowcs.fits"
+    fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(grid.data[0], name="SCI")]).writeto(nowcs)
+    with pytest.raises(ValueError, match=r"image .*nowcs\.fits has no celestial WCS"):
+        io.read_image(nowcs)
+    spectral = tmp_path / "spectral.fits"
+    hdr = fits.Header({"CTYPE1": "WAVE", "CTYPE2": "LINEAR", "CRVAL1": 1.0, "CDELT1": 0.1})
+    fits.PrimaryHDU(grid.data[0], hdr).writeto(spectral)
+    with pytest.raises(ValueError, match=r"spectral\.fits has no celestial WCS"):
+        io.read_image(spectral)
+    text = tmp_path / "text.fits"
+    text.write_text("not a FITS file\n")
+    with pytest.raises(ValueError, match=r"cannot read .*text\.fits as a FITS file"):
+        io.read_image(text)
+    with pytest.raises(FileNotFoundError, match=r"missing\.fits does not exist"):
+        io.read_image(tmp_path / "missing.fits")
+    cube = tmp_path / "cube.fits"
+    fits.PrimaryHDU(np.zeros((2, 8, 8), np.float32)).writeto(cube)
+    with pytest.raises(ValueError, match=r"cube\.fits is not a 2-D image"):
+        io.read_image(cube)
+    baddq = tmp_path / "baddq.fits"
+    fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(grid.data[0], grid.wcs[0].to_header(),
+                                                   name="SCI"),
+                  fits.ImageHDU(np.zeros((4, 4), np.uint32), name="DQ")]).writeto(baddq)
+    with pytest.raises(ValueError, match=r"DQ array of .*baddq\.fits has shape \(4, 4\)"):
+        io.read_image(baddq)
+    empty = tmp_path / "empty.fits"
+    fits.PrimaryHDU().writeto(empty)
+    with pytest.raises(ValueError, match=r"empty\.fits has no SCI extension"):
+        io.read_image(empty)
+
+
+# --------------------------------------------------------------------------- round trip
+
+
+def test_fits_round_trip_keywords_and_subtracted_data(grid, tmp_path):
+    paths = write_mosaic(grid, tmp_path / "in")
+    before = snapshot(paths)
+    res = io.match_files(paths, method="global+match", stat=STAT, subtract=True)
+    data, wcs, dq = read_independently(paths)
+    lib = match_sky(data, wcs, method="global+match", stat=STAT, subtract=True, dq=dq)
+    assert_array_equal(res.sky, lib.sky)
+    assert res.valid.all() and res.names == [str(p) for p in paths]
+    # the recovered skies are the true ones (global+match brings all to a common zero)
+    assert_allclose(res.sky - res.sky.min(), grid.sky - grid.sky.min(), atol=0.25)
+    written = io.write_results(res, output_dir=tmp_path / "out")
+    assert [w.name for w in written] == [p.name for p in paths]
+    assert snapshot(paths) == before  # inputs untouched
+    for k, path in enumerate(written):
+        with fits.open(path) as hdul:
+            for hdr in (hdul[0].header, hdul["SCI"].header):
+                assert hdr["BKGMETH"] == "global+match"
+                assert hdr["BKGSUB"] is True
+                assert_allclose(hdr["BKGLEVEL"], res.sky[k], rtol=1e-15)
+            out = hdul["SCI"].data
+            assert out.dtype == np.dtype(">f4")
+            assert_array_equal(out, lib.data[k])
+            assert_array_equal(out, grid.data[k] - np.float32(res.sky[k]))
+            assert_array_equal(hdul["DQ"].data, grid.dq[k])
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(p.name for p in paths)
+
+
+def test_keywords_only_without_subtract_and_invalid_image_left_alone(tmp_path):
+    # a pair that overlaps plus one lone tile: 'match' cannot give the lone one a sky
+    m = synthetic.disjoint([(1, 2), (1, 1)], shape=(64, 64), seed=4, point_sources=10,
+                           extended_sources=0)
+    paths = write_mosaic(m, tmp_path, plain=True)
+    res = io.match_files(paths, stat=STAT)
+    assert res.valid.tolist() == [True, True, False]
+    lone_bytes = paths[2].read_bytes()
+    io.write_results(res, in_place=True)
+    for k in (0, 1):
+        hdr = fits.getheader(paths[k])
+        assert (hdr["BKGMETH"], hdr["BKGSUB"]) == ("match", False)
+        assert_allclose(hdr["BKGLEVEL"], res.sky[k], rtol=1e-15)
+        assert_array_equal(fits.getdata(paths[k]), m.data[k])  # not subtracted
+    assert "BKGLEVEL" not in fits.getheader(paths[2])
+    assert_array_equal(fits.getdata(paths[2]), m.data[2])
+    assert len(paths[2].read_bytes()) == len(lone_bytes)
+
+
+def test_in_place_through_a_symbolic_link_keeps_the_link(grid, tmp_path):
+    (real,) = write_mosaic(grid, tmp_path / "real", plain=True, names=["a"])[:1]
+    link = tmp_path / "a_link.fits"
+    link.symlink_to(real)
+    res = io.match_files([link], method="local", stat=STAT)
+    io.write_results(res, in_place=True)
+    assert link.is_symlink() and link.resolve() == real.resolve()
+    assert_allclose(fits.getheader(real)["BKGLEVEL"], res.sky[0], rtol=1e-15)
+    assert _no_temp_files(tmp_path / "real") == [] and _no_temp_files(tmp_path) == []
+
+
+def test_write_table_is_exact_ecsv(grid, tmp_path):
+    paths = write_mosaic(grid, tmp_path)
+    res = io.match_files(paths, method="local", stat=STAT)
+    out = io.write_table(res, tmp_path / "skies.ecsv")
+    table = Table.read(out, format="ascii.ecsv")
+    assert_array_equal(table["sky"], res.sky)
+    assert_array_equal(table["local"], res.local)
+    assert list(table["name"]) == [str(p) for p in paths]
+
+
+# --------------------------------------------------------------------------- atomic writes
+
+
+def _no_temp_files(directory):
+    return [p.name for p in Path(directory).iterdir() if p.name.endswith(".skyeq-tmp")]
+
+
+def test_crash_between_temp_write_and_rename_keeps_original(grid, tmp_path, monkeypatch):
+    paths = write_mosaic(grid, tmp_path)
+    res = io.match_files(paths, stat=STAT, subtract=True)
+    before = snapshot(paths)
+    calls = []
+
+    def crash(src, dst):
+        calls.append((Path(src), Path(dst)))
+        assert Path(src).stat().st_size > 0  # the new file was completely written
+        raise OSError("simulated crash before the rename")
+
+    monkeypatch.setattr(os, "replace", crash)
+    with pytest.raises(OSError, match="simulated crash"):
+        io.write_results(res, in_place=True)
+    assert len(calls) == 1 and calls[0][1] == paths[0]
+    assert calls[0][0].parent == paths[0].parent  # temp file in the same directory
+    assert snapshot(paths) == before  # byte-identical, not even touched
+    assert _no_temp_files(tmp_path) == []
+    table = tmp_path / "t.ecsv"
+    table.write_text("old table\n")
+    with pytest.raises(OSError, match="simulated crash"):
+        io.write_table(res, table)
+    assert table.read_text() == "old table\n"
+    assert _no_temp_files(tmp_path) == []
+
+
+def test_crash_while_writing_the_temp_file_removes_it(grid, tmp_path, monkeypatch):
+    paths = write_mosaic(grid, tmp_path)
+    res = io.match_files(paths, stat=STAT)
+    before = snapshot(paths)
+
+    def half_write(self, name, *args, **kwargs):
+        Path(name).write_bytes(b"SIMPLE  =   half a file")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(fits.HDUList, "writeto", half_write)
+    with pytest.raises(KeyboardInterrupt):
+        io.write_results(res, in_place=True)
+    assert snapshot(paths) == before
+    assert _no_temp_files(tmp_path) == []
+
+
+def test_output_paths_never_overwrite_inputs(grid, tmp_path):
+    paths = write_mosaic(grid, tmp_path / "in")
+    res = io.match_files(paths[:2], stat=STAT)
+    with pytest.raises(ValueError, match="would overwrite an input"):
+        io.write_results(res, output_dir=tmp_path / "in")
+    link = tmp_path / "link"
+    link.symlink_to(tmp_path / "in")
+    with pytest.raises(ValueError, match="would overwrite an input"):
+        io.output_paths(paths, output_dir=link)
+    other = write_mosaic(grid, tmp_path / "other")  # same file names, other directory
+    with pytest.raises(ValueError, match="two images would be written to the same file"):
+        io.output_paths([paths[0], other[0]], output_dir=tmp_path / "out")
+    with pytest.raises(ValueError, match="exactly one of"):
+        io.output_paths(paths)
+    with pytest.raises(ValueError, match="exactly one of"):
+        io.write_results(res, output_dir=tmp_path / "out", in_place=True)
+    assert not (tmp_path / "out").exists()
+    assert io.output_paths(paths, in_place=True) == paths
+
+
+# --------------------------------------------------------------------------- associations
+
+
+def _exposures():
+    return synthetic.exposures(3, (1, 2), shape=(64, 64), seed=5, point_sources=20,
+                               extended_sources=0, sky=[110.0, 104.5, 107.25])
+
+
+def test_association_groups_match_library_groups(tmp_path):
+    m = _exposures()
+    paths = write_mosaic(m, tmp_path / "data")
+    members = [
+        {"expname": f"data/{p.name}", "exptype": "science", "group_id": f"exp{g}"}
+        for p, g in zip(paths, m.groups, strict=True)
+    ]
+    # a background member (not a science one) is ignored: its file is never opened
+    members.insert(2, {"expname": "data/missing_bkg.fits", "exptype": "background"})
+    asn = tmp_path / "image3_asn.json"
+    asn.write_text(json.dumps({"asn_type": "image3", "products": [
+        {"name": "mosaic", "members": members}]}))
+    read = io.read_association(asn)
+    assert read.members == [tmp_path / "data" / p.name for p in paths]
+    assert read.groups == ["exp0", "exp0", "exp1", "exp1", "exp2", "exp2"]
+    for method in ("match", "global+match", "local"):
+        res = io.match_files(asn, method=method, stat=STAT)
+        data, wcs, dq = read_independently(paths)
+        lib = match_sky(data, wcs, groups=m.groups, method=method, stat=STAT, dq=dq)
+        assert_array_equal(res.sky, lib.sky, err_msg=method)
+        assert_array_equal(res.valid, lib.valid)
+        assert res.groups.tolist() == read.groups
+    # every detector of one exposure got its exposure's sky
+    res = io.match_files(asn, method="global+match", stat=STAT)
+    assert_array_equal(res.sky[0::2], res.sky[1::2])
+    assert_allclose(res.sky - res.sky.min(), m.sky - m.sky.min(), atol=0.05)
+
+
+def test_association_members_without_group_are_their_own_group(tmp_path):
+    m = _exposures()
+    paths = write_mosaic(m, tmp_path)
+    members = [{"expname": str(p), "group_id": 7} for p in paths[:4]]  # absolute names
+    members += [{"expname": p.name} for p in paths[4:]]
+    asn = tmp_path / "asn.json"
+    asn.write_text(json.dumps({"products": [{"members": members[:3]},
+                                            {"members": members[3:]}]}))
+    got, groups = io.collect_inputs(asn)
+    assert got == paths
+    assert groups[:4] == ["7"] * 4 and len(set(groups[4:])) == 2 and "7" not in groups[4:]
+    res = io.match_files(asn, method="local", stat=STAT)
+    data, wcs, dq = read_independently(paths)
+    lib = match_sky(data, wcs, groups=[0, 0, 0, 0, 1, 2], method="local", stat=STAT, dq=dq)
+    assert_array_equal(res.sky, lib.sky)
+
+
+@pytest.mark.parametrize(
+    ("content", "match"),
+    [
+        ("{not json", "is not valid JSON"),
+        ("[1, 2]", "top level is not a JSON object"),
+        ('{"asn_type": "image3"}', "'products' is missing"),
+        ('{"products": []}', "'products' is missing"),
+        ('{"products": [{"name": "x"}]}', r"products\[0\] has no 'members' list"),
+        ('{"products": [{"members": [3]}]}', r"members\[0\] is not a JSON object"),
+        ('{"products": [{"members": [{"exptype": "science"}]}]}', "has no 'expname'"),
+        ('{"products": [{"members": [{"expname": "a.fits", "group_id": [1]}]}]}',
+         "group_id must be a string or an integer"),
+        ('{"products": [{"members": [{"expname": "a.fits"}, {"expname": "./a.fits"}]}]}',
+         "already listed"),
+        ('{"products": [{"members": [{"expname": "a.fits", "exptype": "background"}]}]}',
+         "no science member"),
+    ],
+)
+def test_malformed_association_names_the_file(tmp_path, content, match):
+    asn = tmp_path / "bad_asn.json"
+    asn.write_text(content)
+    with pytest.raises(ValueError, match=match) as err:
+        io.read_association(asn)
+    assert "bad_asn.json" in str(err.value)
+
+
+def test_missing_member_is_reported_before_reading(tmp_path):
+    asn = tmp_path / "asn.json"
+    asn.write_text(json.dumps({"products": [{"members": [{"expname": "gone.fits"}]}]}))
+    with pytest.raises(FileNotFoundError, match=r"gone\.fits \(listed in .*asn\.json\)"):
+        io.match_files(asn)
+
+
+# --------------------------------------------------------------------------- re-run rules
+
+
+@pytest.mark.parametrize(
+    ("cards", "subtract", "match"),
+    [
+        ({"BKGSUB": True}, True, "BKGSUB = T but no BKGLEVEL"),
+        ({"BKGSUB": False}, False, "BKGSUB = F but no BKGLEVEL"),
+        ({"BKGLEVEL": 3.5}, False, "BKGLEVEL = 3.5 but no BKGSUB"),
+        ({"BKGLEVEL": 3.5, "BKGSUB": True}, False, "already subtracted"),
+        ({"BKGLEVEL": 3.5, "BKGSUB": False}, True, "matched before without subtraction"),
+        ({"BKGLEVEL": "high", "BKGSUB": False}, False, "is not a number"),
+        ({"BKGLEVEL": 1.0, "BKGSUB": "yes"}, False, "is not a FITS logical"),
+    ],
+)
+def test_inconsistent_background_keywords_raise_before_anything_is_written(
+    grid, tmp_path, cards, subtract, match
+):
+    paths = write_mosaic(grid, tmp_path)
+    set_keywords(paths[-1], **cards)  # the last file: every other one would be fine
+    before = snapshot(paths)
+    with pytest.raises(ValueError, match=match) as err:
+        io.match_files(paths, subtract=subtract, stat=STAT)
+    assert paths[-1].name in str(err.value)
+    assert snapshot(paths) == before
+    assert _no_temp_files(tmp_path) == []
+
+
+def test_keywords_that_disagree_between_headers_raise(grid, tmp_path):
+    paths = write_mosaic(grid, tmp_path)
+    set_keywords(paths[0], BKGLEVEL=1.0, BKGSUB=False)
+    with fits.open(paths[0], mode="update") as hdul:
+        hdul[0].header["BKGLEVEL"] = 2.0
+    with pytest.raises(ValueError, match="BKGLEVEL differs between the headers"):
+        io.read_image(paths[0])
+
+
+def test_rerun_with_subtract_is_cumulative(grid, tmp_path):
+    paths = write_mosaic(grid, tmp_path / "in")
+    first = io.match_files(paths, method="local", stat=STAT, subtract=True)
+    once = io.write_results(first, output_dir=tmp_path / "once")
+    # the sky measured now on the subtracted data is small; BKGLEVEL accumulates it
+    data, wcs, dq = read_independently(once)
+    lib = match_sky(data, wcs, method="local", stat=STAT, subtract=True, dq=dq)
+    assert np.abs(lib.sky).max() < 0.05
+    second = io.match_files(once, method="local", stat=STAT, subtract=True)
+    assert_array_equal(second.sky, first.sky + lib.sky)
+    twice = io.write_results(second, output_dir=tmp_path / "twice")
+    for k, path in enumerate(twice):
+        with fits.open(path) as hdul:
+            assert_allclose(hdul["SCI"].header["BKGLEVEL"], first.sky[k] + lib.sky[k],
+                            rtol=1e-15)
+            assert hdul[0].header["BKGSUB"] is True
+            # data lose only the new part: data_out = data_in - (new level - old level)
+            assert_array_equal(hdul["SCI"].data, data[k] - np.float32(lib.sky[k]))
+
+
+def test_rerun_without_subtract_replaces_the_level(grid, tmp_path):
+    paths = write_mosaic(grid, tmp_path / "in")
+    first = io.match_files(paths, method="local", stat=STAT)
+    once = io.write_results(first, output_dir=tmp_path / "once")
+    second = io.match_files(once, method="global", stat=STAT)
+    assert_array_equal(second.sky, np.full(len(paths), first.sky.min()))
+    io.write_results(second, in_place=True)
+    for k, path in enumerate(once):
+        hdr = fits.getheader(path, "SCI")
+        assert (hdr["BKGMETH"], hdr["BKGSUB"]) == ("global", False)
+        assert_allclose(hdr["BKGLEVEL"], first.sky.min(), rtol=1e-15)
+        assert_array_equal(fits.getdata(path, "SCI"), grid.data[k])
+
+
+def test_match_files_takes_arrays_only_from_the_files(grid, tmp_path):
+    paths = write_mosaic(grid, tmp_path)
+    with pytest.raises(TypeError, match="names"):
+        io.match_files(paths, names=["a"] * len(paths))
+    with pytest.raises(ValueError, match="given twice"):
+        io.match_files([paths[0], tmp_path / "." / paths[0].name])
