@@ -468,3 +468,28 @@ def test_region_statistics_pick_sorted_cells_for_heavy_overlap(monkeypatch):
     )
     assert calls == [1]
     assert got == [(1.5, 4), (97.5, 4)]
+
+
+@pytest.mark.parametrize("bad_fraction", [0.1, 0.8])  # copied with NaNs / compacted
+@pytest.mark.parametrize("use_spans", [False, True])
+def test_masked_regions_equal_numpy_whichever_way_they_are_gathered(bad_fraction, use_spans):
+    rng = np.random.default_rng(5)
+    img = rng.normal(50.0, 3.0, (64, 80))
+    img[rng.random(img.shape) < 0.02] = np.nan
+    mask = rng.random(img.shape) >= bad_fraction
+    spans = np.array([[r, 5, 70] for r in range(3, 60)]) if use_spans else None
+    region = np.zeros(img.shape, dtype=bool)
+    if use_spans:
+        region[3:60, 5:71] = True
+    else:
+        region[:] = True
+    good = img[region & mask & np.isfinite(img)]
+    for name, expect in (("mean", good.mean()), ("median", np.median(good))):
+        value, npix = sky_statistic(img, mask, SkyStat(name, nclip=0), spans=spans)
+        assert npix == good.size
+        assert value == pytest.approx(expect, rel=1e-13)
+    lo, hi = 45.0, 55.0
+    inside = good[(good >= lo) & (good <= hi)]
+    value, npix = sky_statistic(img, mask, SkyStat("mean", nclip=0, lower=lo, upper=hi),
+                                spans=spans)
+    assert npix == inside.size and value == pytest.approx(inside.mean(), rel=1e-13)
