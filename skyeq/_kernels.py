@@ -221,6 +221,21 @@ def _sums(buf, n, lo, hi, shift):
 
 
 @njit(cache=True, nogil=True)
+def _moments_from_sums(count, s, q, shift):
+    """Count, mean and ddof=1 std from the count and sums of ``v - shift`` and its square."""
+    if count == 0:
+        return 0, np.nan, np.nan
+    dmean = s / count
+    mean = shift + dmean
+    if count == 1:
+        return 1, mean, 0.0
+    var = (q - s * dmean) / (count - 1)
+    if var < 0.0:
+        var = 0.0
+    return count, mean, math.sqrt(var)
+
+
+@njit(cache=True, nogil=True)
 def moments(buf, n, lo, hi, shift):
     """Count, mean and sample standard deviation of ``buf[:n]`` within ``[lo, hi]``.
 
@@ -236,16 +251,7 @@ def moments(buf, n, lo, hi, shift):
         ddof=1 standard deviation; 0.0 for a single pixel, NaN when ``count`` is 0.
     """
     count, s, q = _sums(buf, n, lo, hi, shift)
-    if count == 0:
-        return 0, np.nan, np.nan
-    dmean = s / count
-    mean = shift + dmean
-    if count == 1:
-        return 1, mean, 0.0
-    var = (q - s * dmean) / (count - 1)
-    if var < 0.0:
-        var = 0.0
-    return count, mean, math.sqrt(var)
+    return _moments_from_sums(count, s, q, shift)
 
 
 @njit(cache=True, nogil=True)
@@ -958,16 +964,7 @@ def _cell_moments(vals, p1, p2, poff, cstart, cend, cells, lo, hi, shift):
         sa, qa = _cell_prefix_at(vals, p1, p2, poff, cstart[c], c, a, shift)
         s += sb - sa
         q += qb - qa
-    if count == 0:
-        return 0, np.nan, np.nan
-    dmean = s / count
-    mean = shift + dmean
-    if count == 1:
-        return 1, mean, 0.0
-    var = (q - s * dmean) / (count - 1)
-    if var < 0.0:
-        var = 0.0
-    return count, mean, math.sqrt(var)
+    return _moments_from_sums(count, s, q, shift)
 
 
 @njit(cache=True, nogil=True)
