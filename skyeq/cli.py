@@ -8,10 +8,14 @@ error is reported as one line on stderr; ``--debug`` shows the traceback instead
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import os
 import sys
+import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import NoReturn
 
 import numpy as np
@@ -199,6 +203,12 @@ def _add_match_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParse
         help="also write one row per image (name, group, sky, valid, component, method, "
         "subtracted, local sky) as an ECSV table to FILE",
     )
+    o.add_argument(
+        "--plot", metavar="FILE",
+        help="also draw the image footprints coloured by sky and the overlap graph "
+        "coloured by the pair residuals into FILE (PNG, PDF, SVG: by extension; needs "
+        "matplotlib, pip install \"skyeq[plot]\"; match methods only)",
+    )
     r = p.add_argument_group("running")
     r.add_argument(
         "--threads", type=_positive_int, default=1, metavar="N",
@@ -305,7 +315,35 @@ def _run_match(args: argparse.Namespace) -> int:
     if args.table is not None:
         io.write_table(result, args.table)
         print(f"wrote the table to {args.table}")
+    if args.plot is not None:
+        _write_plot(result, args.plot)
+        print(f"wrote the plot to {args.plot}")
     return 0
+
+
+def _write_plot(result: skyeq.SkyResult, path: str) -> None:
+    """Draw `SkyResult.plot` into ``path`` through a temporary file and `os.replace`."""
+    try:
+        import matplotlib
+    except ImportError:
+        raise ImportError('--plot needs matplotlib: pip install "skyeq[plot]"') from None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    target = Path(path).resolve()
+    fig = result.plot()
+    fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".skyeq-tmp",
+                                dir=target.parent)
+    os.close(fd)
+    try:
+        fig.savefig(name, format=target.suffix.lstrip(".").lower() or "png")
+        os.replace(name, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(name)
+        raise
+    finally:
+        plt.close(fig)
 
 
 def _check_match_args(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
@@ -314,6 +352,9 @@ def _check_match_args(args: argparse.Namespace, parser: argparse.ArgumentParser)
         parser.error("--method user needs --skylist FILE")
     if args.method != "user" and args.skylist is not None:
         parser.error("--skylist is only used with --method user")
+    if args.plot is not None and "match" not in args.method:
+        parser.error("--plot needs a match method (match or global+match): only they "
+                     "compute the footprints")
     try:
         args.skystat = skyeq.SkyStat(
             args.stat, lower=args.lower, upper=args.upper, nclip=args.nclip,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import operator
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from astropy.table import Table
@@ -151,13 +152,18 @@ class SkyResult:
     data : list of numpy.ndarray, optional
         The sky-subtracted copies of the images when subtraction was requested without
         ``inplace``, else None.
+    footprints : list of numpy.ndarray, optional
+        The outline of every image on the sky: an ``(m, 2)`` array of the ``(ra, dec)``
+        vertices in degrees per image (as `skyeq.Footprint.radec`), or None (the default,
+        and what ``local``, ``global`` and ``user`` give). Used by `plot`.
 
     Raises
     ------
     ValueError
         If an attribute does not have one entry per image, ``method`` is unknown, a sky
-        is not finite, a component index is out of range or in two components, or the
-        pair table lacks a column.
+        is not finite, a component index is out of range or in two components, the
+        pair table lacks a column, or a footprint is not an ``(m, 2)`` array of finite
+        values with at least 3 vertices.
 
     Examples
     --------
@@ -181,6 +187,7 @@ class SkyResult:
     groups: np.ndarray | None = None
     local: np.ndarray | None = None
     data: list[np.ndarray] | None = None
+    footprints: list[np.ndarray] | None = None
 
     def __post_init__(self):
         self.sky = np.array(self.sky, dtype=np.float64)
@@ -223,6 +230,42 @@ class SkyResult:
         if self.data is not None:
             self.data = list(self.data)
             _check_length("data", self.data, n)
+        if self.footprints is not None:
+            self.footprints = self._checked_footprints(self.footprints, n)
+
+    @staticmethod
+    def _checked_footprints(footprints, n: int) -> list[np.ndarray]:
+        """Return the footprints as float64 ``(m, 2)`` arrays after checking them.
+
+        Parameters
+        ----------
+        footprints : sequence of array_like
+            The ``(ra, dec)`` vertices of every image, in degrees.
+        n : int
+            Number of images.
+
+        Returns
+        -------
+        list of numpy.ndarray
+            One ``(m, 2)`` array per image.
+
+        Raises
+        ------
+        ValueError
+            If there is not one footprint per image, or one is not an ``(m, 2)`` array of
+            finite values with ``m >= 3``.
+        """
+        out = [np.array(fp, dtype=np.float64) for fp in footprints]
+        _check_length("footprints", out, n)
+        for k, fp in enumerate(out):
+            if fp.ndim != 2 or fp.shape[1] != 2 or fp.shape[0] < 3:
+                raise ValueError(
+                    f"footprint {k} must be an (m, 2) array of (ra, dec) with m >= 3, "
+                    f"got shape {fp.shape}"
+                )
+            if not np.all(np.isfinite(fp)):
+                raise ValueError(f"footprint {k} has non-finite vertices")
+        return out
 
     @staticmethod
     def _checked_components(components, n: int) -> list[np.ndarray]:
@@ -321,6 +364,52 @@ class SkyResult:
         if self.local is not None:
             table["local"] = self.local
         return table
+
+    def plot(self, ax: Any = None, **kw: Any) -> Any:
+        """Draw the image footprints coloured by sky, and the overlap graph.
+
+        Each footprint is filled with the colour of its sky (a colorbar labelled
+        BKGLEVEL); images whose sky was not computed are grey and hatched. A line joins
+        the centres of the two sides of every row of `pairs`, coloured by the absolute
+        pair residual (a second colorbar). Needs matplotlib (``pip install
+        "skyeq[plot]"``).
+
+        Parameters
+        ----------
+        ax : matplotlib.axes.Axes, optional
+            Axes to draw into. Default: a new figure.
+        **kw
+            Passed to ``skyeq._plot.plot_footprints``: ``cmap`` (sky colormap, default
+            ``'viridis'``), ``edge_cmap`` (residual colormap, default ``'plasma'``),
+            ``labels`` (write the image names, default False).
+
+        Returns
+        -------
+        matplotlib.figure.Figure
+            The figure drawn into.
+
+        Raises
+        ------
+        ImportError
+            If matplotlib is not installed.
+        ValueError
+            If the result has no footprints (methods ``local``, ``global`` and
+            ``user`` do not compute them).
+        """
+        if self.footprints is None:
+            raise ValueError(
+                f"this result (method {self.method!r}) has no footprints to plot; only "
+                "the match methods ('match', 'global+match') compute them"
+            )
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError as err:
+            raise ImportError(
+                'SkyResult.plot needs matplotlib: pip install "skyeq[plot]"'
+            ) from err
+        from ._plot import plot_footprints
+
+        return plot_footprints(self, ax=ax, **kw)
 
     def __repr__(self) -> str:
         n = len(self)

@@ -164,11 +164,12 @@ def _overlap_tasks(
     gid: np.ndarray,
     members: list[np.ndarray],
     stepsize: int | None,
-) -> tuple[list[list[int]], list[list[list[np.ndarray]]]]:
+) -> tuple[list[list[int]], list[list[list[np.ndarray]]], list[geometry.Footprint]]:
     """For every group: its neighbour groups and each member's spans in each overlap.
 
     A group's footprint is its members' footprints (no union polygon): member m of
-    group G overlaps group H in the union of m's intersections with H's members.
+    group G overlaps group H in the union of m's intersections with H's members. The
+    image footprints are returned too (for `SkyResult.footprints`).
     """
     fps = [geometry.footprint(a, s, stepsize) for a, s in zip(adapters, shapes, strict=True)]
     pair_idx, overlaps = geometry.find_overlaps(fps)
@@ -199,7 +200,7 @@ def _overlap_tasks(
             by_h = dict(zip(keys, found, strict=True))
             per_member.append([by_h.get(h, empty) for h in neighbours[g]])
         spans.append(per_member)
-    return neighbours, spans
+    return neighbours, spans, fps
 
 
 def _run_tasks(
@@ -336,7 +337,8 @@ def match_sky(
     -------
     SkyResult
         Per image: ``sky`` (BKGLEVEL), ``valid``; overall ``method``, ``subtracted``,
-        ``components`` and the ``pairs`` table.
+        ``components`` and the ``pairs`` table; for the match methods also the image
+        ``footprints`` (RA/Dec outlines, used by `SkyResult.plot`).
 
     Raises
     ------
@@ -393,8 +395,10 @@ def match_sky(
             )
         adapters = [as_wcs_adapter(w, name=labels[k]) for k, w in enumerate(wcs)]
         shapes = [tuple(int(s) for s in np.shape(img)) for img in data]
-        neighbours, spans = _overlap_tasks(adapters, shapes, gid, members, stepsize)
+        neighbours, spans, fps = _overlap_tasks(adapters, shapes, gid, members, stepsize)
+        outlines = [np.column_stack(fp.radec) for fp in fps]
     else:
+        outlines = None
         neighbours = [[] for _ in range(ngroups)]
         spans = [[[] for _ in members[g]] for g in range(ngroups)]
 
@@ -474,10 +478,11 @@ def match_sky(
             image_local[m] = v
     comps = [np.sort(np.concatenate([members[g] for g in c])) for c in comps_g]
     return _finish(data, sky, valid, meth, subtract, inplace, comps, pairs, names,
-                   groups, image_local if want_local else None, t0)
+                   groups, image_local if want_local else None, t0, footprints=outlines)
 
 
-def _finish(data, sky, valid, method, subtract, inplace, comps, pairs, names, groups, local, t0):
+def _finish(data, sky, valid, method, subtract, inplace, comps, pairs, names, groups, local, t0,
+            footprints=None):
     """Subtract if asked, log the skies, and build the `SkyResult`."""
     out_data = None
     if subtract:
@@ -506,4 +511,5 @@ def _finish(data, sky, valid, method, subtract, inplace, comps, pairs, names, gr
         groups=None if groups is None else np.asarray(groups),
         local=local,
         data=out_data,
+        footprints=footprints,
     )

@@ -303,3 +303,15 @@ def test_everything_flagged_everywhere():
 def test_public_api():
     assert skyeq.match_sky is match_sky
     assert {"match_sky", "SkyResult", "SkyStat", "sky_statistic"} <= set(skyeq.__all__)
+
+
+def test_footprints_filled_for_match_methods_only():
+    m = synthetic.constant_mosaic(TABLE1_SKY, layout=(2, 3))
+    fps = skyeq.footprints(m.wcs, m.shapes)
+    for meth in ("match", "global+match"):
+        res = match_sky(m.data, m.wcs, method=meth)
+        assert len(res.footprints) == len(m)
+        for got, fp in zip(res.footprints, fps, strict=True):
+            assert_allclose(got, np.column_stack(fp.radec))
+    for meth in ("local", "global"):
+        assert match_sky(m.data, m.wcs, method=meth).footprints is None

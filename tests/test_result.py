@@ -219,3 +219,20 @@ def test_data_and_local_kept():
     assert res.data[5] is data[5]
     assert np.isnan(res.local[3]) and res.local[2] == 2.0
     assert res.keywords(0)["BKGSUB"] is True
+
+
+def test_footprints_field_optional_and_checked():
+    from skyeq import SkyResult
+
+    square = [[0.0, 0.0], [1.0, 0.0], [1.0, 1.0], [0.0, 1.0]]
+    base = dict(sky=[0.0, 1.0], method="match", subtracted=False, valid=[True, True])
+    assert SkyResult(**base).footprints is None
+    res = SkyResult(**base, footprints=[square, square])
+    assert [fp.shape for fp in res.footprints] == [(4, 2), (4, 2)]
+    assert "footprint" not in repr(res) and "footprint" not in res.to_table().colnames
+    with pytest.raises(ValueError, match="'footprints' has 1 entries"):
+        SkyResult(**base, footprints=[square])
+    with pytest.raises(ValueError, match=r"\(m, 2\)"):
+        SkyResult(**base, footprints=[square, square[:2]])
+    with pytest.raises(ValueError, match="non-finite"):
+        SkyResult(**base, footprints=[square, [[0, 0], [1, np.nan], [1, 1]]])
