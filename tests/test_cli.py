@@ -273,3 +273,17 @@ def test_console_entry_point_exit_code(tmp_path):
         f"skyeq: error: image file {tmp_path / 'missing.fits'} does not exist"
     ]
     assert proc.stdout == ""
+
+
+def test_demo_recovers_the_relative_skies(capsys):
+    # the README's main job: 12 tiles, every method; match within 0.02 noise sigma
+    assert main(["demo"]) == 0
+    out = capsys.readouterr().out
+    rows = [line.split() for line in out.splitlines() if line.startswith("tile_r")]
+    assert len(rows) == 12
+    true_rel = np.array([float(r[2]) for r in rows])
+    local, match = (np.array([float(r[k]) for r in rows]) for k in (3, 5))
+    err = match - true_rel
+    assert np.abs(err - np.median(err)).max() < 0.02
+    assert np.abs(local - np.array([float(r[1]) for r in rows])).max() < 0.1  # sources bias
+    assert "largest error of the relative skies" in out
