@@ -28,7 +28,6 @@ import math
 import numbers
 import os
 import stat
-import tempfile
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -587,11 +586,21 @@ def match_files(
 # --------------------------------------------------------------------------- writing
 
 
-def _umask() -> int:
-    """Return the process umask (changed only for an instant to read it)."""
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
+def _new_temp(target: Path) -> Path:
+    """Create an empty, uniquely named file beside ``target`` and return its path.
+
+    Created with mode 0o666, so the process umask applies as for any new file (unlike
+    `tempfile.mkstemp`, whose 0o600 would need the umask read back, which is not
+    thread-safe).
+    """
+    for _ in range(100):
+        tmp = target.parent / f".{target.name}.{os.urandom(6).hex()}.skyeq-tmp"
+        try:
+            os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+        except FileExistsError:
+            continue
+        return tmp
+    raise FileExistsError(f"could not create a temporary file beside {target}")
 
 
 def _atomic_write(target: Path, write: Callable[[Path], None], mode_of: Path | None) -> None:
@@ -604,20 +613,14 @@ def _atomic_write(target: Path, write: Callable[[Path], None], mode_of: Path | N
     temporary file is removed and ``target`` is left as it was.
     """
     target = Path(target).resolve()  # through symbolic links: replace the real file
-    fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".skyeq-tmp",
-                                dir=target.parent)
-    os.close(fd)
-    tmp = Path(name)
+    tmp = _new_temp(target)
     try:
         write(tmp)
         with tmp.open("rb+") as fh:
             os.fsync(fh.fileno())
         like = target if target.exists() else mode_of
         if like is not None and like.exists():
-            mode = stat.S_IMODE(like.stat().st_mode)
-        else:
-            mode = 0o666 & ~_umask()
-        os.chmod(tmp, mode)
+            os.chmod(tmp, stat.S_IMODE(like.stat().st_mode))
         os.replace(tmp, target)
     except BaseException:
         with contextlib.suppress(OSError):

@@ -200,6 +200,22 @@ def test_write_table_is_exact_ecsv(grid, tmp_path):
     assert list(table["name"]) == [str(p) for p in paths]
 
 
+def test_new_files_get_the_umask_mode_and_rewrites_keep_theirs(grid, tmp_path):
+    import stat
+
+    paths = write_mosaic(grid, tmp_path)
+    res = io.match_files(paths, method="local", stat=STAT)
+    old = os.umask(0o027)
+    try:
+        out = io.write_table(res, tmp_path / "skies.ecsv")
+        assert stat.S_IMODE(out.stat().st_mode) == 0o640  # 0o666 & ~0o027
+        os.chmod(out, 0o604)
+        io.write_table(res, out)
+        assert stat.S_IMODE(out.stat().st_mode) == 0o604
+    finally:
+        os.umask(old)
+
+
 # --------------------------------------------------------------------------- atomic writes
 
 
