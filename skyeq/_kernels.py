@@ -59,7 +59,6 @@ __all__ = [
     "cell_stats",
     "clip_moments",
     "convex_parts",
-    "gather",
     "histogram_stat",
     "intersect_pairs",
     "median_within",
@@ -100,11 +99,13 @@ def _region_size(spans, use_spans, ny, nx):
 
 
 @njit(cache=True, nogil=True)
-def gather(data, mask, use_mask, spans, use_spans, lower, upper):
-    """Copy the usable pixels of a region into a new 1-D buffer.
+def _gather_into(buf, data, mask, use_mask, spans, use_spans, lower, upper):
+    """Copy a region of an image into ``buf`` for the statistics kernels.
 
     Parameters
     ----------
+    buf : ndarray, 1-D, same dtype as ``data``
+        Output, at least as long as the region.
     data : ndarray, 2-D
         Image values.
     mask : ndarray of bool, 2-D
@@ -121,23 +122,14 @@ def gather(data, mask, use_mask, spans, use_spans, lower, upper):
 
     Returns
     -------
-    buf : ndarray, 1-D, same dtype as ``data``
-        The region's pixel values in row-major order, in ``buf[:n]``. When most of the
-        region is good they are copied whole, bad-mask pixels replaced by NaN (a copy
+    n : int
+        Number of values written: ``buf[:n]`` holds the region's pixel values in
+        row-major order. When most of the region is good they are copied whole,
+        bad-mask pixels replaced by NaN (a copy
         vectorises; compaction is a serial dependency chain three times slower);
         otherwise only the usable pixels are kept. Either way the other kernels skip
         every value outside ``[lower, upper]``, so both give the same statistics.
-    n : int
-        Number of values in ``buf``.
     """
-    ny, nx = data.shape
-    buf = np.empty(_region_size(spans, use_spans, ny, nx), dtype=data.dtype)
-    return buf, _gather_into(buf, data, mask, use_mask, spans, use_spans, lower, upper)
-
-
-@njit(cache=True, nogil=True)
-def _gather_into(buf, data, mask, use_mask, spans, use_spans, lower, upper):
-    """`gather` into a given buffer (large enough for the region); returns the count."""
     if use_mask:
         good = 0
         size = 0
@@ -666,7 +658,7 @@ def sky_stat(
     """Clipped sky statistic of one image region.
 
     With neither a mask nor spans the kernels read the image in place (no copy);
-    otherwise the region is gathered once into a buffer (see `gather`) that the
+    otherwise the region is gathered once into a buffer (see `_gather_into`) that the
     clipping passes then read. Returns the statistic selected by ``code``
     (``STAT_MEAN``, ``STAT_MEDIAN``, ``STAT_MODE``, ``STAT_MIDPT``) and the number of
     pixels of the final clipping pass.
@@ -677,8 +669,19 @@ def sky_stat(
         NaN when no pixel is usable.
     npix : int
     """
+    ny, nx = data.shape
+    size = _region_size(spans, use_spans, ny, nx) if (use_mask or use_spans) else 0
+    buf = np.empty(size, dtype=data.dtype)
+    return _region_stat(buf, data, mask, use_mask, spans, use_spans, lower, upper, nclip, lsig,
+                        usig, binwidth, code)
+
+
+@njit(cache=True, nogil=True)
+def _region_stat(buf, data, mask, use_mask, spans, use_spans, lower, upper, nclip, lsig, usig,
+                 binwidth, code):
+    """`sky_stat` with a given gather buffer (large enough; unused for the plain image)."""
     if use_mask or use_spans:
-        buf, n = gather(data, mask, use_mask, spans, use_spans, lower, upper)
+        n = _gather_into(buf, data, mask, use_mask, spans, use_spans, lower, upper)
         return _stat_of_buffer(buf, n, lower, upper, nclip, lsig, usig, binwidth, code)
     flat = data.reshape(data.size)
     return _stat_of_buffer(flat, flat.size, lower, upper, nclip, lsig, usig, binwidth, code)
@@ -718,19 +721,10 @@ def region_stats(data, mask, use_mask, spans, reg_off, whole, lower, upper, ncli
         size = max(size, _region_size(spans[reg_off[r] : reg_off[r + 1]], True, ny, nx))
     buf = np.empty(size, dtype=data.dtype)
     for r in range(nout):
-        if r < nreg:
-            n = _gather_into(buf, data, mask, use_mask, spans[reg_off[r] : reg_off[r + 1]],
-                             True, lower, upper)
-            value[r], npix[r] = _stat_of_buffer(buf, n, lower, upper, nclip, lsig, usig,
-                                                binwidth, code)
-        elif use_mask:
-            n = _gather_into(buf, data, mask, True, spans[:0], False, lower, upper)
-            value[r], npix[r] = _stat_of_buffer(buf, n, lower, upper, nclip, lsig, usig,
-                                                binwidth, code)
-        else:
-            flat = data.reshape(data.size)
-            value[r], npix[r] = _stat_of_buffer(flat, flat.size, lower, upper, nclip, lsig,
-                                                usig, binwidth, code)
+        in_region = r < nreg
+        region = spans[reg_off[r] : reg_off[r + 1]] if in_region else spans[:0]
+        value[r], npix[r] = _region_stat(buf, data, mask, use_mask, region, in_region, lower,
+                                         upper, nclip, lsig, usig, binwidth, code)
     return value, npix
 
 
