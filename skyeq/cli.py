@@ -40,8 +40,15 @@ of each image's SCI and primary headers:
 Inputs are FITS files (the image in a SCI extension, or in the primary HDU of a
 plain file, with a celestial WCS in its header and an optional DQ extension) and/or
 JWST-style association files (*.json): the science members of products[*].members[*],
-paths relative to the association file. Members that share a group_id share one sky
-(e.g. all detectors of one exposure); other images are matched independently.
+paths relative to the association file. JWST products (*_cal.fits and other files with
+an ASDF extension) are read with their gwcs when stdatamodels is installed (pip
+install "skyeq[jwst]"), and written back through it.
+
+Images that share a group id share one sky: an association member's group_id, else
+the JWST exposure of the file (meta.group_id, or the PROGRAM, OBSERVTN, VISIT,
+VISITGRP, SEQ_ID, ACT_ID and EXPOSURE keywords), so that all detectors of one exposure
+share one sky, as in the JWST step. Other images, and all with --ungrouped, are
+matched independently.
 
 Methods:
   local         the clipped statistic of each image (group) on its own.
@@ -209,6 +216,11 @@ def _add_match_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParse
         "coloured by the pair residuals into FILE (PNG, PDF, SVG: by extension; needs "
         "matplotlib, pip install \"skyeq[plot]\"; match methods only)",
     )
+    g.add_argument(
+        "--ungrouped", action="store_true",
+        help="give every image its own sky: ignore the group ids of associations and of "
+        "JWST exposures",
+    )
     r = p.add_argument_group("running")
     r.add_argument(
         "--threads", type=_positive_int, default=1, metavar="N",
@@ -288,17 +300,18 @@ def _run_match(args: argparse.Namespace) -> int:
     from . import io
 
     # everything that can be checked cheaply fails before any image is read
-    paths, groups = io.collect_inputs(args.inputs)
+    paths, _ = io.collect_inputs(args.inputs)
     write = args.output_dir is not None or args.in_place
     if write:
         io.output_paths(paths, output_dir=args.output_dir, in_place=args.in_place)
     skylist = io.read_skylist(args.skylist) if args.skylist is not None else None
     executor = ThreadPoolExecutor(args.threads) if args.threads > 1 else None
+    options = {"groups": None} if args.ungrouped else {}
     try:
         result = io.match_files(
-            paths, groups=groups, method=args.method, stat=args.skystat, match_down=args.match_down,
+            args.inputs, method=args.method, stat=args.skystat, match_down=args.match_down,
             subtract=args.subtract, skylist=skylist, stepsize=args.stepsize,
-            dqbits=args.dqbits, executor=executor,
+            dqbits=args.dqbits, executor=executor, **options,
         )
     finally:
         if executor is not None:

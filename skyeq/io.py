@@ -16,6 +16,16 @@ reading and before anything is computed or written. With ``subtract=True`` on im
 whose sky was already subtracted, the new sky is measured on the subtracted data and
 added to the previous BKGLEVEL (the level is cumulative; the data lose only the new
 part); with ``subtract=False`` the previous level is replaced.
+
+JWST products (FITS files with an ``ASDF`` extension, such as ``*_cal.fits``) are read
+through `stdatamodels` when it is installed (``pip install "skyeq[jwst]"``): their WCS is
+then the gwcs of ``meta.wcs``, with the full distortion model, instead of the FITS
+approximation in the SCI header, and their results are written back through the
+datamodel, so that ``meta.background``, ``meta.cal_step.skymatch``, the FITS keywords
+and the embedded ASDF tree agree. Images of one JWST exposure share one sky, as in the
+JWST step: the exposure is ``meta.group_id``, else the observation keywords (PROGRAM,
+OBSERVTN, VISIT, VISITGRP, SEQ_ID, ACT_ID, EXPOSURE) of the primary header; an
+association member's ``group_id`` takes precedence.
 """
 
 from __future__ import annotations
@@ -67,6 +77,15 @@ _KEYWORD_COMMENTS = {
 _FROM_FILES = ("data", "wcs", "dq", "names", "inplace")
 
 _IMAGE_HDUS = (fits.PrimaryHDU, fits.ImageHDU, fits.CompImageHDU)
+
+#: Primary-header keywords of a JWST exposure, in the order they form its group id.
+_EXPOSURE_KEYWORDS = ("PROGRAM", "OBSERVTN", "VISIT", "VISITGRP", "SEQ_ID", "ACT_ID",
+                      "EXPOSURE")
+
+#: Extension name of the ASDF tree that marks a JWST datamodel file.
+_ASDF_HDU = "ASDF"
+
+_missing_stdatamodels_logged = False
 
 
 def read_skylist(path: str | PathLike) -> dict[str, float]:
@@ -130,8 +149,10 @@ class FitsImage:
     data : numpy.ndarray
         The 2-D science array, in native byte order (floating-point data keep their
         precision; integer data become float64).
-    wcs : astropy.wcs.WCS
-        The celestial WCS of the science array (two axes, ``pixel_shape`` set).
+    wcs : astropy.wcs.WCS or gwcs.WCS
+        The celestial WCS of the science array: the gwcs of a JWST datamodel file read
+        through stdatamodels, else the astropy WCS of the SCI header (two axes,
+        ``pixel_shape`` set).
     dq : numpy.ndarray or None
         The DQ array (native byte order), or None when the file has no DQ extension.
     sci : int
@@ -142,22 +163,31 @@ class FitsImage:
         BKGSUB already in the file, or None.
     bkgmeth : str or None
         BKGMETH already in the file, or None.
+    exposure : str or None
+        The JWST exposure the image belongs to (images of one exposure share one sky):
+        ``meta.group_id`` of a datamodel, else built from the observation keywords
+        PROGRAM, OBSERVTN, VISIT, VISITGRP, SEQ_ID, ACT_ID and EXPOSURE of the primary
+        header as the JWST pipeline builds it; None when the file has neither.
+    datamodel : bool
+        Whether the file was read through stdatamodels (a JWST datamodel file).
     """
 
     path: Path
     data: np.ndarray
-    wcs: WCS
+    wcs: Any
     dq: np.ndarray | None
     sci: int
     bkglevel: float | None = None
     bkgsub: bool | None = None
     bkgmeth: str | None = None
+    exposure: str | None = None
+    datamodel: bool = False
 
     def __repr__(self) -> str:
         return (
             f"<FitsImage {str(self.path)!r} shape={self.data.shape} dtype={self.data.dtype} "
             f"hdu={self.sci} dq={self.dq is not None} BKGLEVEL={self.bkglevel} "
-            f"BKGSUB={self.bkgsub}>"
+            f"BKGSUB={self.bkgsub} exposure={self.exposure!r} datamodel={self.datamodel}>"
         )
 
 
@@ -212,6 +242,80 @@ def _read_wcs(header: fits.Header, hdul: fits.HDUList, path: Path, shape: tuple)
     return wcs
 
 
+def _datamodels(hdul: fits.HDUList, path: Path) -> Any:
+    """Return ``stdatamodels.jwst.datamodels`` for a JWST datamodel file, else None.
+
+    A datamodel file is a FITS file with an ``ASDF`` extension. Without stdatamodels
+    installed such a file is read (and written) as plain FITS; that is logged once, as
+    a warning, since its WCS then is the SCI header's approximation of the gwcs.
+    """
+    global _missing_stdatamodels_logged
+    if _ASDF_HDU not in hdul:
+        return None
+    try:
+        from stdatamodels.jwst import datamodels
+    except ImportError:
+        if not _missing_stdatamodels_logged:
+            _missing_stdatamodels_logged = True
+            log.warning(
+                "%s is a JWST datamodel file but stdatamodels is not installed: its WCS "
+                "is read from the SCI header, not from its gwcs (pip install "
+                "\"skyeq[jwst]\" to use the gwcs)", path,
+            )
+        return None
+    return datamodels
+
+
+def _open_datamodel(datamodels: Any, path: Path) -> Any:
+    """Open ``path`` with stdatamodels; any failure is a ValueError naming the file."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            model = datamodels.open(path)
+        except Exception as err:
+            raise ValueError(f"cannot read {path} as a JWST datamodel: {err}") from err
+    for w in caught:  # e.g. a file that does not validate against its schema
+        log.warning("%s: stdatamodels: %s", path, w.message)
+    return model
+
+
+def _datamodel_wcs(datamodels: Any, path: Path, shape: tuple) -> tuple[Any, str | None]:
+    """Return the gwcs (None if the model has none) and ``meta.group_id`` of a datamodel."""
+    with _open_datamodel(datamodels, path) as model:
+        wcs = model.meta.wcs
+        group = getattr(model.meta, "group_id", None)
+    if wcs is not None:
+        try:
+            ok = wcs.pixel_n_dim == 2 and wcs.world_n_dim == 2 and all(
+                str(t).startswith("pos.") for t in wcs.world_axis_physical_types
+            )
+        except Exception:  # a gwcs without frames cannot tell its axes
+            ok = False
+        if not ok:
+            raise ValueError(
+                f"the gwcs of {path} does not map the image to two celestial axes"
+            )
+        if wcs.pixel_shape is None:
+            wcs.pixel_shape = (int(shape[1]), int(shape[0]))
+    return wcs, None if group is None else str(group)
+
+
+def _exposure_id(header: fits.Header) -> str | None:
+    """Return the JWST group id of an exposure from its primary header, or None.
+
+    Built from PROGRAM, OBSERVTN, VISIT, VISITGRP, SEQ_ID, ACT_ID and EXPOSURE the way
+    the JWST pipeline builds ``group_id``; None unless all seven are present.
+    """
+    values = []
+    for key in _EXPOSURE_KEYWORDS:
+        value = header.get(key)
+        if value is None or isinstance(value, fits.card.Undefined) or str(value).strip() == "":
+            return None
+        values.append(str(value).strip())
+    prog, obs, visit, vgroup, seq, act, exp = values
+    return f"jw{prog}{obs}{visit}_{vgroup}{seq}{act}_{exp}"
+
+
 def _keyword(headers: Sequence[fits.Header], key: str) -> Any:
     """Return ``key`` from the first header holding it; None if none holds it.
 
@@ -256,7 +360,9 @@ def read_image(path: str | PathLike) -> FitsImage:
     The science array is the ``SCI`` extension when there is one (JWST/HST layout),
     else the image in the primary HDU. The DQ array is the ``DQ`` extension, if any.
     The WCS is read from the science header (SIP and lookup-table distortions
-    included) and reduced to its two celestial axes.
+    included) and reduced to its two celestial axes; for a JWST datamodel file (one
+    with an ``ASDF`` extension) read with stdatamodels installed, it is the gwcs of
+    ``meta.wcs`` instead (the header's WCS only if the model has no gwcs).
 
     Parameters
     ----------
@@ -267,7 +373,8 @@ def read_image(path: str | PathLike) -> FitsImage:
     -------
     FitsImage
         Native-byte-order arrays (FITS stores big-endian numbers; the numba kernels
-        want native ones), the WCS, and the background keywords already present.
+        want native ones), the WCS, the background keywords already present and the
+        JWST exposure (group id) of the image, if any.
 
     Raises
     ------
@@ -275,8 +382,9 @@ def read_image(path: str | PathLike) -> FitsImage:
         If the file does not exist.
     ValueError
         If the file is not FITS, has no 2-D science image (or several SCI extensions),
-        a DQ array of another shape, no usable celestial WCS, or background keywords of
-        the wrong type. Every message names the file.
+        a DQ array of another shape, no usable celestial WCS (or a gwcs whose outputs
+        are not two celestial axes), or background keywords of the wrong type. Every
+        message names the file.
     """
     path = Path(path)
     _require_file(path, "image file")
@@ -292,7 +400,14 @@ def read_image(path: str | PathLike) -> FitsImage:
             ndim = 0 if raw is None else raw.ndim
             raise ValueError(f"the science array of {path} is not a 2-D image (ndim={ndim})")
         data = _native(raw, to_float=True)
-        wcs = _read_wcs(hdu.header, hdul, path, data.shape)
+        datamodels = _datamodels(hdul, path)
+        wcs = exposure = None
+        if datamodels is not None:
+            wcs, exposure = _datamodel_wcs(datamodels, path, data.shape)
+            if wcs is None:
+                log.debug("%s: the datamodel has no meta.wcs; using the SCI header", path)
+        if wcs is None:
+            wcs = _read_wcs(hdu.header, hdul, path, data.shape)
         dq = None
         dq_hdus = [h for h in hdul if isinstance(h, _IMAGE_HDUS) and h.name == "DQ"]
         if dq_hdus and dq_hdus[0].data is not None:
@@ -304,8 +419,12 @@ def read_image(path: str | PathLike) -> FitsImage:
                 )
         headers = [hdu.header] if k == 0 else [hdu.header, hdul[0].header]
         level, sub, meth = _background_keywords(headers, path)
-    log.debug("read %s: HDU %d, shape %s, DQ %s", path, k, data.shape, dq is not None)
-    return FitsImage(path, data, wcs, dq, k, level, sub, meth)
+        if exposure is None:
+            exposure = _exposure_id(hdul[0].header)
+    log.debug("read %s: HDU %d, shape %s, DQ %s, exposure %s, %s", path, k, data.shape,
+              dq is not None, exposure, type(wcs).__module__)
+    return FitsImage(path, data, wcs, dq, k, level, sub, meth, exposure,
+                     datamodels is not None)
 
 
 @dataclass(frozen=True)
@@ -426,7 +545,8 @@ def collect_inputs(
         The group id of every image as a string, or None when no association member
         has a ``group_id``. Images given directly, and members without a
         ``group_id``, are each their own group (a generated id that no other image
-        shares).
+        shares). These are the associations' groups only: `match_files` also groups
+        the images of one JWST exposure, which needs the files read.
 
     Raises
     ------
@@ -436,6 +556,14 @@ def collect_inputs(
     ValueError
         If an association is malformed, an image is given twice, or there is none.
     """
+    paths, gids = _expand_inputs(inputs)
+    return paths, _group_labels(paths, gids)
+
+
+def _expand_inputs(
+    inputs: str | PathLike | Sequence[str | PathLike],
+) -> tuple[list[Path], list[Any]]:
+    """Return the image files of `collect_inputs` and their association group ids."""
     if isinstance(inputs, str | PathLike):
         inputs = [inputs]
     paths: list[Path] = []
@@ -461,8 +589,13 @@ def collect_inputs(
         if key in seen:
             raise ValueError(f"image {p} is given twice (also as {seen[key]})")
         seen[key] = p
+    return paths, gids
+
+
+def _group_labels(paths: Sequence[Path], gids: Sequence[Any]) -> list[str] | None:
+    """Group ids as strings, a unique label for each None; None if all are None."""
     if all(g is None for g in gids):
-        return paths, None
+        return None
     used = {str(g) for g in gids if g is not None}
     groups = []
     for p, g in zip(paths, gids, strict=True):
@@ -474,7 +607,7 @@ def collect_inputs(
             groups.append(label)
         else:
             groups.append(str(g))
-    return paths, groups
+    return groups
 
 
 def _previous_levels(images: Sequence[FitsImage], subtract: bool) -> np.ndarray:
@@ -528,20 +661,25 @@ def match_files(
     ----------
     inputs : path or sequence of paths
         FITS files and/or association files (names ending in ``.json``, see
-        `read_association`); association members sharing a ``group_id`` share one sky.
+        `read_association`). Images share one sky when they share a group id: an
+        association member's ``group_id``, else the JWST exposure of the file
+        (`FitsImage.exposure`: the detectors of one JWST exposure share one sky, as in
+        the JWST step); other images are matched on their own.
     subtract : bool, optional
         Subtract the sky (``result.data`` holds the subtracted arrays). Default False.
     **kwargs
         Any other argument of `skyeq.match_sky` (``method``, ``stat``, ``match_down``,
         ``skylist``, ``stepsize``, ``executor``, ``progress``, ``mask``, ``dqbits``,
-        ``groups`` to override the associations' groups), except ``data``, ``wcs``,
+        ``groups`` to override the groups of the associations and exposures, e.g.
+        ``groups=None`` to give every image its own sky), except ``data``, ``wcs``,
         ``dq``, ``names`` and ``inplace``, which come from the files.
 
     Returns
     -------
     SkyResult
         ``names`` are the image paths (as strings) and ``groups`` the group ids (None
-        when no association groups the images). When re-running with
+        when neither an association nor a JWST exposure groups the images). When
+        re-running with
         ``subtract=True`` on images whose sky was already subtracted, ``sky`` is the
         cumulative level (the previous BKGLEVEL plus the sky measured now on the
         subtracted data); ``local`` and ``pairs`` describe the data as read.
@@ -561,9 +699,14 @@ def match_files(
     taken = [k for k in _FROM_FILES if k in kwargs]
     if taken:
         raise TypeError(f"match_files takes {', '.join(taken)} from the files themselves")
-    paths, groups = collect_inputs(inputs)
-    groups = kwargs.pop("groups", groups)
+    paths, gids = _expand_inputs(inputs)
     images = [read_image(p) for p in paths]
+    if "groups" in kwargs:
+        groups = kwargs.pop("groups")
+    else:  # an association's group_id first, then the JWST exposure of the file
+        groups = _group_labels(
+            paths, [img.exposure if g is None else g for g, img in zip(gids, images, strict=True)]
+        )
     previous = _previous_levels(images, bool(subtract))
     dq = [img.dq for img in images]
     result = match_sky(
@@ -634,9 +777,59 @@ def _atomic_write(target: Path, write: Callable[[Path], None], mode_of: Path | N
             os.close(dirfd)
 
 
-def _write_fits(source: Path, tmp: Path, keywords: dict, data: np.ndarray | None) -> None:
-    """Write ``source`` with new background keywords (and SCI data) to ``tmp``."""
+def _write_datamodel(
+    datamodels: Any, source: Path, tmp: Path, name: str, keywords: dict,
+    data: np.ndarray | None,
+) -> None:
+    """Write the datamodel ``source`` with new background metadata (and data) to ``tmp``.
+
+    Sets ``meta.background`` and ``meta.cal_step.skymatch`` (COMPLETE, or SKIPPED when
+    the sky was not computed and the background is left as it was), as the JWST step
+    does, and ``meta.filename`` to ``name``. Background keywords that an earlier plain
+    FITS write left in the SCI header (kept by stdatamodels as ``extra_fits``) are
+    updated too, so that the headers never disagree.
+    """
+    with _open_datamodel(datamodels, source) as model:
+        if data is not None:
+            if data.shape != model.data.shape:
+                raise ValueError(
+                    f"the subtracted data for {source} have shape {data.shape}, the file "
+                    f"{model.data.shape}"
+                )
+            model.data = data
+        if keywords:
+            model.meta.background.level = keywords["BKGLEVEL"]
+            model.meta.background.method = keywords["BKGMETH"]
+            model.meta.background.subtracted = keywords["BKGSUB"]
+            model.meta.cal_step.skymatch = "COMPLETE"
+            try:
+                cards = model.extra_fits.SCI.header
+            except AttributeError:
+                cards = []
+            for i, card in enumerate(cards):
+                if card[0] in keywords:
+                    cards[i] = [card[0], keywords[card[0]], card[2]]
+        else:
+            model.meta.cal_step.skymatch = "SKIPPED"
+        model.meta.filename = name
+        with tmp.open("wb") as fh:  # a file object: to_fits leaves meta.filename alone
+            model.to_fits(fh)
+
+
+def _write_fits(
+    source: Path, tmp: Path, name: str, keywords: dict, data: np.ndarray | None
+) -> None:
+    """Write ``source`` with new background keywords (and SCI data) to ``tmp``.
+
+    A JWST datamodel file is written through stdatamodels when it is installed (see
+    `_write_datamodel`); ``name`` is the file name of the final target.
+    """
     with fits.open(source, memmap=False) as hdul:
+        datamodels = _datamodels(hdul, source)
+        if datamodels is not None:
+            hdul.close()
+            _write_datamodel(datamodels, source, tmp, name, keywords, data)
+            return
         k = _find_sci(hdul, source)
         sci = hdul[k]
         if data is not None:
@@ -782,8 +975,10 @@ def write_results(
         data = None
         if result.subtracted and keywords:
             data = np.asarray(result.data[k])  # type: ignore[index]
-        _atomic_write(dst, lambda tmp, s=src, kw=keywords, d=data: _write_fits(s, tmp, kw, d),
-                      src)
+        _atomic_write(
+            dst, lambda tmp, s=src, n=dst.name, kw=keywords, d=data: _write_fits(s, tmp, n, kw, d),
+            src,
+        )
         if keywords:
             log.info("wrote %s: BKGLEVEL = %.6g, BKGSUB = %s", dst, keywords["BKGLEVEL"],
                      keywords["BKGSUB"])
