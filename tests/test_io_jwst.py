@@ -364,3 +364,19 @@ def test_plain_fits_with_jwst_observation_keywords_is_grouped_too(tmp_path):
     got = io.match_files(paths, method="match", stat=STAT)
     want = match_sky(m.data, m.wcs, groups=list(m.groups), method="match", stat=STAT)
     assert_array_equal(got.sky, want.sky)
+
+
+def test_an_unreadable_asdf_extension_is_one_line_naming_the_file(grid, tmp_path, capsys):
+    path = tmp_path / "broken_cal.fits"
+    col = fits.Column(name="ASDF_METADATA", format="16B", array=np.zeros((1, 16), np.uint8))
+    fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(grid.data[0], grid.wcs[0].to_header(),
+                                                   name="SCI"),
+                  fits.BinTableHDU.from_columns([col], name="ASDF")]).writeto(path)
+    with pytest.raises(ValueError, match=r"cannot read .*broken_cal\.fits as a JWST datamodel"):
+        io.read_image(path)
+    assert cli.main(["match", str(path), str(path.with_name("x.fits"))]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "does not exist" in err  # checked before reading
+    assert cli.main(["match", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "broken_cal.fits as a JWST datamodel" in err
