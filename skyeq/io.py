@@ -777,6 +777,14 @@ def _atomic_write(target: Path, write: Callable[[Path], None], mode_of: Path | N
             os.close(dirfd)
 
 
+def _check_shape(source: Path, data: np.ndarray, shape: tuple) -> None:
+    """Raise ValueError unless the subtracted ``data`` have the file's image ``shape``."""
+    if data.shape != tuple(shape):
+        raise ValueError(
+            f"the subtracted data for {source} have shape {data.shape}, the file {shape}"
+        )
+
+
 def _write_datamodel(
     datamodels: Any, source: Path, tmp: Path, name: str, keywords: dict,
     data: np.ndarray | None,
@@ -791,11 +799,7 @@ def _write_datamodel(
     """
     with _open_datamodel(datamodels, source) as model:
         if data is not None:
-            if data.shape != model.data.shape:
-                raise ValueError(
-                    f"the subtracted data for {source} have shape {data.shape}, the file "
-                    f"{model.data.shape}"
-                )
+            _check_shape(source, data, model.data.shape)
             model.data = data
         if keywords:
             model.meta.background.level = keywords["BKGLEVEL"]
@@ -833,11 +837,7 @@ def _write_fits(
         k = _find_sci(hdul, source)
         sci = hdul[k]
         if data is not None:
-            if data.shape != sci.data.shape:
-                raise ValueError(
-                    f"the subtracted data for {source} have shape {data.shape}, the file "
-                    f"{sci.data.shape}"
-                )
+            _check_shape(source, data, sci.data.shape)
             sci.data = data
         headers = [sci.header] if k == 0 else [sci.header, hdul[0].header]
         for hdr in headers:

@@ -380,3 +380,26 @@ def test_an_unreadable_asdf_extension_is_one_line_naming_the_file(grid, tmp_path
     assert cli.main(["match", str(path)]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "broken_cal.fits as a JWST datamodel" in err
+
+
+@pytest.mark.parametrize("datamodel", [True, False])
+def test_subtracted_data_of_another_shape_are_refused(grid, tmp_path, datamodel):
+    if datamodel:
+        paths, _ = write_models(grid, tmp_path / "in")
+        small = datamodels.ImageModel(data=grid.data[1][:50])
+        small.meta.wcs = as_gwcs(grid.wcs[1])
+        small.save(tmp_path / "in" / "small_cal.fits")
+    else:
+        paths = []
+        for k in range(2):
+            paths.append(tmp_path / "in" / f"p{k}.fits")
+            paths[-1].parent.mkdir(exist_ok=True)
+            fits.PrimaryHDU(grid.data[k], grid.wcs[k].to_header()).writeto(paths[-1])
+        fits.PrimaryHDU(grid.data[1][:50], grid.wcs[1].to_header()).writeto(
+            tmp_path / "in" / "small_cal.fits")
+    result = io.match_files(paths[:2], method="match", stat=STAT, subtract=True)
+    with pytest.raises(ValueError, match=r"small_cal\.fits have shape \(96, 96\), the file "
+                                         r"\(50, 96\)"):
+        io.write_results(result, [paths[0], tmp_path / "in" / "small_cal.fits"],
+                         output_dir=tmp_path / "out")
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [paths[0].name]
