@@ -42,7 +42,8 @@ plain file, with a celestial WCS in its header and an optional DQ extension) and
 JWST-style association files (*.json): the science members of products[*].members[*],
 paths relative to the association file. JWST products (*_cal.fits and other files with
 an ASDF extension) are read with their gwcs when stdatamodels is installed (pip
-install "skyeq[jwst]"), and written back through it.
+install "skyeq[jwst]"), and written back through it (the keywords then go where the
+datamodel puts them, the primary header, with S_SKYMAT = COMPLETE or SKIPPED).
 
 Images that share a group id share one sky: an association member's group_id, else
 the JWST exposure of the file (meta.group_id, or the PROGRAM, OBSERVTN, VISIT,
