@@ -148,7 +148,8 @@ def _add_match_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParse
         "--skylist", metavar="FILE",
         help="for --method user: a text file of two white-space separated columns, image "
         "file name and sky value, one line per image ('#' starts a comment); names are "
-        "compared whole, then by file stem",
+        "compared whole, then by file stem, then by stem without a JWST suffix such as "
+        "_cal or _crf",
     )
     g.add_argument(
         "--stepsize", type=_positive_int, metavar="N",

@@ -233,10 +233,39 @@ def _run_tasks(
     return results
 
 
+#: JWST pipeline product and step suffixes that a skylist name may differ by (the
+#: JWST step compares names with one such suffix removed: a skylist written for the
+#: ``_cal`` files applies to their ``_crf`` successors).
+_JWST_SUFFIXES = frozenset({
+    "uncal", "rate", "rateints", "cal", "calints", "crf", "crfints", "bsub", "bsubints",
+    "i2d", "skymatch", "skymatchstep", "tweakreg", "tweakregstep", "outlierdetection",
+    "outlierdetectionstep", "resample", "resamplestep",
+})
+
+
+def _file_stem(name: str) -> str:
+    """Return the file name without directories and extension."""
+    return Path(name).stem
+
+
+def _jwst_root(name: str) -> str:
+    """Return the file stem without one trailing JWST suffix (``_cal``, ``-bsub``, ...)."""
+    stem = _file_stem(name)
+    for sep in ("_", "-"):
+        root, found, suffix = stem.rpartition(sep)
+        if found and root and suffix.lower() in _JWST_SUFFIXES:
+            return root
+    return stem
+
+
 def _user_skies(
     skylist: str | PathLike | Mapping[str, float], names: Sequence[str] | None, n: int
 ) -> np.ndarray:
-    """Sky per image from a skylist file or mapping (name -> value)."""
+    """Sky per image from a skylist file or mapping (name -> value).
+
+    An image's name is looked up whole, then by file stem, then by file stem without a
+    JWST suffix (the rule of the JWST step); an ambiguous lookup is an error.
+    """
     from .io import read_skylist
 
     if names is None:
@@ -244,15 +273,22 @@ def _user_skies(
     table = dict(skylist) if isinstance(skylist, Mapping) else read_skylist(skylist)
     if len(table) != n:
         raise ValueError(f"the skylist has {len(table)} entries for {n} images")
-    by_stem: dict[str, list[str]] = {}
-    for key in table:
-        by_stem.setdefault(Path(str(key)).stem, []).append(key)
+    index: list[dict[str, list[str]]] = []
+    for key_of in (_file_stem, _jwst_root):
+        by_key: dict[str, list[str]] = {}
+        for entry in table:
+            by_key.setdefault(key_of(str(entry)), []).append(entry)
+        index.append(by_key)
     out = np.empty(n)
     for k, name in enumerate(names):
         if name in table:
             out[k] = float(table[name])
             continue
-        hits = by_stem.get(Path(str(name)).stem, [])
+        hits: list[str] = []
+        for key_of, by_key in zip((_file_stem, _jwst_root), index, strict=True):
+            hits = by_key.get(key_of(str(name)), [])
+            if hits:
+                break
         if not hits:
             raise ValueError(f"image {name!r} is not in the skylist")
         if len(hits) > 1:
@@ -312,7 +348,8 @@ def match_sky(
         ``inplace=True``). Default False.
     skylist : path or mapping, optional
         For ``method='user'``: a two-column whitespace file (image name, sky) or a
-        mapping name -> sky. Names are compared whole, then by file stem.
+        mapping name -> sky. Names are compared whole, then by file stem, then by file
+        stem without a JWST suffix (``_cal``, ``_crf``, ``-bsub``, ...).
     stepsize : int, optional
         Sample the footprint edges every ``stepsize`` pixels (for distorted WCS).
         Default None: the four corners.

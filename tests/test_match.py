@@ -158,6 +158,33 @@ def test_user_skylist_file_and_mapping(tmp_path):
     assert_allclose(res.sky, [1, 2, 3])
 
 
+def test_user_one_line_skylist_keeps_its_float64_value(tmp_path):
+    # the reference: a one-line file raises TypeError, and 0.1 becomes float32 0.1
+    path = tmp_path / "sky.txt"
+    path.write_text("a_cal.fits 0.1\n")
+    res = match_sky([np.zeros((2, 2))], method="user", skylist=path, names=["a_cal.fits"])
+    assert res.sky[0] == 0.1 and res.sky[0] != float(np.float32(0.1))
+
+
+def test_user_skylist_names_may_differ_by_a_jwst_suffix():
+    data = [np.zeros((2, 2)) for _ in range(4)]
+    names = ["out/jw1_nrca1_crf.fits", "jw1_nrca2-bsub.fits", "jw1_nrcb1.fits", "x_y"]
+    table = {"jw1_nrca1_cal.fits": 1.0, "/data/jw1_nrca2_cal.fits": 2.0,
+             "jw1_nrcb1_rate.fits": 3.0, "x_y_cal": 4.0}
+    res = match_sky(data, method="user", skylist=table, names=names)
+    assert_array_equal(res.sky, [1.0, 2.0, 3.0, 4.0])
+    # a whole-name or stem match wins over a suffix-stripped one
+    table = {"a_cal.fits": 1.0, "a_crf.fits": 2.0}
+    res = match_sky(data[:2], method="user", skylist=table, names=["a_crf.fits", "a_cal"])
+    assert_array_equal(res.sky, [2.0, 1.0])
+    # two entries with one root are ambiguous for a third product of that root
+    with pytest.raises(ValueError, match=r"'a_i2d.fits' is in the skylist more than once"):
+        match_sky(data[:2], method="user", skylist=table, names=["a_i2d.fits", "b"])
+    # an unknown suffix is part of the name
+    with pytest.raises(ValueError, match=r"'a_foo' is not in the skylist"):
+        match_sky(data[:2], method="user", skylist=table, names=["a_foo", "a_cal"])
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [
