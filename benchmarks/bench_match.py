@@ -28,12 +28,11 @@ units.
 from __future__ import annotations
 
 import argparse
-import threading
 import time
 
 import numpy as np
 
-from ._common import environment, markdown_table
+from ._common import PeakRSS, environment, markdown_table
 
 SHAPE = (2048, 2048)
 CASES = {
@@ -50,34 +49,6 @@ def _mosaic(case: str):
     if case == "dithers8":
         return synthetic.dithers(8, shape=SHAPE, noise=(1.0, 2.0), seed=8)
     raise ValueError(f"unknown case {case!r}; known: {', '.join(CASES)}")
-
-
-class _PeakRSS:
-    """Sample the resident set size in a thread; ``peak`` is the growth in bytes."""
-
-    def __init__(self, interval: float = 0.002) -> None:
-        import psutil
-
-        self._proc = psutil.Process()
-        self._interval = interval
-        self._stop = threading.Event()
-        self.peak = 0
-
-    def __enter__(self) -> _PeakRSS:
-        self._base = self._proc.memory_info().rss
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-        return self
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.peak = max(self.peak, self._proc.memory_info().rss - self._base)
-            time.sleep(self._interval)
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, self._proc.memory_info().rss - self._base)
 
 
 def _err(sky: np.ndarray, truth: np.ndarray) -> float:
@@ -105,7 +76,7 @@ def _run_skyeq(m, stat: str, repeat: int, threads: int) -> tuple[float, float, f
     pool = ThreadPoolExecutor(threads) if threads > 1 else None
     try:
         for _ in range(repeat):
-            with _PeakRSS() as mem:
+            with PeakRSS() as mem:
                 t0 = time.perf_counter()
                 res = skyeq.match_sky(m.data, m.wcs, method="match", stat=st, executor=pool)
                 times.append(time.perf_counter() - t0)
@@ -122,7 +93,7 @@ def _run_stcal(m, stat: str) -> tuple[float, float, float]:
     from stcal.skymatch.skystatistics import SkyStats
 
     masks = [np.isfinite(d) for d in m.data]
-    with _PeakRSS() as mem:
+    with PeakRSS() as mem:
         t0 = time.perf_counter()
         skystat = SkyStats(skystat=stat, nclip=5, lsig=4.0, usig=4.0, binwidth=0.1)
         images = [

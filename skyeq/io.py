@@ -354,6 +354,60 @@ def _background_keywords(
     return level, sub, None if meth is None else str(meth)
 
 
+class _FileArray:
+    """One 2-D array of a FITS file, read when converted with `numpy.asarray`.
+
+    What `match_files` gives `skyeq.match_sky`, so that an image is in memory only
+    while its measurement task runs (DESIGN.md: memory bounded by one group, not by
+    the mosaic). Each conversion reads the HDU again (in native byte order) and
+    refuses a file that changed since it was scanned: a result
+    must never mix an image with its rewritten successor.
+    """
+
+    __slots__ = ("hdu", "path", "shape", "stamp", "to_float", "what")
+
+    def __init__(self, path: Path, hdu: int, shape: tuple[int, int], *, to_float: bool,
+                 what: str) -> None:
+        self.path = path
+        self.hdu = hdu
+        self.shape = shape
+        self.to_float = to_float
+        self.what = what
+        self.stamp = _stamp(path)
+
+    @property
+    def ndim(self) -> int:
+        """Number of dimensions (2)."""
+        return len(self.shape)
+
+    def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
+        if _stamp(self.path) != self.stamp:
+            raise ValueError(
+                f"{self.path} has changed since it was read; read it again (e.g. after "
+                "writing results in place, call match_files anew)"
+            )
+        try:
+            with fits.open(self.path, memmap=False) as hdul:  # reads this HDU only
+                raw = hdul[self.hdu].data
+                if raw is None or raw.shape != self.shape:
+                    raise ValueError(f"shape {None if raw is None else raw.shape}, expected "
+                                     f"{self.shape}")
+                arr = _native(raw, to_float=self.to_float)
+                del raw
+        except (OSError, ValueError, TypeError) as err:
+            raise ValueError(f"cannot read the {self.what} of {self.path}: {err}") from err
+        return arr if dtype is None else arr.astype(dtype, copy=False)
+
+    def __repr__(self) -> str:
+        return f"<{self.what} of {str(self.path)!r}, HDU {self.hdu}, shape {self.shape}>"
+
+
+def _stamp(path: Path) -> tuple[int, int, int, int]:
+    """Identity of a file's content as the file system sees it (inode, size, times)."""
+    st = path.stat()
+    return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
 def read_image(path: str | PathLike) -> FitsImage:
     """Read the science image, its DQ array and its celestial WCS from a FITS file.
 
@@ -386,7 +440,11 @@ def read_image(path: str | PathLike) -> FitsImage:
         are not two celestial axes), or background keywords of the wrong type. Every
         message names the file.
     """
-    path = Path(path)
+    return _read_image(Path(path), lazy=False)
+
+
+def _read_image(path: Path, *, lazy: bool) -> FitsImage:
+    """`read_image`; with ``lazy`` the arrays are `_FileArray` objects, not read yet."""
     _require_file(path, "image file")
     try:
         hdul = fits.open(path, memmap=False)
@@ -395,33 +453,36 @@ def read_image(path: str | PathLike) -> FitsImage:
     with hdul:
         k = _find_sci(hdul, path)
         hdu = hdul[k]
-        raw = hdu.data
-        if raw is None or raw.ndim != 2:
-            ndim = 0 if raw is None else raw.ndim
-            raise ValueError(f"the science array of {path} is not a 2-D image (ndim={ndim})")
-        data = _native(raw, to_float=True)
+        shape = tuple(int(n) for n in hdu.shape)  # from the header: no data read
+        if len(shape) != 2:
+            raise ValueError(
+                f"the science array of {path} is not a 2-D image (ndim={len(shape)})"
+            )
+        data: Any = (_FileArray(path, k, shape, to_float=True, what="science array")
+                     if lazy else _native(hdu.data, to_float=True))
         datamodels = _datamodels(hdul, path)
         wcs = exposure = None
         if datamodels is not None:
-            wcs, exposure = _datamodel_wcs(datamodels, path, data.shape)
+            wcs, exposure = _datamodel_wcs(datamodels, path, shape)
             if wcs is None:
                 log.debug("%s: the datamodel has no meta.wcs; using the SCI header", path)
         if wcs is None:
-            wcs = _read_wcs(hdu.header, hdul, path, data.shape)
-        dq = None
-        dq_hdus = [h for h in hdul if isinstance(h, _IMAGE_HDUS) and h.name == "DQ"]
-        if dq_hdus and dq_hdus[0].data is not None:
-            dq = _native(dq_hdus[0].data, to_float=False)
-            if dq.shape != data.shape:
+            wcs = _read_wcs(hdu.header, hdul, path, shape)
+        dq: Any = None
+        dq_at = [j for j, h in enumerate(hdul) if isinstance(h, _IMAGE_HDUS) and h.name == "DQ"]
+        if dq_at and int(hdul[dq_at[0]].header.get("NAXIS", 0)) > 0:
+            dq_shape = tuple(int(n) for n in hdul[dq_at[0]].shape)
+            if dq_shape != shape:
                 raise ValueError(
-                    f"the DQ array of {path} has shape {dq.shape}, the science array "
-                    f"{data.shape}"
+                    f"the DQ array of {path} has shape {dq_shape}, the science array {shape}"
                 )
+            dq = (_FileArray(path, dq_at[0], shape, to_float=False, what="DQ array")
+                  if lazy else _native(hdul[dq_at[0]].data, to_float=False))
         headers = [hdu.header] if k == 0 else [hdu.header, hdul[0].header]
         level, sub, meth = _background_keywords(headers, path)
         if exposure is None:
             exposure = _exposure_id(hdul[0].header)
-    log.debug("read %s: HDU %d, shape %s, DQ %s, exposure %s, %s", path, k, data.shape,
+    log.debug("read %s: HDU %d, shape %s, DQ %s, exposure %s, %s", path, k, shape,
               dq is not None, exposure, type(wcs).__module__)
     return FitsImage(path, data, wcs, dq, k, level, sub, meth, exposure,
                      datamodels is not None)
@@ -654,8 +715,11 @@ def match_files(
 ) -> SkyResult:
     """Read FITS images (or association files) and match their skies.
 
-    The arrays, WCS and DQ arrays read with `read_image` go to `skyeq.match_sky`
-    unchanged, so the skies are exactly those of ``match_sky`` on the same arrays.
+    The arrays, WCS and DQ arrays that `read_image` reads go to `skyeq.match_sky`
+    unchanged, so the skies are exactly those of ``match_sky`` on the same arrays. Only
+    the headers and WCS are read up front: every image (and DQ array) is read inside
+    its measurement task and released after it, so memory holds one image group per
+    running task whatever the number of files.
 
     Parameters
     ----------
@@ -666,7 +730,10 @@ def match_files(
         (`FitsImage.exposure`: the detectors of one JWST exposure share one sky, as in
         the JWST step); other images are matched on their own.
     subtract : bool, optional
-        Subtract the sky (``result.data`` holds the subtracted arrays). Default False.
+        Subtract the sky. Default False. ``result.data`` then holds, per image, an
+        array-like that reads the file and subtracts its sky when converted with
+        `numpy.asarray` (`write_results` does that one file at a time); it refuses to
+        read a file that has changed since, e.g. after an in-place write.
     **kwargs
         Any other argument of `skyeq.match_sky` (``method``, ``stat``, ``match_down``,
         ``skylist``, ``stepsize``, ``executor``, ``progress``, ``mask``, ``dqbits``,
@@ -700,7 +767,7 @@ def match_files(
     if taken:
         raise TypeError(f"match_files takes {', '.join(taken)} from the files themselves")
     paths, gids = _expand_inputs(inputs)
-    images = [read_image(p) for p in paths]
+    images = [_read_image(p, lazy=True) for p in paths]  # headers and WCS only
     if "groups" in kwargs:
         groups = kwargs.pop("groups")
     else:  # an association's group_id first, then the JWST exposure of the file
@@ -889,7 +956,7 @@ def output_paths(
     if in_place:
         targets = sources
     else:
-        out = Path(output_dir)  # type: ignore[arg-type]
+        out = Path(output_dir)
         if out.exists() and not out.is_dir():
             raise NotADirectoryError(f"output directory {out} is not a directory")
         targets = [out / p.name for p in sources]
@@ -969,7 +1036,7 @@ def write_results(
         raise ValueError("the result says the sky was subtracted but holds no data")
     targets = output_paths(sources, output_dir=output_dir, in_place=in_place)
     if not in_place:
-        Path(output_dir).mkdir(parents=True, exist_ok=True)  # type: ignore[arg-type]
+        Path(output_dir).mkdir(parents=True, exist_ok=True)
     for k, (src, dst) in enumerate(zip(sources, targets, strict=True)):
         keywords = result.keywords(k)
         data = None

@@ -56,12 +56,18 @@ _DEFAULT_DQBITS = "~DO_NOT_USE+NON_SCIENCE"
 
 @dataclass(frozen=True)
 class _GroupTask:
-    """Everything one group's measurement needs: its images and its overlap spans."""
+    """Everything one group's measurement needs: its images and its overlap spans.
+
+    Images, masks and DQ arrays are held as given: an array-like that loads on demand
+    (a file, see `match_sky`) is converted only when the task runs.
+    """
 
     index: int
     members: tuple[int, ...]
-    data: tuple[np.ndarray, ...]
-    masks: tuple[np.ndarray | None, ...]
+    data: tuple[Any, ...]
+    masks: tuple[Any, ...]
+    dq: tuple[Any, ...]
+    dqbits: str | int | None
     neighbours: tuple[int, ...]
     #: spans[m][h]: row spans of member m's pixels in the overlap with neighbour group h
     spans: tuple[tuple[np.ndarray, ...], ...]
@@ -91,10 +97,13 @@ def _measure_group(task: _GroupTask) -> _GroupMeasurement:
     nb = len(task.neighbours)
     wsum = np.zeros(nb)
     nsum = np.zeros(nb, dtype=np.int64)
-    for m, (data, mask) in enumerate(zip(task.data, task.masks, strict=True)):
+    for m, (data, mask, dq) in enumerate(zip(task.data, task.masks, task.dq, strict=True)):
+        image = np.asarray(data)
         whole, values = region_statistics(
-            task.stat, data, mask, list(task.spans[m]), whole=task.want_local
+            task.stat, image, _good_pixels(mask, dq, task.dqbits), list(task.spans[m]),
+            whole=task.want_local,
         )
+        del image  # an image loaded from a file is released before the next one
         value, npix = whole if whole is not None else (math.nan, 0)
         member_local.append(value)
         if npix > 0 and math.isfinite(value) and not value >= best:
@@ -108,41 +117,47 @@ def _measure_group(task: _GroupTask) -> _GroupMeasurement:
     return _GroupMeasurement(task.index, best, best_n, tuple(member_local), sky, nsum)
 
 
-def _masks(
-    data: Sequence[np.ndarray],
-    mask: Sequence[np.ndarray | None] | None,
-    dq: Sequence[np.ndarray | None] | None,
-    dqbits: str | int | None,
+def _check_masks(
+    data: Sequence[Any],
+    mask: Sequence[Any] | None,
+    dq: Sequence[Any] | None,
     names: Sequence[str],
-) -> list[np.ndarray | None]:
-    """Good-pixel masks (True = good) from user masks and/or DQ arrays."""
+) -> tuple[list[Any], list[Any]]:
+    """Check the lengths and shapes of masks and DQ arrays; return one entry per image.
+
+    Only shapes are compared (``numpy.shape``), so array-likes that load on demand are
+    not loaded here.
+    """
     n = len(data)
-    out: list[np.ndarray | None] = [None] * n
+    out = []
     for label, seq in (("mask", mask), ("dq", dq)):
-        if seq is not None and len(seq) != n:
+        if seq is None:
+            out.append([None] * n)
+            continue
+        if len(seq) != n:
             raise ValueError(f"{label} has {len(seq)} entries for {n} images")
-    for k in range(n):
-        good = None
-        if mask is not None and mask[k] is not None:
-            good = np.asarray(mask[k])
-            if good.shape != data[k].shape:
+        for k in range(n):
+            if seq[k] is not None and np.shape(seq[k]) != np.shape(data[k]):
                 raise ValueError(
-                    f"image {names[k]!r}: mask shape {good.shape} != data shape {data[k].shape}"
+                    f"image {names[k]!r}: {label} shape {np.shape(seq[k])} != data shape "
+                    f"{np.shape(data[k])}"
                 )
-            good = good.astype(bool, copy=False)
-        if dq is not None and dq[k] is not None and dqbits is not None:
-            dqk = np.asarray(dq[k])
-            if dqk.shape != data[k].shape:
-                raise ValueError(
-                    f"image {names[k]!r}: dq shape {dqk.shape} != data shape {data[k].shape}"
-                )
-            dqgood = bitfield_to_boolean_mask(
-                dqk, ignore_flags=dqbits, good_mask_value=True, dtype=bool,
-                flag_name_map=JWST_DQ_FLAGS,
-            )
-            good = dqgood if good is None else good & dqgood
-        out[k] = good
-    return out
+        out.append(list(seq))
+    return out[0], out[1]
+
+
+def _good_pixels(mask: Any, dq: Any, dqbits: str | int | None) -> np.ndarray | None:
+    """Return the good-pixel mask (True = good) of one image from its mask and DQ array."""
+    good = None
+    if mask is not None:
+        good = np.asarray(mask).astype(bool, copy=False)
+    if dq is not None and dqbits is not None:
+        dqgood = bitfield_to_boolean_mask(
+            np.asarray(dq), ignore_flags=dqbits, good_mask_value=True, dtype=bool,
+            flag_name_map=JWST_DQ_FLAGS,
+        )
+        good = dqgood if good is None else good & dqgood
+    return good
 
 
 def _group_index(groups: Sequence[Any] | None, n: int) -> tuple[np.ndarray, list[np.ndarray]]:
@@ -321,7 +336,12 @@ def match_sky(
     Parameters
     ----------
     data : sequence of 2-D arrays
-        The images, in surface-brightness units.
+        The images, in surface-brightness units. An image may also be an array-like
+        that is read when converted (anything with ``shape`` and ``__array__`` that is
+        not a numpy array, such as the file-backed images of `skyeq.io.match_files`):
+        it is then converted with `numpy.asarray` only inside its group's measurement
+        task and released after it, so memory holds one group per running task, not
+        the mosaic. ``mask`` and ``dq`` entries may be such array-likes too.
     wcs : sequence, optional
         One WCS per image: astropy.wcs.WCS, gwcs, any APE 14 low-level WCS, or a pair of
         callables ``(fwd, inv)`` with ``fwd(x, y) -> (ra, dec)`` and
@@ -345,7 +365,9 @@ def match_sky(
         Reference match offsets to the lowest (True, default) or highest sky.
     subtract : bool, optional
         Return sky-subtracted copies in ``result.data`` (or subtract in place with
-        ``inplace=True``). Default False.
+        ``inplace=True``). Default False. For an image that is read when converted,
+        ``result.data`` holds an array-like too: the image minus its sky, computed
+        from the image when converted with `numpy.asarray`.
     skylist : path or mapping, optional
         For ``method='user'``: a two-column whitespace file (image name, sky) or a
         mapping name -> sky. Names are compared whole, then by file stem, then by file
@@ -394,8 +416,9 @@ def match_sky(
     if n == 0:
         raise ValueError("data must contain at least one image")
     for k, img in enumerate(data):
-        if np.ndim(img) != 2:
-            raise ValueError(f"image {k} is not a 2-D array (ndim={np.ndim(img)})")
+        ndim = len(np.shape(img))  # np.shape reads a .shape without converting
+        if ndim != 2:
+            raise ValueError(f"image {k} is not a 2-D array (ndim={ndim})")
     if names is not None:
         names = [str(s) for s in names]
         if len(names) != n:
@@ -422,7 +445,9 @@ def match_sky(
     ngroups = len(members)
     do_match = "match" in meth
     want_local = meth != "match"
-    masks = _masks(data, mask, dq, dqbits, labels)
+    masks, dqs = _check_masks(data, mask, dq, labels)
+    if dqbits is not None:  # parse once, before any task: a bad dqbits fails fast
+        _good_pixels(None, np.zeros((1, 1), np.uint32), dqbits)
 
     if do_match:
         if wcs is None or len(wcs) != n:
@@ -445,6 +470,8 @@ def match_sky(
             members=tuple(int(m) for m in members[g]),
             data=tuple(data[m] for m in members[g]),
             masks=tuple(masks[m] for m in members[g]),
+            dq=tuple(dqs[m] for m in members[g]),
+            dqbits=dqbits,
             neighbours=tuple(neighbours[g]),
             spans=tuple(tuple(row) for row in spans[g]),
             stat=stat,
@@ -518,6 +545,49 @@ def match_sky(
                    groups, image_local if want_local else None, t0, footprints=outlines)
 
 
+def _loads_on_demand(image: Any) -> bool:
+    """Whether ``image`` is an array-like that is read when converted (not an ndarray)."""
+    return not isinstance(image, np.ndarray) and hasattr(image, "shape") and hasattr(
+        image, "__array__"
+    )
+
+
+def _minus(image: np.ndarray, level: float) -> np.ndarray:
+    """Return ``image - level``, the level cast to the image's dtype (float32 stays)."""
+    return image - np.asarray(level).astype(image.dtype)
+
+
+class _Subtracted:
+    """An image that loads on demand, minus its sky: computed by `numpy.asarray`.
+
+    What `match_sky` returns in ``result.data`` for such inputs, so that subtracting
+    the sky of many files never holds more than one image in memory.
+    """
+
+    __slots__ = ("image", "level")
+
+    def __init__(self, image: Any, level: float) -> None:
+        self.image = image
+        self.level = float(level)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """Shape of the image."""
+        return tuple(np.shape(self.image))
+
+    @property
+    def ndim(self) -> int:
+        """Number of dimensions (2)."""
+        return len(self.shape)
+
+    def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
+        out = _minus(np.asarray(self.image), self.level)
+        return out if dtype is None else out.astype(dtype, copy=False)
+
+    def __repr__(self) -> str:
+        return f"<{self.image!r} minus {self.level:.6g}>"
+
+
 def _finish(data, sky, valid, method, subtract, inplace, comps, pairs, names, groups, local, t0,
             footprints=None):
     """Subtract if asked, log the skies, and build the `SkyResult`."""
@@ -525,13 +595,14 @@ def _finish(data, sky, valid, method, subtract, inplace, comps, pairs, names, gr
     if subtract:
         out_data = []
         for k, img in enumerate(data):
-            arr = np.asarray(img)
-            level = np.asarray(sky[k] if valid[k] else 0.0).astype(arr.dtype)
+            level = sky[k] if valid[k] else 0.0
             if inplace:
-                arr -= level
-                out_data.append(arr)
+                img -= np.asarray(level).astype(img.dtype)
+                out_data.append(img)
+            elif _loads_on_demand(img):
+                out_data.append(_Subtracted(img, level))
             else:
-                out_data.append(arr - level)
+                out_data.append(_minus(np.asarray(img), level))
     for k in range(len(data)):
         label = names[k] if names is not None else f"#{k}"
         if valid[k]:

@@ -160,6 +160,46 @@ def test_fits_round_trip_keywords_and_subtracted_data(grid, tmp_path):
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(p.name for p in paths)
 
 
+def test_match_files_reads_each_image_inside_its_task_only(grid, tmp_path, monkeypatch):
+    import weakref
+
+    paths = write_mosaic(grid, tmp_path / "in")
+    count = {"loads": 0, "alive": 0, "peak": 0}
+    original = io._FileArray.__array__
+
+    def tracked(self, dtype=None, copy=None):
+        out = original(self, dtype, copy)
+        count["loads"] += 1
+        count["alive"] += 1
+        count["peak"] = max(count["peak"], count["alive"])
+        weakref.finalize(out, lambda: count.__setitem__("alive", count["alive"] - 1))
+        return out
+
+    monkeypatch.setattr(io._FileArray, "__array__", tracked)
+    res = io.match_files(paths, method="global+match", stat=STAT, subtract=True)
+    # one read of every SCI and every DQ array, one image (and its DQ) alive at a time
+    assert count == {"loads": 2 * len(paths), "alive": 0, "peak": 2}
+    data, wcs, dq = read_independently(paths)
+    lib = match_sky(data, wcs, method="global+match", stat=STAT, subtract=True, dq=dq)
+    assert_array_equal(res.sky, lib.sky)
+    # the subtracted images are read again, one at a time, when written
+    io.write_results(res, output_dir=tmp_path / "out")
+    assert count["loads"] == 3 * len(paths) and count["alive"] == 0
+    assert_array_equal(np.asarray(res.data[2]), lib.data[2])
+
+
+def test_subtracted_data_of_a_rewritten_file_are_refused(grid, tmp_path):
+    paths = write_mosaic(grid, tmp_path)
+    res = io.match_files(paths, method="match", stat=STAT, subtract=True)
+    first = np.asarray(res.data[1])
+    io.write_results(res, in_place=True)
+    # the file now holds the subtracted data: subtracting again would be a silent error
+    with pytest.raises(ValueError, match=r"tile_r0_c1_cal\.fits has changed since it was read"):
+        np.asarray(res.data[1])
+    with fits.open(paths[1]) as hdul:
+        assert_array_equal(hdul["SCI"].data, first)
+
+
 def test_keywords_only_without_subtract_and_invalid_image_left_alone(tmp_path):
     # a pair that overlaps plus one lone tile: 'match' cannot give the lone one a sky
     m = synthetic.disjoint([(1, 2), (1, 1)], shape=(64, 64), seed=4, point_sources=10,

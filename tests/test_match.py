@@ -342,3 +342,68 @@ def test_footprints_filled_for_match_methods_only():
             assert_allclose(got, np.column_stack(fp.radec))
     for meth in ("local", "global"):
         assert match_sky(m.data, m.wcs, method=meth).footprints is None
+
+
+# ------------------------------------------------- images that are read on demand
+
+
+class _OnDemand:
+    """An image read when converted; counts how many converted copies are alive."""
+
+    alive = 0
+    peak = 0
+    loads = 0
+
+    def __init__(self, array):
+        self._array = array
+        self.shape = array.shape
+
+    def __array__(self, dtype=None, copy=None):
+        import weakref
+
+        out = self._array.copy()
+        cls = type(self)
+        cls.loads += 1
+        cls.alive += 1
+        cls.peak = max(cls.peak, cls.alive)
+        weakref.finalize(out, lambda: setattr(cls, "alive", cls.alive - 1))
+        return out
+
+    @classmethod
+    def reset(cls):
+        cls.alive = cls.peak = cls.loads = 0
+
+
+@pytest.mark.parametrize("method", ["match", "global+match"])
+def test_images_read_on_demand_are_loaded_one_group_at_a_time(method):
+    m = synthetic.exposures(3, (2, 2), shape=(64, 64), seed=8, point_sources=10,
+                            extended_sources=0, dq_fraction=0.02)
+    stat = SkyStat("median", nclip=3)
+    want = match_sky(m.data, m.wcs, groups=m.groups, dq=m.dq, method=method, stat=stat)
+    _OnDemand.reset()
+    got = match_sky([_OnDemand(a) for a in m.data], m.wcs, groups=m.groups,
+                    dq=[_OnDemand(d) for d in m.dq], method=method, stat=stat)
+    assert_array_equal(got.sky, want.sky)
+    assert (got.local is None) == (method == "match")
+    if got.local is not None:
+        assert_array_equal(got.local, want.local)
+    # each image and each DQ array is read exactly once, inside its group's task, and
+    # released before the next image: never more than one image + its DQ alive
+    assert _OnDemand.loads == 2 * len(m.data)
+    assert _OnDemand.peak <= 2
+    assert _OnDemand.alive == 0
+
+
+def test_subtracting_images_read_on_demand_returns_lazy_differences():
+    m = synthetic.tile_grid(2, 2, shape=(48, 48), overlap=0.25, seed=9, point_sources=0,
+                            extended_sources=0)
+    want = match_sky(m.data, m.wcs, subtract=True)
+    _OnDemand.reset()
+    got = match_sky([_OnDemand(a) for a in m.data], m.wcs, subtract=True)
+    assert _OnDemand.loads == len(m.data)  # measured; the differences not computed yet
+    assert got.subtracted and got.data[0].shape == (48, 48)
+    for k in range(len(m.data)):
+        out = np.asarray(got.data[k])
+        assert out.dtype == np.float32
+        assert_array_equal(out, want.data[k])
+    assert _OnDemand.loads == 2 * len(m.data)
