@@ -150,8 +150,10 @@ class SkyResult:
         The local (whole-image, or whole-group) sky of every image, NaN where it could
         not be computed, or None if it was not measured.
     data : list of numpy.ndarray, optional
-        The sky-subtracted copies of the images when subtraction was requested without
-        ``inplace``, else None.
+        The sky-subtracted images when subtraction was requested (the input arrays
+        themselves with ``inplace``), else None. For an input that is read when
+        converted (a file of `skyeq.io.match_files`), its entry is an array-like that
+        computes the subtracted image when converted with `numpy.asarray`.
     footprints : list of numpy.ndarray, optional
         The outline of every image on the sky: an ``(m, 2)`` array of the ``(ra, dec)``
         vertices in degrees per image (as `skyeq.Footprint.radec`), or None (the default,
