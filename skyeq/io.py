@@ -368,7 +368,7 @@ class _FileArray:
 
     def __init__(self, path: Path, hdu: int, shape: tuple[int, int], *, to_float: bool,
                  what: str) -> None:
-        self.path = path
+        self.path = path.absolute()  # a task may run in another directory or process
         self.hdu = hdu
         self.shape = shape
         self.to_float = to_float

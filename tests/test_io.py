@@ -188,6 +188,26 @@ def test_match_files_reads_each_image_inside_its_task_only(grid, tmp_path, monke
     assert_array_equal(np.asarray(res.data[2]), lib.data[2])
 
 
+def test_match_files_on_a_process_pool_reads_the_files_in_the_workers(grid, tmp_path,
+                                                                      monkeypatch):
+    # the tasks travel to other processes (as to a dask.distributed cluster): each
+    # carries file names, not pixels, and the workers read the files themselves
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    paths = write_mosaic(grid, tmp_path / "in")
+    monkeypatch.chdir(tmp_path / "in")
+    names = [p.name for p in paths]  # relative names, made absolute at the scan
+    assert io._read_image(Path(names[0]), lazy=True).data.path == paths[0].absolute()
+    serial = io.match_files(names, method="match", stat=STAT)
+    spawn = multiprocessing.get_context("spawn")  # fresh workers, nothing inherited
+    with ProcessPoolExecutor(2, mp_context=spawn) as pool:
+        pooled = io.match_files(names, method="match", stat=STAT, executor=pool)
+    assert_array_equal(pooled.sky, serial.sky)
+    data, wcs, dq = read_independently(paths)
+    assert_array_equal(serial.sky, match_sky(data, wcs, dq=dq, method="match", stat=STAT).sky)
+
+
 def test_subtracted_data_of_a_rewritten_file_are_refused(grid, tmp_path):
     paths = write_mosaic(grid, tmp_path)
     res = io.match_files(paths, method="match", stat=STAT, subtract=True)
