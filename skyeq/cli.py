@@ -156,6 +156,11 @@ def _add_match_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParse
         help="sample the image edges every N pixels to build the footprints, for "
         "strongly distorted WCS (default: the four corners)",
     )
+    g.add_argument(
+        "--ungrouped", action="store_true",
+        help="give every image its own sky: ignore the group ids of associations and of "
+        "JWST exposures",
+    )
     s = p.add_argument_group("sky statistic")
     s.add_argument(
         "--stat", choices=_STATS, default="median",
@@ -217,11 +222,6 @@ def _add_match_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParse
         help="also draw the image footprints coloured by sky and the overlap graph "
         "coloured by the pair residuals into FILE (PNG, PDF, SVG: by extension; needs "
         "matplotlib, pip install \"skyeq[plot]\"; match methods only)",
-    )
-    g.add_argument(
-        "--ungrouped", action="store_true",
-        help="give every image its own sky: ignore the group ids of associations and of "
-        "JWST exposures",
     )
     r = p.add_argument_group("running")
     r.add_argument(
