@@ -446,8 +446,14 @@ def match_sky(
     do_match = "match" in meth
     want_local = meth != "match"
     masks, dqs = _check_masks(data, mask, dq, labels)
-    if dqbits is not None:  # parse once, before any task: a bad dqbits fails fast
-        _good_pixels(None, np.zeros((1, 1), np.uint32), dqbits)
+    if dq is not None and dqbits is not None:  # parse before any task: fail fast
+        try:
+            _good_pixels(None, np.zeros((1, 1), np.uint32), dqbits)
+        except (KeyError, TypeError, ValueError) as err:
+            raise ValueError(
+                f"dqbits {dqbits!r} is not a bit-flag expression (integers or JWST flag "
+                f"names such as DO_NOT_USE, joined by + or ',', optionally led by ~): {err}"
+            ) from None
 
     if do_match:
         if wcs is None or len(wcs) != n:

@@ -1,54 +1,19 @@
 """The ``skyeq match`` command: same numbers as the library, options, exit codes, errors."""
 
 import json
-import os
 import re
 import subprocess
 import sys
-import warnings
-from pathlib import Path
 
 import numpy as np
 import pytest
 from astropy.io import fits
 from astropy.table import Table
-from astropy.wcs import WCS, FITSFixedWarning
+from fits_helpers import read_independently, snapshot, write_mosaic
 from numpy.testing import assert_allclose, assert_array_equal
 
 from skyeq import SkyStat, match_sky, synthetic
 from skyeq.cli import main
-
-
-def write_mosaic(m, directory):
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for k, name in enumerate(m.names):
-        hdus = [fits.PrimaryHDU(), fits.ImageHDU(m.data[k], m.wcs[k].to_header(), name="SCI")]
-        if m.dq is not None:
-            hdus.append(fits.ImageHDU(m.dq[k], name="DQ"))
-        path = directory / f"{name}_cal.fits"
-        fits.HDUList(hdus).writeto(path)
-        paths.append(path)
-    return paths
-
-
-def read_independently(paths):
-    """Arrays, WCS and DQ read with astropy alone (not through skyeq.io)."""
-    data, wcs, dq = [], [], []
-    for p in paths:
-        with fits.open(p) as hdul:
-            sci = hdul["SCI"]
-            data.append(sci.data.astype(sci.data.dtype.newbyteorder("=")))
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", FITSFixedWarning)
-                wcs.append(WCS(sci.header))
-            dq.append(hdul["DQ"].data.astype("=u4") if "DQ" in hdul else None)
-    return data, wcs, (dq if any(d is not None for d in dq) else None)
-
-
-def snapshot(paths):
-    return {Path(p): (Path(p).read_bytes(), os.stat(p).st_mtime_ns) for p in paths}
 
 
 def run(capsys, *args):

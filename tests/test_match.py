@@ -251,6 +251,15 @@ def test_dq_bits_exclude_flagged_pixels():
                      stat=SkyStat("mean", nclip=0)).sky[0] > 1e5
 
 
+def test_a_bad_dqbits_fails_before_any_image_is_read():
+    m = synthetic.constant_mosaic([10.0, 30.0], layout=(1, 2), shape=(16, 16))
+    _OnDemand.reset()
+    dq = [np.zeros((16, 16), np.uint32)] * 2
+    with pytest.raises(ValueError, match="NOT_A_FLAG"):
+        match_sky([_OnDemand(a) for a in m.data], m.wcs, dq=dq, dqbits="NOT_A_FLAG")
+    assert _OnDemand.loads == 0
+
+
 def test_threads_and_progress_match_serial():
     m = synthetic.tile_grid(2, 3, shape=(200, 200), seed=6)
     serial = match_sky(m.data, m.wcs, method="global+match")
