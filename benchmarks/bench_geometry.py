@@ -87,7 +87,7 @@ def _skyeq_run(wcs_list: list) -> dict:
     from skyeq.wcs import as_wcs_adapter
 
     t0 = time.perf_counter()
-    adapters = [as_wcs_adapter(w, f"image {i}") for i, w in enumerate(wcs_list)]
+    adapters = [as_wcs_adapter(w, f"image {i}", shape=SHAPE) for i, w in enumerate(wcs_list)]
     fps = geo.footprints(adapters, [SHAPE] * len(adapters))
     t1 = time.perf_counter()
     pairs, ovs = geo.find_overlaps(fps)

@@ -51,7 +51,7 @@ from scipy.spatial import cKDTree
 from spherical_geometry.polygon import SphericalPolygon
 
 from . import _kernels as _gk
-from .wcs import WCSAdapter, _check_round_trip, as_wcs_adapter
+from .wcs import WCSAdapter, _radec_to_xyz, _xyz_to_radec, as_wcs_adapter
 
 __all__ = [
     "Footprint",
@@ -197,45 +197,6 @@ def _unit(v: np.ndarray) -> np.ndarray:
         Unit vector(s).
     """
     return v / np.linalg.norm(v, axis=-1, keepdims=True)
-
-
-def _radec_to_xyz(ra: np.ndarray, dec: np.ndarray) -> np.ndarray:
-    """Convert sky coordinates to unit vectors.
-
-    Parameters
-    ----------
-    ra, dec : ndarray
-        Longitude and latitude in degrees.
-
-    Returns
-    -------
-    ndarray, shape (m, 3)
-        Unit vectors.
-    """
-    lon = np.radians(ra)
-    lat = np.radians(dec)
-    cl = np.cos(lat)
-    return np.column_stack((cl * np.cos(lon), cl * np.sin(lon), np.sin(lat)))
-
-
-def _xyz_to_radec(v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Convert unit vectors to sky coordinates.
-
-    Parameters
-    ----------
-    v : ndarray, shape (m, 3)
-        Unit vectors.
-
-    Returns
-    -------
-    ra, dec : ndarray
-        Longitude in [0, 360) and latitude, in degrees.
-    """
-    ra = np.degrees(np.arctan2(v[:, 1], v[:, 0]))
-    ra = np.where(ra < 0.0, ra + 360.0, ra)
-    ra[ra >= 360.0] -= 360.0
-    dec = np.degrees(np.arctan2(v[:, 2], np.hypot(v[:, 0], v[:, 1])))
-    return ra, dec
 
 
 def _ring_polygon(ring: np.ndarray, inside: np.ndarray) -> SphericalPolygon:
@@ -403,8 +364,9 @@ def footprint(
     Raises
     ------
     ValueError
-        If the shape or stepsize is invalid, or the WCS is not finite or not
-        invertible (round trip worse than 0.01 pixel) on the outline; the message
+        If the shape or stepsize is invalid, or the WCS is not finite on the image
+        or cannot be inverted on it to `skyeq.wcs.INVERSE_TOLERANCE` pixels, even
+        after refining its inverse (see `skyeq.wcs.as_wcs_adapter`); the message
         names the image.
     TypeError
         If ``wcs`` is not a supported WCS.
@@ -413,8 +375,13 @@ def footprint(
     ny, nx = _check_shape(shape, adapter.name)
     if stepsize is not None and not (np.isfinite(stepsize) and stepsize > 0):
         raise ValueError(f"stepsize must be None or a positive number, got {stepsize!r}")
+    adapter = as_wcs_adapter(adapter, shape=(ny, nx))
     x, y = _outline(nx, ny, stepsize)
-    ra, dec = _check_round_trip(adapter, x, y)
+    ra, dec = adapter.pixel_to_world(x, y)
+    if not (np.all(np.isfinite(ra)) and np.all(np.isfinite(dec))):
+        raise ValueError(
+            f"the WCS of {adapter.name} gives non-finite sky coordinates on the image outline"
+        )
     v = _radec_to_xyz(ra, dec)
     # drop rounding-level repeated vertices (e.g. a WCS that collapses a corner)
     keep = np.linalg.norm(v - np.roll(v, 1, axis=0), axis=1) > 1e-15
@@ -888,16 +855,19 @@ def _densify(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Map rings of unit vectors to pixels, splitting edges along great circles.
 
-    Every edge longer than ``max_edge`` pixels is first split into equal parts;
+    Every edge longer than ``max_edge`` pixels (judged from its angle and the image's
+    smallest pixel scale, `WCSAdapter.pixel_scale`) is first split into equal parts;
     then every edge whose mapped great-circle midpoint lies more than ``tolerance``
     pixels off the straight pixel segment is halved, repeatedly (the deviation drops
     about fourfold per halving). In a TAN frame great circles are straight and
-    nothing is halved.
+    nothing is halved. The vertices and all the first midpoints are mapped in one WCS
+    call, and each halving round costs one more call for the new midpoints only: with
+    a distorted WCS every call is a costly iterative inverse.
 
     Parameters
     ----------
     adapter : WCSAdapter
-        The image's transforms.
+        The image's transforms, checked on the image (`as_wcs_adapter` with a shape).
     v : ndarray, shape (m, 3)
         Open rings, concatenated.
     start : ndarray of int64
@@ -932,32 +902,29 @@ def _densify(
         nxt[start[1:] - 1] = start[:-1]  # each ring closes on its first vertex
         return nxt
 
-    x, y = to_pixel(v)
     nxt = successor(len(v), start)
     # 1. uniform split of long edges: (n - k) / n * a + k / n * b gives the same points
     #    whichever way an edge runs (shared edges of adjacent pieces match exactly)
-    nsub = np.maximum(1, np.ceil(np.hypot(x[nxt] - x, y[nxt] - y) / max_edge)).astype(np.int64)
+    angle = np.arctan2(np.linalg.norm(np.cross(v, v[nxt]), axis=1), np.sum(v * v[nxt], axis=1))
+    nsub = np.maximum(1, np.ceil(angle / (max_edge * adapter.pixel_scale))).astype(np.int64)
     if nsub.max() > 1:
         e = np.repeat(np.arange(len(v)), nsub - 1)
         first = np.cumsum(nsub - 1) - (nsub - 1)
         k = np.arange(len(e)) - first[e] + 1
         n = nsub[e]
-        mid = _unit(((n - k) / n)[:, None] * v[e] + (k / n)[:, None] * v[nxt[e]])
-        mx, my = to_pixel(mid)
         pos = np.zeros(len(v) + 1, dtype=np.int64)
         np.cumsum(nsub, out=pos[1:])
-        dst = pos[e] + k
         vv = np.empty((pos[-1], 3))
-        xx = np.empty(pos[-1])
-        yy = np.empty(pos[-1])
-        vv[pos[:-1]], xx[pos[:-1]], yy[pos[:-1]] = v, x, y
-        vv[dst], xx[dst], yy[dst] = mid, mx, my
-        v, x, y, start = vv, xx, yy, pos[start]
+        vv[pos[:-1]] = v
+        vv[pos[e] + k] = _unit(((n - k) / n)[:, None] * v[e] + (k / n)[:, None] * v[nxt[e]])
+        v, start = vv, pos[start]
         nxt = successor(len(v), start)
     # 2. adaptive halving where the mapped edge is curved
+    mid = _unit(v + v[nxt])
+    x, y = to_pixel(np.concatenate((v, mid)))
+    x, mx = x[: len(v)], x[len(v) :]
+    y, my = y[: len(v)], y[len(v) :]
     for _ in range(30):
-        mid = _unit(v + v[nxt])
-        mx, my = to_pixel(mid)
         dx = x[nxt] - x
         dy = y[nxt] - y
         length = np.hypot(dx, dy)
@@ -966,17 +933,26 @@ def _densify(
         split = (dev > tolerance) & (length > 1e-3)
         if not split.any():
             break
+        # midpoints of the two halves of every split edge, mapped in one call
+        s = np.flatnonzero(split)
+        q = np.concatenate((_unit(v[s] + mid[s]), _unit(mid[s] + v[nxt[s]])))
+        qx, qy = to_pixel(q)
+        ns = len(s)
         shift = np.cumsum(split) - split  # splits before each vertex
         newpos = np.arange(len(v)) + shift
-        n = len(v) + int(split.sum())
-        vv = np.empty((n, 3))
-        xx = np.empty(n)
-        yy = np.empty(n)
-        vv[newpos], xx[newpos], yy[newpos] = v, x, y
-        ins = newpos[split] + 1
-        vv[ins], xx[ins], yy[ins] = mid[split], mx[split], my[split]
+        n = len(v) + ns
+        arrays = []
+        for vert, vmid, new_mid in ((v, mid, q), (x, mx, qx), (y, my, qy)):
+            a = np.empty((n, *vert.shape[1:]))
+            b = np.empty((n, *vert.shape[1:]))
+            a[newpos], b[newpos] = vert, vmid
+            ins = newpos[s] + 1
+            a[ins] = vmid[s]  # the old midpoint becomes a vertex
+            b[newpos[s]] = new_mid[:ns]  # first half: from the vertex to the old midpoint
+            b[ins] = new_mid[ns:]  # second half: from the old midpoint on
+            arrays.append((a, b))
+        (v, mid), (x, mx), (y, my) = arrays
         start = np.append(newpos[start[:-1]], n)
-        v, x, y = vv, xx, yy
         nxt = successor(len(v), start)
     return x, y, start
 
@@ -1023,6 +999,7 @@ def overlap_spans_many(
     """
     adapter = as_wcs_adapter(wcs)
     ny, nx = _check_shape(shape, adapter.name)
+    adapter = as_wcs_adapter(adapter, shape=(ny, nx))
     if not max_edge > 0:
         raise ValueError(f"max_edge must be positive, got {max_edge!r}")
     if not tolerance > 0:
@@ -1133,10 +1110,16 @@ def overlap_graph(
     """
     from astropy.table import Table
 
-    adapters = [
-        w if isinstance(w, WCSAdapter) else as_wcs_adapter(w, f"image {i}")
-        for i, w in enumerate(wcs_list)
-    ]
+    wcs_list, shapes = list(wcs_list), list(shapes)
+    if len(wcs_list) != len(shapes):
+        raise ValueError(
+            f"got {len(wcs_list)} WCS objects but {len(shapes)} shapes; need one per image"
+        )
+    adapters = []
+    for i, (w, s) in enumerate(zip(wcs_list, shapes, strict=True)):
+        a = as_wcs_adapter(w, None if isinstance(w, WCSAdapter) else f"image {i}")
+        # checked once, for the footprints and the spans alike
+        adapters.append(as_wcs_adapter(a, shape=_check_shape(s, a.name)))
     fps = footprints(adapters, shapes, stepsize=stepsize)
     pairs, ovs = find_overlaps(fps)
     npix = np.zeros((len(pairs), 2), dtype=np.int64)

@@ -461,8 +461,11 @@ def match_sky(
                 f"method {meth!r} needs one WCS per image ({n}); got "
                 f"{'none' if wcs is None else len(wcs)}"
             )
-        adapters = [as_wcs_adapter(w, name=labels[k]) for k, w in enumerate(wcs)]
         shapes = [tuple(int(s) for s in np.shape(img)) for img in data]
+        # checked once here (inverse measured, refined if needed) for footprints and spans
+        adapters = [
+            as_wcs_adapter(w, name=labels[k], shape=shapes[k]) for k, w in enumerate(wcs)
+        ]
         neighbours, spans, fps = _overlap_tasks(adapters, shapes, gid, members, stepsize)
         outlines = [np.column_stack(fp.radec) for fp in fps]
     else:

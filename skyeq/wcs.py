@@ -6,33 +6,373 @@ centres at integers. `as_wcs_adapter` turns any of these into a `WCSAdapter`:
 
 * an `astropy.wcs.WCS` (with or without SIP / lookup-table distortions; the full
   ``all_pix2world`` / ``all_world2pix`` transforms are used);
-* a ``gwcs.WCS`` (its forward and inverse transforms are called with
-  ``with_bounding_box=False``, so the detector outline at the pixel edges is never
-  turned into NaN by the bounding box);
+* a ``gwcs.WCS`` (its forward and backward transforms are built once per adapter and
+  called without the bounding box, so the detector outline at the pixel edges is
+  never turned into NaN);
 * any other APE 14 low-level WCS (``pixel_to_world_values`` /
   ``world_to_pixel_values``), or an object with a ``low_level_wcs`` attribute
   (e.g. `astropy.wcs.wcsapi.HighLevelWCSWrapper`);
 * a pair of callables ``(fwd, inv)`` with ``fwd(x, y) -> (ra, dec)`` and
   ``inv(ra, dec) -> (x, y)``, degrees and zero-based pixel centres.
 
-Longitudes are returned wrapped to [0, 360). The adapter stores the wrapped object
-itself (no closures), so it pickles whenever that object pickles.
+Real WCSs are approximate. The backward transform of an instrument's distortion model
+(a JWST or Roman gwcs, for instance) is a separately fitted polynomial that round-trips
+to about 0.1 pixel at the detector corners. The forward transform is the definition:
+given the image shape, `as_wcs_adapter` measures the pixel -> world -> pixel round trip
+once, on the outline (pixel edges) and on an interior grid, and where the wrapped
+inverse misses by more than ``INVERSE_TOLERANCE`` (1e-3 pixel) the adapter's
+`WCSAdapter.world_to_pixel` refines it: Newton iterations on the forward transform,
+started from the wrapped inverse or from a cubic polynomial fitted to the forward
+transform (whichever is closer; the fit also serves a gwcs without any backward
+transform), vectorised over points, until every step is below 1e-6 pixel (the refined
+round trip of a real NIRCam detector is ~1e-9 pixel). An image whose inverse cannot be
+made good to ``INVERSE_TOLERANCE`` is refused with an error that names it.
+
+Longitudes are returned wrapped to [0, 360). The adapter stores the wrapped object and
+small arrays (no closures), so it pickles whenever that object pickles.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-__all__ = ["WCSAdapter", "as_wcs_adapter"]
+__all__ = ["INVERSE_TOLERANCE", "WCSAdapter", "as_wcs_adapter"]
 
 log = logging.getLogger(__name__)
 
 _KINDS = ("fitswcs", "gwcs", "ape14", "callables")
+
+#: Largest pixel -> world -> pixel error (pixels) accepted from a WCS's own inverse;
+#: worse inverses are refined by Newton iterations on the forward transform, and an
+#: inverse that cannot be refined to within it is an error.
+INVERSE_TOLERANCE = 1e-3
+# Newton stops once every step is below this many pixels (the error left is then of
+# the order of the next step, smaller by a factor of the step times the relative change
+# of the Jacobian per pixel: ~1e-12 pixel for a real detector).
+_NEWTON_STEP = 1e-6
+_NEWTON_MAXITER = 25
+# Bound on what the calibrated number of Newton steps may leave undone (pixels).
+_CALIBRATED = 1e-7
+# Newton on the fitted forward transform costs no WCS call: it runs to convergence.
+_FIT_NEWTON_STEP = 1e-9
+# Finite-difference step (pixels) of the forward transform's Jacobian.
+_JACOBIAN_STEP = 0.5
+# Samples of the round-trip check: points per image side on the pixel-edge outline,
+# and an interior grid of this many points per axis.
+_CHECK_EDGE = 33
+_CHECK_GRID = 16
+
+
+# --------------------------------------------------------------------------------------
+# unit vectors
+# --------------------------------------------------------------------------------------
+
+
+def _radec_to_xyz(ra: Any, dec: Any) -> np.ndarray:
+    """Convert sky coordinates to unit vectors.
+
+    Parameters
+    ----------
+    ra, dec : array_like
+        Longitude and latitude in degrees.
+
+    Returns
+    -------
+    ndarray, shape (m, 3)
+        Unit vectors (inputs are flattened).
+    """
+    lon = np.radians(np.ravel(ra))
+    lat = np.radians(np.ravel(dec))
+    cl = np.cos(lat)
+    return np.column_stack((cl * np.cos(lon), cl * np.sin(lon), np.sin(lat)))
+
+
+def _xyz_to_radec(v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Convert unit vectors to sky coordinates.
+
+    Parameters
+    ----------
+    v : ndarray, shape (m, 3)
+        Unit vectors.
+
+    Returns
+    -------
+    ra, dec : ndarray
+        Longitude in [0, 360) and latitude, in degrees.
+    """
+    ra = np.degrees(np.arctan2(v[:, 1], v[:, 0]))
+    ra = np.where(ra < 0.0, ra + 360.0, ra)
+    ra[ra >= 360.0] -= 360.0
+    dec = np.degrees(np.arctan2(v[:, 2], np.hypot(v[:, 0], v[:, 1])))
+    return ra, dec
+
+
+def _tangent_basis(t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """East and north unit vectors of the plane tangent at each of ``t``.
+
+    Parameters
+    ----------
+    t : ndarray, shape (m, 3)
+        Unit vectors.
+
+    Returns
+    -------
+    east, north : ndarray, shape (m, 3)
+        Orthonormal bases; at a pole, "east" follows the longitude the vector was
+        built from (``atan2(y, x)`` of the rounding-level remainder), which is still a
+        valid basis.
+    """
+    lon = np.arctan2(t[:, 1], t[:, 0])
+    east = np.column_stack((-np.sin(lon), np.cos(lon), np.zeros(len(t))))
+    north = np.cross(t, east)
+    return east, north
+
+
+# --------------------------------------------------------------------------------------
+# a fitted forward transform
+# --------------------------------------------------------------------------------------
+
+
+def _chebyshev_terms(u: np.ndarray, v: np.ndarray, degree: int) -> np.ndarray:
+    """Products ``T_i(u) T_j(v)`` of Chebyshev polynomials with ``i + j <= degree``.
+
+    Parameters
+    ----------
+    u, v : ndarray
+        Coordinates scaled to about [-1, 1].
+    degree : int
+        Total degree.
+
+    Returns
+    -------
+    ndarray, shape (m, (degree + 1) * (degree + 2) / 2)
+        The design matrix, columns in the order of `_term_index`.
+    """
+    tu = np.polynomial.chebyshev.chebvander(u, degree)
+    tv = np.polynomial.chebyshev.chebvander(v, degree)
+    i, j = _term_index(degree)
+    return tu[:, i] * tv[:, j]
+
+
+def _term_index(degree: int) -> tuple[np.ndarray, np.ndarray]:
+    """Degrees ``(i, j)`` of the terms of `_chebyshev_terms`."""
+    i, j = np.meshgrid(np.arange(degree + 1), np.arange(degree + 1), indexing="ij")
+    keep = (i + j <= degree).ravel()
+    return i.ravel()[keep], j.ravel()[keep]
+
+
+def _as_matrix(coef: np.ndarray, degree: int) -> np.ndarray:
+    """Coefficients of `_chebyshev_terms` as a ``(degree + 1, degree + 1)`` matrix."""
+    i, j = _term_index(degree)
+    c = np.zeros((degree + 1, degree + 1))
+    c[i, j] = coef
+    return c
+
+
+#: Total degrees tried, in order, for the fitted forward transform.
+_FIT_DEGREES = (3, 5, 7)
+#: Largest error (pixels) of the fitted forward transform on validation points for it to
+#: stand in for the WCS in world -> pixel.
+_FIT_TOLERANCE = 1e-7
+
+
+@dataclass(frozen=True, eq=False)
+class _ForwardFit:
+    """A Chebyshev polynomial standing in for an image's forward transform.
+
+    It maps pixels (scaled to [-1, 1] over the image) to gnomonic coordinates in the
+    plane tangent at the image centre, where great circles are straight. A detector's
+    distortion is itself a low-degree polynomial, so a fit of degree 5 reproduces a
+    JWST NIRCam gwcs to ~1e-8 pixel. World -> pixel then costs a few numpy operations
+    instead of calls of a costly WCS: Newton iterations on the polynomial, started from
+    a second polynomial fitted the other way.
+
+    Parameters
+    ----------
+    centre, east, north : ndarray, shape (3,)
+        Tangent point (unit vector) and its basis.
+    pix : tuple of float
+        ``(x0, hx, y0, hy)``: ``u = (x - x0) / hx``, ``v = (y - y0) / hy``.
+    sky : tuple of float
+        ``(a0, ha, b0, hb)``: the same scaling of the gnomonic coordinates.
+    degree : int
+        Total degree.
+    fwd : ndarray, shape (2, degree + 1, degree + 1)
+        Chebyshev coefficients of the gnomonic coordinates (radians) in ``(u, v)``.
+    inv : ndarray, shape (2, degree + 1, degree + 1)
+        Chebyshev coefficients of ``(x, y)`` in the scaled gnomonic coordinates.
+    error : float
+        Largest error of ``fwd`` on the validation points, in pixels.
+    """
+
+    centre: np.ndarray
+    east: np.ndarray
+    north: np.ndarray
+    pix: tuple[float, float, float, float]
+    sky: tuple[float, float, float, float]
+    degree: int
+    fwd: np.ndarray
+    inv: np.ndarray
+    error: float
+
+    @classmethod
+    def fit(
+        cls,
+        shape: tuple[int, int],
+        x: np.ndarray,
+        y: np.ndarray,
+        p: np.ndarray,
+        valid: slice,
+        scale: float,
+    ) -> _ForwardFit | None:
+        """Fit the lowest degree of `_FIT_DEGREES` that reproduces the WCS (or the highest).
+
+        Parameters
+        ----------
+        shape : tuple of int
+            ``(ny, nx)``.
+        x, y : ndarray
+            Pixel positions covering the image.
+        p : ndarray, shape (m, 3)
+            Their unit vectors through the WCS's forward transform.
+        valid : slice
+            The points kept out of the fit to validate it.
+        scale : float
+            Smallest pixel scale (radians), to express errors in pixels.
+
+        Returns
+        -------
+        _ForwardFit or None
+            The fit of the lowest degree that reaches `_FIT_TOLERANCE` pixels on the
+            validation points, else of the highest (its ``error`` says how far it is);
+            None when the image reaches beyond 84 degrees from its centre.
+        """
+        ny, nx = shape
+        s = p.sum(axis=0)
+        centre = s / np.linalg.norm(s)
+        east, north = (b[0] for b in _tangent_basis(centre[None, :]))
+        w = p @ centre
+        if not np.all(w > 0.1):
+            return None  # beyond ~84 degrees from the centre: not a detector
+        a, b = (p @ east) / w, (p @ north) / w
+        pix = ((nx - 1) / 2.0, max(nx / 2.0, 0.5), (ny - 1) / 2.0, max(ny / 2.0, 0.5))
+        u, v = (x - pix[0]) / pix[1], (y - pix[2]) / pix[3]
+        sky = (
+            float((a.max() + a.min()) / 2), float(max(np.ptp(a) / 2, 1e-300)),
+            float((b.max() + b.min()) / 2), float(max(np.ptp(b) / 2, 1e-300)),
+        )
+        fitted = np.ones(len(x), dtype=bool)
+        fitted[valid] = False
+        for degree in _FIT_DEGREES:
+            terms = _chebyshev_terms(u, v, degree)
+            coef = np.linalg.lstsq(terms[fitted], np.column_stack((a, b))[fitted], rcond=None)[0]
+            model = terms @ coef
+            error = float(np.hypot(model[:, 0] - a, model[:, 1] - b).max()) / scale
+            if error <= _FIT_TOLERANCE:
+                break
+        back = _chebyshev_terms((a - sky[0]) / sky[1], (b - sky[2]) / sky[3], degree)
+        icoef = np.linalg.lstsq(back[fitted], np.column_stack((x, y))[fitted], rcond=None)[0]
+        return cls(
+            centre, east, north, pix, sky, degree,
+            np.stack([_as_matrix(coef[:, k], degree) for k in (0, 1)]),
+            np.stack([_as_matrix(icoef[:, k], degree) for k in (0, 1)]),
+            error,
+        )
+
+    def gnomonic(self, ra: np.ndarray, dec: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Gnomonic coordinates (radians) of sky positions; NaN behind the plane.
+
+        Parameters
+        ----------
+        ra, dec : ndarray
+            Degrees.
+
+        Returns
+        -------
+        a, b : ndarray
+            Flattened coordinates along east and north.
+        """
+        p = _radec_to_xyz(ra, dec)
+        w = p @ self.centre
+        with np.errstate(divide="ignore", invalid="ignore"):
+            w = np.where(w > 0, w, np.nan)
+            return (p @ self.east) / w, (p @ self.north) / w
+
+    def guess(self, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Approximate pixel positions of gnomonic coordinates (the inverse fit).
+
+        Parameters
+        ----------
+        a, b : ndarray
+            Gnomonic coordinates, radians.
+
+        Returns
+        -------
+        x, y : ndarray
+            Pixel positions.
+        """
+        cheb = np.polynomial.chebyshev.chebval2d
+        sa, sb = (a - self.sky[0]) / self.sky[1], (b - self.sky[2]) / self.sky[3]
+        return cheb(sa, sb, self.inv[0]), cheb(sa, sb, self.inv[1])
+
+    def inverse(self, ra: np.ndarray, dec: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Pixel positions of sky coordinates by Newton iterations on the polynomial.
+
+        Parameters
+        ----------
+        ra, dec : ndarray
+            Degrees, 1-D.
+
+        Returns
+        -------
+        x, y : ndarray
+            Pixel positions (NaN behind the tangent plane or without convergence).
+        """
+        cheb = np.polynomial.chebyshev.chebval2d
+        der = np.polynomial.chebyshev.chebder
+        a, b = self.gnomonic(ra, dec)
+        x, y = self.guess(a, b)
+        x0, hx, y0, hy = self.pix
+        du = [der(c, axis=0) / hx for c in self.fwd]
+        dv = [der(c, axis=1) / hy for c in self.fwd]
+        active = np.flatnonzero(np.isfinite(x) & np.isfinite(y))
+        bad = np.ones(len(x), dtype=bool)
+        bad[active] = False
+        for _ in range(_NEWTON_MAXITER):
+            if active.size == 0:
+                break
+            u, v = (x[active] - x0) / hx, (y[active] - y0) / hy
+            r1 = cheb(u, v, self.fwd[0]) - a[active]
+            r2 = cheb(u, v, self.fwd[1]) - b[active]
+            j11, j12 = cheb(u, v, du[0]), cheb(u, v, dv[0])
+            j21, j22 = cheb(u, v, du[1]), cheb(u, v, dv[1])
+            with np.errstate(divide="ignore", invalid="ignore"):
+                det = j11 * j22 - j12 * j21
+                sx = -(j22 * r1 - j12 * r2) / det
+                sy = -(j11 * r2 - j21 * r1) / det
+            step = np.hypot(sx, sy)
+            failed = ~np.isfinite(step)
+            bad[active[failed]] = True
+            ok = ~failed
+            x[active[ok]] += sx[ok]
+            y[active[ok]] += sy[ok]
+            active = active[ok & (step > _FIT_NEWTON_STEP)]
+        bad[active] = True
+        x[bad] = np.nan
+        y[bad] = np.nan
+        return x, y
+
+
+# --------------------------------------------------------------------------------------
+# the adapter
+# --------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True, eq=False)
@@ -51,15 +391,52 @@ class WCSAdapter:
         The wrapped WCS, or the ``(fwd, inv)`` pair for ``kind='callables'``.
     lon_axis : int
         Index of the longitude among the world axes (0 or 1).
+    transforms : _Transforms or None
+        For a gwcs: its forward transform, built once, and its backward transform,
+        built on first use; None otherwise, and for a gwcs whose transforms use units
+        (then the gwcs itself is called).
+    shape : tuple of int or None
+        ``(ny, nx)`` of the image the WCS was checked on; None when unchecked.
+    inverse : {'unchecked', 'own', 'fitted', 'newton'}
+        How `world_to_pixel` works: the wrapped WCS's own inverse (unchecked, or
+        checked to ``INVERSE_TOLERANCE``); Newton iterations on ``fit``, a polynomial
+        reproducing the forward transform to `_FIT_TOLERANCE` pixels; or Newton
+        iterations on the forward transform itself.
+    inverse_error : float
+        Worst pixel -> world -> pixel error, in pixels, of the wrapped WCS's own
+        inverse on the image (NaN when not measured: unchecked, no inverse, or a
+        gwcs whose forward transform was fitted, so that its inverse is not needed).
+    fit : _ForwardFit or None
+        The fitted forward transform, when one was made (it also starts the Newton
+        iterations of ``inverse='newton'`` when it is closer than the own inverse).
+    pixel_scale : float
+        Smallest sky step of a one-pixel move on the image, radians (NaN when
+        unchecked): a great-circle arc of angle ``a`` spans at most ``a / pixel_scale``
+        pixels.
+    newton_steps : int
+        Newton steps of ``inverse='newton'``, calibrated on the image.
     """
 
     name: str
     kind: str
     wcs: Any
     lon_axis: int = 0
+    transforms: _Transforms | None = dataclasses.field(default=None, repr=False)
+    shape: tuple[int, int] | None = None
+    inverse: str = "unchecked"
+    inverse_error: float = math.nan
+    fit: _ForwardFit | None = dataclasses.field(default=None, repr=False)
+    pixel_scale: float = math.nan
+    newton_steps: int = 0
 
     def __repr__(self) -> str:
-        return f"WCSAdapter(name={self.name!r}, kind={self.kind!r})"
+        extra = "" if self.shape is None else f", shape={self.shape}, inverse={self.inverse!r}"
+        return f"WCSAdapter(name={self.name!r}, kind={self.kind!r}{extra})"
+
+    @property
+    def has_inverse(self) -> bool:
+        """Whether the wrapped WCS has an inverse of its own (a gwcs's is built here)."""
+        return self.transforms is None or self.transforms.backward is not None
 
     def pixel_to_world(self, x: Any, y: Any) -> tuple[np.ndarray, np.ndarray]:
         """Sky coordinates of pixel positions.
@@ -85,7 +462,10 @@ class WCSAdapter:
             if self.kind == "fitswcs":
                 w = self.wcs.all_pix2world(x, y, 0)
             elif self.kind == "gwcs":
-                w = self.wcs(x, y, with_bounding_box=False)
+                if self.transforms is not None:
+                    w = self.transforms.forward(x, y)
+                else:
+                    w = self.wcs(x, y, with_bounding_box=False)
             elif self.kind == "ape14":
                 w = self.wcs.pixel_to_world_values(x, y)
             else:
@@ -103,6 +483,10 @@ class WCSAdapter:
     def world_to_pixel(self, ra: Any, dec: Any) -> tuple[np.ndarray, np.ndarray]:
         """Pixel positions of sky coordinates.
 
+        Once the adapter is checked on its image (`as_wcs_adapter` with a shape), the
+        result is good to ``INVERSE_TOLERANCE`` pixels whatever the wrapped WCS's own
+        inverse is worth (see the module docstring).
+
         Parameters
         ----------
         ra, dec : array_like
@@ -112,7 +496,7 @@ class WCSAdapter:
         -------
         x, y : ndarray of float64
             Zero-based pixel coordinates (pixel centres at integers); NaN where the
-            WCS has no inverse.
+            WCS has no inverse (or the refinement does not converge).
 
         Raises
         ------
@@ -121,12 +505,68 @@ class WCSAdapter:
             does not converge); the message names the image.
         """
         ra, dec = np.broadcast_arrays(np.asarray(ra, dtype=float), np.asarray(dec, dtype=float))
+        if self.inverse == "fitted":
+            x, y = self.fit.inverse(ra.ravel(), dec.ravel())
+        elif self.inverse == "newton":
+            x, y, _ = self._newton(ra.ravel(), dec.ravel(), self.newton_steps or None)
+        else:
+            return self._own_inverse(ra, dec)
+        return x.reshape(ra.shape), y.reshape(ra.shape)
+
+    def pixel_area(self, x: Any, y: Any) -> np.ndarray:
+        """Solid angle of the pixels at given positions.
+
+        Parameters
+        ----------
+        x, y : array_like
+            Zero-based pixel coordinates, broadcastable.
+
+        Returns
+        -------
+        ndarray of float64
+            ``|det J|`` of the forward transform (central differences of half a pixel
+            on the sphere), in steradians per pixel; NaN where the WCS is undefined.
+        """
+        x, y = np.broadcast_arrays(np.asarray(x, dtype=float), np.asarray(y, dtype=float))
+        h = 0.5
+        xf, yf = x.ravel(), y.ravel()
+        ra, dec = self.pixel_to_world(
+            np.concatenate((xf + h, xf - h, xf, xf)), np.concatenate((yf, yf, yf + h, yf - h))
+        )
+        p = _radec_to_xyz(ra, dec).reshape(4, -1, 3)
+        dx = (p[0] - p[1]) / (2 * h)
+        dy = (p[2] - p[3]) / (2 * h)
+        return np.linalg.norm(np.cross(dx, dy), axis=1).reshape(x.shape)
+
+    # ----------------------------------------------------------------------------- inverse
+
+    def _own_inverse(self, ra: np.ndarray, dec: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Pixel positions through the wrapped WCS's own inverse.
+
+        Parameters
+        ----------
+        ra, dec : ndarray
+            Degrees, same shape.
+
+        Returns
+        -------
+        x, y : ndarray
+            Pixel positions, the shape of ``ra``.
+
+        Raises
+        ------
+        ValueError
+            If the wrapped WCS raises; the message names the image.
+        """
         world = (ra, dec) if self.lon_axis == 0 else (dec, ra)
         try:
             if self.kind == "fitswcs":
                 p = self.wcs.all_world2pix(*world, 0, tolerance=1e-6, maxiter=50)
             elif self.kind == "gwcs":
-                p = self.wcs.invert(*world, with_bounding_box=False)
+                if self.transforms is not None:
+                    p = self.transforms.backward(*world)
+                else:
+                    p = self.wcs.invert(*world, with_bounding_box=False)
             elif self.kind == "ape14":
                 p = self.wcs.world_to_pixel_values(*world)
             else:
@@ -138,6 +578,82 @@ class WCSAdapter:
         x = np.array(np.broadcast_to(_values(p[0]), ra.shape), dtype=float)
         y = np.array(np.broadcast_to(_values(p[1]), ra.shape), dtype=float)
         return x, y
+
+    def _newton(
+        self, ra: np.ndarray, dec: np.ndarray, steps: int | None
+    ) -> tuple[np.ndarray, np.ndarray, list[float]]:
+        """Newton iterations on the forward transform.
+
+        Starts from the fitted forward transform's inverse when it is closer than the
+        wrapped WCS's own inverse (or there is no own inverse), and iterates
+        ``p <- p - J(p)^-1 r(p)``, where ``r`` is the offset of the forward transform
+        of ``p`` from the target in the plane tangent at the target (radians) and
+        ``J`` its Jacobian by forward differences of ``_JACOBIAN_STEP`` pixels, both
+        from one forward call per iteration.
+
+        Parameters
+        ----------
+        ra, dec : ndarray
+            Degrees, 1-D.
+        steps : int or None
+            Exactly this many steps for every point, or (None) until every point's
+            step is below ``_NEWTON_STEP`` pixels, at most ``_NEWTON_MAXITER``.
+
+        Returns
+        -------
+        x, y : ndarray
+            Pixel positions; NaN where the start is not finite, the Jacobian is
+            singular or (``steps=None``) the iterations do not converge.
+        history : list of float
+            The largest step of each iteration, in pixels.
+        """
+        if self.fit is not None and not self.fit.error > self.inverse_error:
+            x, y = self.fit.inverse(ra, dec)
+        else:
+            x, y = self._own_inverse(ra, dec)
+        x, y = np.array(x, dtype=float), np.array(y, dtype=float)
+        t = _radec_to_xyz(ra, dec)
+        east, north = _tangent_basis(t)
+        active = np.flatnonzero(np.isfinite(x) & np.isfinite(y) & np.isfinite(t).all(axis=1))
+        bad = np.ones(len(x), dtype=bool)
+        bad[active] = False
+        h = _JACOBIAN_STEP
+        history: list[float] = []
+        for _ in range(_NEWTON_MAXITER if steps is None else steps):
+            if active.size == 0:
+                break
+            xa, ya = x[active], y[active]
+            lon, lat = self.pixel_to_world(
+                np.concatenate((xa, xa + h, xa)), np.concatenate((ya, ya, ya + h))
+            )
+            p = _radec_to_xyz(lon, lat).reshape(3, active.size, 3)
+            e, n = east[active], north[active]
+            d = p[0] - t[active]
+            r1 = np.einsum("ij,ij->i", d, e)
+            r2 = np.einsum("ij,ij->i", d, n)
+            gx = (p[1] - p[0]) / h
+            gy = (p[2] - p[0]) / h
+            a = np.einsum("ij,ij->i", gx, e)
+            b = np.einsum("ij,ij->i", gy, e)
+            c = np.einsum("ij,ij->i", gx, n)
+            dd = np.einsum("ij,ij->i", gy, n)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                det = a * dd - b * c
+                sx = -(dd * r1 - b * r2) / det
+                sy = -(a * r2 - c * r1) / det
+            step = np.hypot(sx, sy)
+            failed = ~np.isfinite(step)
+            bad[active[failed]] = True
+            ok = ~failed
+            x[active[ok]] += sx[ok]
+            y[active[ok]] += sy[ok]
+            history.append(float(step[ok].max()) if ok.any() else math.nan)
+            active = active[ok] if steps is not None else active[ok & (step > _NEWTON_STEP)]
+        if steps is None:
+            bad[active] = True  # not converged
+        x[bad] = np.nan
+        y[bad] = np.nan
+        return x, y, history
 
 
 def _values(a: Any) -> np.ndarray:
@@ -220,16 +736,25 @@ def _is_callable_pair(obj: Any) -> bool:
     )
 
 
-def as_wcs_adapter(wcs: Any, name: str | None = None) -> WCSAdapter:
+def as_wcs_adapter(
+    wcs: Any, name: str | None = None, shape: Sequence[int] | None = None
+) -> WCSAdapter:
     """Wrap a WCS (or a pair of callables) in a `WCSAdapter`.
 
     Parameters
     ----------
     wcs : astropy.wcs.WCS, gwcs.WCS, APE 14 low-level WCS, tuple of callables or WCSAdapter
         The image's WCS; see the module docstring for what each kind means. A
-        `WCSAdapter` is returned unchanged (renamed when ``name`` is given).
+        `WCSAdapter` is returned unchanged when neither a new name nor a new shape is
+        asked for.
     name : str, optional
         Name of the image in error messages; defaults to ``'image'``.
+    shape : tuple of int, optional
+        ``(ny, nx)`` of the image. When given, the WCS is checked on it: it must map
+        the whole image (outline on the pixel edges and interior) to finite sky
+        coordinates, and its inverse is measured and refined where it round-trips
+        worse than ``INVERSE_TOLERANCE`` pixels (see the module docstring). An adapter
+        already checked on this shape is not checked again.
 
     Returns
     -------
@@ -241,7 +766,9 @@ def as_wcs_adapter(wcs: Any, name: str | None = None) -> WCSAdapter:
     TypeError
         If ``wcs`` is None or not a supported kind of object.
     ValueError
-        If the WCS does not have exactly two pixel and two world axes.
+        If the WCS does not have exactly two pixel and two world axes, or (with
+        ``shape``) is not finite on the image or cannot be inverted on it to
+        ``INVERSE_TOLERANCE`` even after refinement; the message names the image.
 
     Examples
     --------
@@ -251,16 +778,42 @@ def as_wcs_adapter(wcs: Any, name: str | None = None) -> WCSAdapter:
     >>> w.wcs.crval = [10.0, -30.0]
     >>> w.wcs.crpix = [50.5, 50.5]
     >>> w.wcs.cdelt = [-1e-4, 1e-4]
-    >>> ad = as_wcs_adapter(w, name="tile 3")
+    >>> ad = as_wcs_adapter(w, name="tile 3", shape=(100, 100))
     >>> ra, dec = ad.pixel_to_world([49.5], [49.5])
     >>> print(f"{ra[0]:.6f} {dec[0]:.6f}")
     10.000000 -30.000000
+    >>> ad.refine
+    False
+    """
+    adapter = _wrap(wcs, name)
+    if shape is None:
+        return adapter
+    shape = (int(shape[0]), int(shape[1]))
+    if adapter.shape == shape:
+        return adapter
+    return _checked(adapter, shape)
+
+
+def _wrap(wcs: Any, name: str | None) -> WCSAdapter:
+    """Build (or rename) an adapter without checking it.
+
+    Parameters
+    ----------
+    wcs : object
+        See `as_wcs_adapter`.
+    name : str or None
+        Image name.
+
+    Returns
+    -------
+    WCSAdapter
+        The adapter.
     """
     label = "image" if name is None else str(name)
     if isinstance(wcs, WCSAdapter):
         if name is None or name == wcs.name:
             return wcs
-        return WCSAdapter(label, wcs.kind, wcs.wcs, wcs.lon_axis)
+        return dataclasses.replace(wcs, name=label)
     if wcs is None:
         raise TypeError(f"{label} has no WCS (got None)")
     if _is_callable_pair(wcs):
@@ -290,7 +843,8 @@ def as_wcs_adapter(wcs: Any, name: str | None = None) -> WCSAdapter:
         types = None
     lon_axis = _lon_axis_from_types(types)
     kind = _kind_of(obj)
-    return WCSAdapter(label, kind, obj, lon_axis)
+    transforms = _gwcs_transforms(obj, label) if kind == "gwcs" else None
+    return WCSAdapter(label, kind, obj, lon_axis, transforms)
 
 
 def _kind_of(obj: Any) -> str:
@@ -318,56 +872,302 @@ def _kind_of(obj: Any) -> str:
     return "ape14"
 
 
-def _check_round_trip(
-    adapter: WCSAdapter,
-    x: np.ndarray,
-    y: np.ndarray,
-    atol: float = 0.01,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Map pixels to the sky and back, checking that the WCS is invertible there.
+class _Transforms:
+    """A gwcs's forward transform, built once, and its backward one, built on first use.
+
+    gwcs composes its pipeline into a new compound model on every access of
+    ``forward_transform`` / ``backward_transform`` (the backward one deep-copies the
+    fitted inverses: 5 to 30 ms for a JWST detector), so the adapter keeps the models
+    and calls them directly; the backward transform is often never needed.
 
     Parameters
     ----------
-    adapter : WCSAdapter
-        The image's transforms.
-    x, y : ndarray
-        Pixel positions (for a footprint: its outline on the pixel edges).
-    atol : float, optional
-        Largest allowed round-trip error in pixels (default 0.01).
+    forward : astropy.modeling.Model
+        The forward transform.
+    """
+
+    __slots__ = ("_backward", "_built", "forward")
+
+    def __init__(self, forward: Any) -> None:
+        self.forward = forward
+        self._backward: Any = None
+        self._built = False
+
+    @property
+    def backward(self) -> Any:
+        """The backward transform, or None when the gwcs has no inverse."""
+        if not self._built:
+            try:
+                self._backward = self.forward.inverse
+            except NotImplementedError:
+                self._backward = None
+            self._built = True
+        return self._backward
+
+    def __getstate__(self) -> tuple[Any, Any, bool]:
+        return self.forward, self._backward, self._built
+
+    def __setstate__(self, state: tuple[Any, Any, bool]) -> None:
+        self.forward, self._backward, self._built = state
+
+
+def _gwcs_transforms(obj: Any, label: str) -> _Transforms | None:
+    """Keep a gwcs's transforms (see `_Transforms`).
+
+    Parameters
+    ----------
+    obj : gwcs.WCS
+        The gwcs.
+    label : str
+        Image name for messages.
 
     Returns
     -------
-    ra, dec : ndarray
-        Sky coordinates of ``x, y`` in degrees.
+    _Transforms or None
+        None when the transforms use units (the gwcs is then called, so that it
+        converts them).
 
     Raises
     ------
     ValueError
-        If the sky coordinates or the inverted pixels are not finite, or the round
-        trip misses by more than ``atol`` pixels; the message names the image.
+        If the gwcs has no forward transform.
     """
-    ra, dec = adapter.pixel_to_world(x, y)
-    if not (np.all(np.isfinite(ra)) and np.all(np.isfinite(dec))):
+    try:
+        fwd = obj.forward_transform
+    except Exception as err:
+        raise ValueError(f"the gwcs of {label} has no forward transform: {err}") from err
+    if fwd is None:
+        raise ValueError(f"the gwcs of {label} has no forward transform")
+    if getattr(fwd, "uses_quantity", False):
+        return None
+    return _Transforms(fwd)
+
+
+def _smallest_scale(gx: np.ndarray, gy: np.ndarray) -> float:
+    """Smallest singular value of the forward Jacobians at some points.
+
+    Parameters
+    ----------
+    gx, gy : ndarray, shape (m, 3)
+        Derivatives of the unit vector along pixel x and pixel y (radians per pixel).
+
+    Returns
+    -------
+    float
+        The smallest ``sigma_min`` of the ``3 x 2`` matrices ``[gx gy]``: no pixel step
+        of length 1 moves less than this on the sky (NaN if not finite).
+    """
+    a = np.einsum("ij,ij->i", gx, gx)
+    b = np.einsum("ij,ij->i", gx, gy)
+    c = np.einsum("ij,ij->i", gy, gy)
+    # smaller eigenvalue of [[a, b], [b, c]]
+    lam = 0.5 * (a + c) - np.sqrt(0.25 * (a - c) ** 2 + b * b)
+    return float(np.sqrt(max(float(lam.min()), 0.0))) if lam.size else math.nan
+
+
+def _check_points(shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, slice, slice]:
+    """Pixel positions on which an image's WCS is checked.
+
+    Parameters
+    ----------
+    shape : tuple of int
+        ``(ny, nx)``.
+
+    Returns
+    -------
+    x, y : ndarray
+        The outline on the pixel edges (``_CHECK_EDGE`` points per side), an interior
+        grid of ``_CHECK_GRID`` x ``_CHECK_GRID`` pixel centres spanning the image, and
+        the centres of that grid's cells.
+    grid, cells : slice
+        Where the interior grid and the cell centres are.
+    """
+    ny, nx = shape
+    ex = np.linspace(-0.5, nx - 0.5, _CHECK_EDGE)
+    ey = np.linspace(-0.5, ny - 0.5, _CHECK_EDGE)
+    lo_x, hi_x = np.full(_CHECK_EDGE, -0.5), np.full(_CHECK_EDGE, nx - 0.5)
+    lo_y, hi_y = np.full(_CHECK_EDGE, -0.5), np.full(_CHECK_EDGE, ny - 0.5)
+    gx1 = np.linspace(0.0, nx - 1.0, _CHECK_GRID)
+    gy1 = np.linspace(0.0, ny - 1.0, _CHECK_GRID)
+    gx, gy = np.meshgrid(gx1, gy1)
+    cx, cy = np.meshgrid((gx1[1:] + gx1[:-1]) / 2, (gy1[1:] + gy1[:-1]) / 2)
+    x = np.concatenate((ex, hi_x, ex, lo_x, gx.ravel(), cx.ravel()))
+    y = np.concatenate((lo_y, ey, hi_y, ey, gy.ravel(), cy.ravel()))
+    g0 = 4 * _CHECK_EDGE
+    g1 = g0 + _CHECK_GRID**2
+    return x, y, slice(g0, g1), slice(g1, len(x))
+
+
+def _round_trip_error(
+    x: np.ndarray,
+    y: np.ndarray,
+    ra: np.ndarray,
+    dec: np.ndarray,
+    inverse: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]],
+) -> tuple[np.ndarray, float, int]:
+    """Pixel errors of an inverse on known (pixel, sky) pairs.
+
+    Parameters
+    ----------
+    x, y, ra, dec : ndarray
+        Pixel positions and their forward-transformed sky coordinates.
+    inverse : callable
+        ``inverse(ra, dec) -> (x, y)``.
+
+    Returns
+    -------
+    err : ndarray
+        Distance in pixels (inf where not finite).
+    worst : float
+        Largest error.
+    k : int
+        Index of the largest error.
+    """
+    xb, yb = inverse(ra, dec)
+    err = np.hypot(np.asarray(xb) - x, np.asarray(yb) - y)
+    err = np.where(np.isfinite(err), err, np.inf)
+    k = int(np.argmax(err))
+    return err, float(err[k]), k
+
+
+def _calibrated_steps(history: list[float]) -> tuple[int, float]:
+    """Choose the number of Newton steps of later calls from a converged run.
+
+    Later calls run a fixed number of steps, one forward call each and no convergence
+    test: the fewest after which the steps still to come added up to less than
+    `_CALIBRATED` pixels on every check point.
+
+    Parameters
+    ----------
+    history : list of float
+        The largest step of each iteration of the converged run (pixels; NaN when
+        every point failed).
+
+    Returns
+    -------
+    steps : int
+        At least 1.
+    rest : float
+        What those steps leave undone at most (pixels): the sum of the later steps.
+    """
+    tail = np.cumsum(np.nan_to_num(history[::-1], nan=np.inf))[::-1]
+    for steps in range(1, len(history)):
+        if tail[steps] < _CALIBRATED:
+            return steps, float(tail[steps])
+    return max(len(history), 1), 0.0
+
+
+def _checked(adapter: WCSAdapter, shape: tuple[int, int]) -> WCSAdapter:
+    """Check an adapter on an image and choose how it inverts (see `WCSAdapter.inverse`).
+
+    One forward call maps the check points (`_check_points`) and the interior grid
+    moved by half a pixel along each axis (for the pixel scale). Then, in order:
+
+    1. a gwcs whose forward transform a polynomial reproduces to `_FIT_TOLERANCE`
+       pixels inverts through that polynomial (each gwcs call costs milliseconds and
+       its backward transform is not even built);
+    2. an own inverse that round-trips to ``INVERSE_TOLERANCE`` is used as it is;
+    3. otherwise the fitted polynomial if it is good enough, else Newton iterations on
+       the forward transform, with a number of steps calibrated here.
+
+    Parameters
+    ----------
+    adapter : WCSAdapter
+        Unchecked (or checked on another shape).
+    shape : tuple of int
+        ``(ny, nx)``, positive.
+
+    Returns
+    -------
+    WCSAdapter
+        A copy with ``shape``, ``inverse``, ``inverse_error``, ``fit``,
+        ``pixel_scale`` and ``newton_steps`` set.
+
+    Raises
+    ------
+    ValueError
+        If the forward transform is not finite on the image or is degenerate, the
+        wrapped inverse raises or is not finite, or no inverse reaches
+        ``INVERSE_TOLERANCE`` on the check points; the message names the image.
+    """
+    ny, nx = shape
+    if ny <= 0 or nx <= 0:
+        raise ValueError(f"the shape of {adapter.name} must be two positive integers, "
+                         f"got {shape!r}")
+    x, y, grid, cells = _check_points(shape)
+    h = 0.5
+    lon, lat = adapter.pixel_to_world(
+        np.concatenate((x, x[grid] + h, x[grid])), np.concatenate((y, y[grid], y[grid] + h))
+    )
+    if not (np.all(np.isfinite(lon)) and np.all(np.isfinite(lat))):
+        k = int(np.argmin(np.isfinite(lon) & np.isfinite(lat))) % len(x)
         raise ValueError(
             f"the WCS of {adapter.name} gives non-finite sky coordinates on the image "
-            "outline (is the WCS defined up to the detector edges?)"
+            f"(at pixel ({x[k]:.1f}, {y[k]:.1f}); is the WCS defined up to the detector "
+            "edges?)"
         )
-    xb, yb = adapter.world_to_pixel(ra, dec)
-    err = np.hypot(xb - x, yb - y)
-    if not np.all(np.isfinite(err)):
+    ra, dec = lon[: len(x)], lat[: len(x)]
+    p = _radec_to_xyz(lon, lat)
+    m = _CHECK_GRID**2
+    scale = _smallest_scale((p[len(x) : len(x) + m] - p[grid]) / h,
+                            (p[len(x) + m :] - p[grid]) / h)
+    if not scale > 0:
         raise ValueError(
-            f"the WCS of {adapter.name} cannot be inverted on the image outline "
-            "(world -> pixel gives non-finite values)"
+            f"the WCS of {adapter.name} is degenerate on the image (a pixel covers no sky)"
         )
-    worst = float(err.max()) if err.size else 0.0
-    if worst > atol:
+    base = dataclasses.replace(adapter, shape=shape, inverse="own", inverse_error=math.nan,
+                               fit=None, pixel_scale=scale, newton_steps=0)
+
+    def fitted() -> _ForwardFit | None:
+        return _ForwardFit.fit(shape, x, y, p[: len(x)], cells, scale)
+
+    fit = fitted() if adapter.kind == "gwcs" else None
+    own_error = math.nan
+    if fit is None or fit.error > _FIT_TOLERANCE:
+        if base.has_inverse:
+            _, own_error, k = _round_trip_error(x, y, ra, dec, base._own_inverse)
+            if not np.isfinite(own_error):
+                raise ValueError(
+                    f"the WCS of {adapter.name} cannot be inverted on the image (world -> "
+                    f"pixel gives non-finite values, e.g. at pixel ({x[k]:.1f}, "
+                    f"{y[k]:.1f}))"
+                )
+            if own_error <= INVERSE_TOLERANCE:
+                return dataclasses.replace(base, inverse_error=own_error)
+        fit = fit or fitted()
+    base = dataclasses.replace(base, inverse_error=own_error, fit=fit)
+    if fit is not None and fit.error <= _FIT_TOLERANCE:
+        out = dataclasses.replace(base, inverse="fitted")
+        _, worst, k = _round_trip_error(x, y, ra, dec, fit.inverse)
+        how = f"a degree-{fit.degree} polynomial fitted to its forward transform"
+    else:
+        out = dataclasses.replace(base, inverse="newton")
+        xr, yr, history = out._newton(ra, dec, None)
+        err = np.hypot(xr - x, yr - y)
+        err = np.where(np.isfinite(err), err, np.inf)
         k = int(np.argmax(err))
-        raise ValueError(
-            f"the WCS of {adapter.name} cannot be inverted on the image outline: the "
-            f"pixel -> world -> pixel round trip misses by {worst:.3g} pixels at "
-            f"({x.flat[k]:.1f}, {y.flat[k]:.1f}) (tolerance {atol} pixels)"
+        steps, rest = _calibrated_steps(history)
+        out = dataclasses.replace(out, newton_steps=steps)
+        worst = float(err[k]) + rest
+        how = "Newton iterations on its forward transform"
+    if not worst <= INVERSE_TOLERANCE:
+        start = (
+            f"its own inverse misses by {own_error:.3g} pixels" if np.isfinite(own_error)
+            else "it has no usable inverse"
         )
-    return ra, dec
+        raise ValueError(
+            f"the WCS of {adapter.name} cannot be inverted on the image: {start} and "
+            f"{how} still miss by {worst:.3g} pixels at pixel ({x[k]:.1f}, {y[k]:.1f}) "
+            f"(tolerance {INVERSE_TOLERANCE} pixels)"
+        )
+    if np.isfinite(own_error):
+        log.info(
+            "the WCS of %s: its inverse round-trips to %.2g pixels on the image; "
+            "inverting by %s instead (%.1g pixels)", adapter.name, own_error, how, worst,
+        )
+    else:
+        log.debug("the WCS of %s: inverting by %s (%.1g pixels)", adapter.name, how, worst)
+    return out
 
 
 def _callable_pair(adapter: WCSAdapter) -> tuple[Callable[..., Any], Callable[..., Any]]:

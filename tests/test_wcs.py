@@ -221,15 +221,97 @@ def test_errors_name_the_image():
         as_wcs_adapter(cube, name="cube")
 
 
+def grid_round_trip(ad, fwd, shape=SHAPE, k=41):
+    ny, nx = shape
+    x, y = np.meshgrid(np.linspace(-0.5, nx - 0.5, k), np.linspace(-0.5, ny - 0.5, k))
+    ra, dec = fwd(x.ravel(), y.ravel())
+    xb, yb = ad.world_to_pixel(ra, dec)
+    return float(np.hypot(xb - x.ravel(), yb - y.ravel()).max())
+
+
+def test_approximate_inverses_are_refined():
+    w = make_wcs(sip=2e-6)
+
+    def fwd(x, y):
+        return w.all_pix2world(x, y, 0)
+
+    def off_inv(ra, dec):  # off by 0.05 pixel, as a fitted inverse can be
+        x, y = w.all_world2pix(ra, dec, 0)
+        return x + 0.05, y
+
+    def linear_inv(ra, dec):  # ignores the SIP distortion: off by ~2 pixels
+        return w.wcs_world2pix(ra, dec, 0)
+
+    for inv, err in ((off_inv, (0.05, 0.051)), (linear_inv, (1.0, 10.0))):
+        ad = as_wcs_adapter((fwd, inv), name="approx.fits", shape=SHAPE)
+        assert ad.inverse == "fitted"
+        assert err[0] < ad.inverse_error < err[1]
+        assert grid_round_trip(ad, fwd) < 1e-6
+        # footprints and spans are those of the exact WCS
+        fp = geo.footprint((fwd, inv), SHAPE)
+        np.testing.assert_array_equal(fp.vertices, geo.footprint(w, SHAPE).vertices)
+    # an inverse within the tolerance (1e-3 pixel) is used as it is
+    def close_inv(ra, dec):
+        x, y = w.all_world2pix(ra, dec, 0)
+        return x + 5e-4, y
+
+    ad = as_wcs_adapter((fwd, close_inv), shape=SHAPE)
+    assert ad.inverse == "own"
+    assert ad.inverse_error == pytest.approx(5e-4, rel=0.02)  # all_world2pix: 1e-6
+    # an unchecked adapter (no shape) just wraps the WCS
+    assert as_wcs_adapter((fwd, off_inv)).inverse == "unchecked"
+
+
+WAVY = make_wcs()
+
+
+def wavy_fwd(x, y):
+    """A periodic distortion of 0.3 pixel that no polynomial of degree 7 reproduces."""
+    x = np.asarray(x, dtype=float)
+    return WAVY.all_pix2world(x + 0.3 * np.sin(x / 7.0), y, 0)
+
+
+def wavy_inv(ra, dec):
+    return WAVY.all_world2pix(ra, dec, 0)
+
+
+def test_newton_on_the_forward_transform_where_no_polynomial_fits():
+    ad = as_wcs_adapter((wavy_fwd, wavy_inv), name="wavy", shape=SHAPE)
+    assert ad.inverse == "newton"
+    assert ad.fit is not None and ad.fit.error > 1e-3
+    assert ad.newton_steps >= 2
+    assert grid_round_trip(ad, wavy_fwd) < 1e-6
+    # it pickles with its calibration (for process pools and dask)
+    ad2 = pickle.loads(pickle.dumps(ad))
+    assert ad2.inverse == "newton" and ad2.newton_steps == ad.newton_steps
+    x, y = np.array([3.3, 150.2]), np.array([7.1, 120.9])
+    np.testing.assert_array_equal(ad2.world_to_pixel(*wavy_fwd(x, y))[0],
+                                  ad.world_to_pixel(*wavy_fwd(x, y))[0])
+
+
+def test_pixel_area_of_a_tan_wcs():
+    # gnomonic: a pixel at angle t from the tangent point covers cos(t)**3 of the
+    # tangent point's
+    w = make_wcs(scale=20.0)
+    ad = as_wcs_adapter(w)
+    x, y = np.array([0.0, 99.5, 199.0, 30.0]), np.array([0.0, 74.5, 149.0, 120.0])
+    area = ad.pixel_area(x, y)
+    ra, dec = w.all_pix2world(x, y, 0)
+    lon, lat = np.radians(ra), np.radians(dec)
+    lon0, lat0 = np.radians(w.wcs.crval)
+    cos_t = np.sin(lat) * np.sin(lat0) + np.cos(lat) * np.cos(lat0) * np.cos(lon - lon0)
+    np.testing.assert_allclose(area, np.radians(20.0 / 3600) ** 2 * cos_t**3, rtol=1e-8)
+    assert area.shape == (4,)
+
+
 def test_non_invertible_wcs_is_refused_naming_the_image():
     w = make_wcs()
 
     def fwd(x, y):
         return w.all_pix2world(x, y, 0)
 
-    def bad_inv(ra, dec):  # off by 0.05 pixel
-        x, y = w.all_world2pix(ra, dec, 0)
-        return x + 0.05, y
+    def inv(ra, dec):
+        return w.all_world2pix(ra, dec, 0)
 
     def nan_inv(ra, dec):
         return np.full(np.shape(ra), np.nan), np.full(np.shape(ra), np.nan)
@@ -241,20 +323,23 @@ def test_non_invertible_wcs_is_refused_naming_the_image():
     def raising_inv(ra, dec):
         raise RuntimeError("no convergence")
 
-    with pytest.raises(ValueError, match=r"off\.fits.*round trip misses by 0\.05"):
-        geo.footprint((fwd, bad_inv), SHAPE, name="off.fits")
+    def flat_fwd(x, y):  # every row at the same place: no inverse at all
+        return w.all_pix2world(x, np.zeros_like(np.asarray(y, dtype=float)), 0)
+
+    def folded_fwd(x, y):  # x and 200 - x at the same place: no single inverse
+        x = np.asarray(x, dtype=float)
+        return w.all_pix2world(100.0 + (x - 100.0) ** 2 / 100.0, y, 0)
+
     with pytest.raises(ValueError, match=r"nan\.fits.*cannot be inverted"):
         geo.footprint((fwd, nan_inv), SHAPE, name="nan.fits")
     with pytest.raises(ValueError, match=r"edge\.fits.*non-finite sky"):
         geo.footprint((nan_fwd, nan_inv), SHAPE, name="edge.fits")
     with pytest.raises(ValueError, match=r"r\.fits.*no convergence"):
         geo.footprint((fwd, raising_inv), SHAPE, name="r.fits")
+    with pytest.raises(ValueError, match=r"flat\.fits.*degenerate"):
+        geo.footprint((flat_fwd, inv), SHAPE, name="flat.fits")
+    with pytest.raises(ValueError, match=r"fold\.fits.*cannot be inverted.*still miss by"):
+        geo.footprint((folded_fwd, inv), SHAPE, name="fold.fits")
     # footprints() names images by position
     with pytest.raises(ValueError, match="image 1"):
-        geo.footprints([w, (fwd, bad_inv)], [SHAPE, SHAPE])
-    # a 0.005 pixel round trip error is accepted
-    def ok_inv(ra, dec):
-        x, y = w.all_world2pix(ra, dec, 0)
-        return x + 0.005, y
-
-    assert geo.footprint((fwd, ok_inv), SHAPE).area > 0
+        geo.footprints([w, (fwd, nan_inv)], [SHAPE, SHAPE])
