@@ -68,6 +68,7 @@ __all__ = [
     "scan_spans",
     "select_kth",
     "sky_stat",
+    "sort_cells",
     "warmup",
 ]
 
@@ -883,6 +884,163 @@ def cell_partition(data, mask, use_mask, spans, reg_off, lower, upper, with_rest
     return vals, cstart, cend, keys
 
 
+#: Cells with fewer values than this are sorted by numba's quicksort, larger ones by the
+#: radix sort of `sort_cells`.
+_RADIX_MIN = 2048
+
+
+#: Bits per radix-sort digit: 256 buckets (the scatter stays in cache; measured faster
+#: than 11-bit digits, which need fewer passes). A pass whose digit never varies (the
+#: sign and the exponent of a sky image, typically) is skipped.
+_RADIX_BITS = 8
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _to_key(u, signbit, allbits):
+    """Float bit pattern -> unsigned key in the same order (negatives flipped)."""
+    return u ^ allbits if u & signbit else u | signbit
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _from_key(k, signbit, allbits):
+    """Inverse of `_to_key`."""
+    return k ^ signbit if k & signbit else k ^ allbits
+
+
+@njit(cache=True, nogil=True)
+def _radix_sort_floats(bits, signbit, tmp):
+    """Sort floats given as bit patterns, in place: LSD radix sort on order keys.
+
+    The float order is the unsigned order of the keys `_to_key` makes; keys are made
+    while the first pass reads and turned back while the last one writes, and the
+    passes alternate between two scratch halves so that the last one lands in
+    ``bits``. The histograms of every digit are counted in one read, and a digit that
+    never varies costs no pass.
+
+    Parameters
+    ----------
+    bits : ndarray of uint32 or uint64, 1-D
+        The values' bit patterns (no NaN); sorted by value on return.
+    signbit : uint32 or uint64
+        The sign bit of that width.
+    tmp : ndarray, same dtype, at least twice as long as ``bits``
+        Scratch space.
+    """
+    n = bits.shape[0]
+    allbits = ~(signbit ^ signbit)
+    nbuck = 1 << _RADIX_BITS
+    ndig = (8 * bits.itemsize) // _RADIX_BITS
+    hist = np.zeros((ndig, nbuck), dtype=np.int64)
+    for i in range(n):
+        k = _to_key(bits[i], signbit, allbits)
+        for d in range(ndig):
+            hist[d, (k >> (_RADIX_BITS * d)) & (nbuck - 1)] += 1
+    first = _to_key(bits[0], signbit, allbits)
+    digits = np.empty(ndig, dtype=np.int64)
+    npass = 0
+    for d in range(ndig):
+        if hist[d, (first >> (_RADIX_BITS * d)) & (nbuck - 1)] != n:
+            digits[npass] = d
+            npass += 1
+    if npass == 0:
+        return  # all values equal
+    a = tmp[:n]
+    b = tmp[n : 2 * n]
+    pos = np.empty(nbuck, dtype=np.int64)
+    for q in range(npass):
+        d = digits[q]
+        shift = _RADIX_BITS * d
+        total = 0
+        for c in range(nbuck):
+            pos[c] = total
+            total += hist[d, c]
+        # source: bits (as keys) on the first pass, else the scratch half written last
+        src = bits if q == 0 else (a if q % 2 == 1 else b)
+        if q == npass - 1 and npass > 1:
+            for i in range(n):
+                k = src[i]
+                c = (k >> shift) & (nbuck - 1)
+                bits[pos[c]] = _from_key(k, signbit, allbits)
+                pos[c] += 1
+        else:
+            dst = a if q % 2 == 0 else b
+            for i in range(n):
+                k = src[i]
+                if q == 0:
+                    k = _to_key(k, signbit, allbits)
+                c = (k >> shift) & (nbuck - 1)
+                dst[pos[c]] = k
+                pos[c] += 1
+    if npass == 1:
+        for i in range(n):
+            bits[i] = _from_key(a[i], signbit, allbits)
+
+
+@njit(cache=True, nogil=True)
+def _sort_cells_bits(bits, signbit, cstart, cend, tmp):
+    """Sort the floats whose bit patterns are ``bits``, cell by cell, by radix.
+
+    Parameters
+    ----------
+    bits : ndarray of uint32 or uint64
+        The values viewed as unsigned integers (no NaN among the used slots).
+    signbit : uint32 or uint64
+        The sign bit of that width.
+    cstart, cend : ndarray of int64
+        The cells.
+    tmp : ndarray, same dtype as ``bits``
+        Scratch space, at least twice as long as the largest cell.
+    """
+    for c in range(cstart.shape[0]):
+        a = cstart[c]
+        n = cend[c] - a
+        if n >= _RADIX_MIN:
+            _radix_sort_floats(bits[a : a + n], signbit, tmp)
+
+
+@njit(cache=True, nogil=True)
+def _sort_small_cells(vals, cstart, cend):
+    """Sort in place every cell with fewer than `_RADIX_MIN` values (numba quicksort)."""
+    for c in range(cstart.shape[0]):
+        if cend[c] - cstart[c] < _RADIX_MIN:
+            vals[cstart[c] : cend[c]].sort()
+
+
+def sort_cells(vals, cstart, cend, scratch=None):
+    """Sort the values of every cell of `cell_partition` in place, ascending.
+
+    The same order as ``vals[a:b].sort()`` for every cell (equal values are
+    indistinguishable, but ``-0.0`` now always precedes ``+0.0``), in linear time for
+    large cells: a float sorts as its bit pattern once negative patterns are inverted,
+    so a byte-wise radix sort of the patterns is a sort of the values (about 5x faster
+    than numpy's sort where numpy has no SIMD sort for the type).
+
+    Parameters
+    ----------
+    vals : ndarray of float32 or float64, 1-D, C-contiguous
+        The gathered values; the slots outside the cells are not touched.
+    cstart, cend : ndarray of int64
+        Where each cell's values start and end.
+    scratch : ndarray of uint8, optional
+        Reusable scratch memory of at least ``2 * vals.itemsize`` times the largest cell
+        (fresh memory is slow to touch); allocated when None or too small.
+    """
+    _sort_small_cells(vals, cstart, cend)
+    sizes = cend - cstart
+    nmax = int(sizes.max()) if sizes.size else 0
+    if nmax < _RADIX_MIN:
+        return
+    need = 2 * nmax * vals.itemsize
+    if scratch is None or scratch.size < need:
+        scratch = np.empty(need, dtype=np.uint8)
+    if vals.dtype == np.float32:
+        _sort_cells_bits(vals.view(np.uint32), np.uint32(1 << 31), cstart, cend,
+                         scratch[:need].view(np.uint32))
+    else:
+        _sort_cells_bits(vals.view(np.uint64), np.uint64(1 << 63), cstart, cend,
+                         scratch[:need].view(np.uint64))
+
+
 #: Values per block of the prefix sums of `cell_prefix`.
 _BLOCK = 64
 
@@ -1148,8 +1306,9 @@ def warmup() -> None:
                              code)
             vals, cstart, cend, keys = cell_partition(data, m, use, two, off, -1e300, 1e300,
                                                       True)
-            for a, b in zip(cstart, cend, strict=True):
-                vals[a:b].sort()
+            sort_cells(vals, cstart, cend)
+            big = np.arange(_RADIX_MIN + 1, dtype=dtype)[::-1].copy()
+            sort_cells(big, np.array([0]), np.array([_RADIX_MIN + 1]))
             p1, p2, poff = cell_prefix(vals, cstart, cend, 5.0)
             for code in (STAT_MEAN, STAT_MEDIAN, STAT_MODE, STAT_MIDPT):
                 cell_stats(vals, p1, p2, poff, cstart, cend, keys, 2, True, 5.0, -1e300, 1e300,

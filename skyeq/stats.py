@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import threading
 from dataclasses import dataclass
 from typing import Literal, NamedTuple
 
@@ -35,6 +36,9 @@ _NO_SPANS = np.zeros((0, 3), dtype=np.int64)
 #: up to more than this many images: then sorting each pixel once beats reading it in
 #: every clipping pass of every region that holds it.
 _CELL_COVERAGE = 2.5
+# Per-thread scratch memory of the cell sort, kept between calls: fresh memory costs a
+# page fault per 4 KiB on first touch (~30 ms for the 16 MB of a 2048x2048 image).
+_SCRATCH = threading.local()
 
 
 class SkyValue(NamedTuple):
@@ -247,8 +251,11 @@ def region_statistics(
     vals, cstart, cend, keys = _kernels.cell_partition(
         arr, mask_arg, good is not None, all_spans, reg_off, lower, upper, whole
     )
-    for a, b in zip(cstart.tolist(), cend.tolist(), strict=True):
-        vals[a:b].sort()
+    scratch = getattr(_SCRATCH, "buf", None)
+    need = 2 * int((cend - cstart).max(initial=0)) * vals.itemsize
+    if scratch is None or scratch.size < need:
+        scratch = _SCRATCH.buf = np.empty(need, dtype=np.uint8)
+    _kernels.sort_cells(vals, cstart, cend, scratch)
     big = int(np.argmax(cend - cstart))
     shift = float(vals[(cstart[big] + cend[big]) // 2]) if cend[big] > cstart[big] else 0.0
     p1, p2, poff = _kernels.cell_prefix(vals, cstart, cend, shift)
