@@ -493,3 +493,49 @@ def test_masked_regions_equal_numpy_whichever_way_they_are_gathered(bad_fraction
     value, npix = sky_statistic(img, mask, SkyStat("mean", nclip=0, lower=lo, upper=hi),
                                 spans=spans)
     assert npix == inside.size and value == pytest.approx(inside.mean(), rel=1e-13)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_sort_cells_equals_numpy_sort(dtype):
+    # cells below and above the radix threshold, negative values, both zeros, infinite
+    # values, repeated values, an all-equal cell, values of every magnitude; the slots
+    # between cells are left alone
+    rng = np.random.default_rng(8)
+    big = _kernels._RADIX_MIN
+    parts = [
+        rng.normal(100.0, 1.0, 10),
+        rng.normal(0.0, 1e3, big + 1),
+        np.concatenate([[0.0, -0.0, np.inf, -np.inf, 5.0, 5.0], rng.normal(0, 1, big)]),
+        np.full(3 * big, 7.25),
+        10.0 ** rng.uniform(-30, 30, 2 * big) * rng.choice([-1.0, 1.0], 2 * big),
+        rng.integers(-3, 4, 5 * big).astype(float),
+        np.zeros(0),
+    ]
+    vals = np.concatenate([np.concatenate([p, [12345.0]]) for p in parts]).astype(dtype)
+    lens = np.array([len(p) for p in parts])
+    cstart = np.concatenate([[0], np.cumsum(lens + 1)[:-1]]).astype(np.int64)
+    cend = cstart + lens
+    expect = vals.copy()
+    for a, b in zip(cstart, cend, strict=True):
+        expect[a:b].sort()
+    got = vals.copy()
+    _kernels.sort_cells(got, cstart, cend)
+    np.testing.assert_array_equal(got, expect)
+    assert np.all(got[cend[:-1]] == 12345.0)  # the separators
+    # -0.0 comes before +0.0 (numpy leaves them in any order)
+    zeros = np.flatnonzero(got[cstart[2] : cend[2]] == 0.0) + cstart[2]
+    assert np.signbit(got[zeros]).tolist()[:1] == [True]
+    # a reused scratch buffer, too short or long enough, gives the same
+    for scratch in (np.empty(8, np.uint8), np.empty(2 * 5 * big * 8, np.uint8)):
+        again = vals.copy()
+        _kernels.sort_cells(again, cstart, cend, scratch)
+        np.testing.assert_array_equal(again, expect)
+
+
+def test_radix_sort_pure_python_matches_the_compiled_kernel():
+    rng = np.random.default_rng(9)
+    bits = rng.normal(0.0, 50.0, 300).astype(np.float32)
+    expect = np.sort(bits)
+    work = bits.view(np.uint32).copy()
+    _kernels._radix_sort_floats.py_func(work, np.uint32(1 << 31), np.empty(600, np.uint32))
+    np.testing.assert_array_equal(work.view(np.float32), expect)
