@@ -1,9 +1,10 @@
 """Seeded synthetic mosaics with known skies.
 
-Every builder returns a :class:`Mosaic`: images, one TAN WCS per image, and the true
-additive sky level of each image. Sources are defined on the sky (RA/Dec, sizes in
-arcsec) and rendered into each image through that image's WCS, so a source appears at
-the same sky position in every image that covers it. Images are built as
+Every builder returns a :class:`Mosaic`: images, one WCS per image (TAN for the
+layouts, any for :func:`on_wcs`), and the true additive sky level of each image.
+Sources are defined on the sky (RA/Dec, sizes in arcsec) and rendered into each image
+through that image's WCS, so a source appears at the same sky position in every image
+that covers it. Images are built as
 
 ``data = sky + sources + Gaussian noise``
 
@@ -17,6 +18,8 @@ Layouts: :func:`tile_grid` (a grid of tiles with a fractional overlap),
 (several dithered exposures of a multi-detector instrument, one sky per exposure),
 :func:`disjoint` (separate tile grids that do not overlap each other) and
 :func:`constant_mosaic` (noise-free images equal to their sky, for exact tables).
+:func:`on_wcs` draws the same kind of images on WCSs you give (a real instrument's
+distorted WCS, say), and :func:`repoint` makes dithered copies of one WCS.
 
 DQ bits follow the JWST convention: ``DO_NOT_USE`` = 1, ``JUMP_DET`` = 4,
 ``OUTLIER`` = 16, ``NON_SCIENCE`` = 512.
@@ -34,12 +37,16 @@ from typing import Any, TypeVar
 import numpy as np
 from astropy.wcs import WCS
 
+from .wcs import WCSAdapter, as_wcs_adapter
+
 __all__ = [
     "Mosaic",
     "constant_mosaic",
     "disjoint",
     "dithers",
     "exposures",
+    "on_wcs",
+    "repoint",
     "tile_grid",
 ]
 
@@ -136,9 +143,10 @@ class Mosaic:
     ----------
     data : list of numpy.ndarray
         2-D images (surface brightness, the requested dtype).
-    wcs : list of astropy.wcs.WCS
-        One TAN WCS per image, with ``pixel_shape`` set; pixel coordinates are zero-based
-        as in astropy's ``pixel_to_world_values``.
+    wcs : list
+        One WCS per image: a TAN `astropy.wcs.WCS` with ``pixel_shape`` set for the
+        layout builders (pixel coordinates zero-based as in astropy's
+        ``pixel_to_world_values``), the given objects for :func:`on_wcs`.
     sky : numpy.ndarray
         ``(n,)`` float64: the true additive sky level of each image. Images of one group
         share one value.
@@ -168,7 +176,7 @@ class Mosaic:
     """
 
     data: list[np.ndarray]
-    wcs: list[WCS]
+    wcs: list[Any]
     sky: np.ndarray
     groups: np.ndarray | None
     dq: list[np.ndarray] | None
@@ -384,7 +392,7 @@ def _draw_sources(
 
 
 def _render_sources(
-    image: np.ndarray, wcs: WCS, cat: np.ndarray, pixel_scale: float, eps: float
+    image: np.ndarray, wcs: WCSAdapter, cat: np.ndarray, pixel_scale: float, eps: float
 ) -> int:
     """Add the sources that touch an image, each in its own pixel stamp.
 
@@ -397,8 +405,8 @@ def _render_sources(
     ----------
     image : numpy.ndarray
         2-D image, modified in place.
-    wcs : astropy.wcs.WCS
-        The image's WCS.
+    wcs : skyeq.wcs.WCSAdapter
+        The image's WCS, checked on the image.
     cat : numpy.ndarray
         Source catalogue (``Mosaic.sources`` layout).
     pixel_scale : float
@@ -423,7 +431,7 @@ def _render_sources(
     east = np.concatenate([np.zeros(n), [d] * n, [-d] * n, np.zeros(2 * n)])
     north = np.concatenate([np.zeros(3 * n), [d] * n, [-d] * n])
     ra, dec = _offset(ra, dec, east, north)
-    px, py = wcs.wcs_world2pix(ra, dec, 0)
+    px, py = wcs.world_to_pixel(ra, dec)
     px = px.reshape(5, n)
     py = py.reshape(5, n)
     # Jacobian d(pixel)/d(east, north arcsec), per source: [[a, b], [c, e]].
@@ -626,14 +634,76 @@ def _build(
     Mosaic
         The mosaic.
     """
-    t0 = time.perf_counter()
-    dtype = np.dtype(dtype)
-    if dtype.kind != "f":
-        raise ValueError(f"dtype must be a floating-point type, got {dtype}")
     if not pixel_scale > 0:
         raise ValueError(f"pixel_scale must be > 0, got {pixel_scale!r}")
     if not -90.0 <= dec <= 90.0:
         raise ValueError(f"dec must be in [-90, 90], got {dec!r}")
+    plane = _plane_wcs(ra, dec, pixel_scale, rotation)
+    wcs_list = [
+        _image_wcs(plane, c, a, s, pixel_scale)
+        for c, a, s in zip(layout.centres, layout.angles, layout.shapes, strict=True)
+    ]
+    # Sources over the bounding box of all images in the plane, plus a 5 % margin.
+    corners = []
+    for c, a, (ny, nx) in zip(layout.centres, layout.angles, layout.shapes, strict=True):
+        half = np.array([[-nx, -ny], [nx, -ny], [nx, ny], [-nx, ny]]) / 2.0
+        corners.append(c + _rotate(half, a))
+    return _render(
+        wcs_list, layout, np.concatenate(corners), plane, pixel_scale, rest, sky=sky,
+        sky_range=sky_range, noise=noise, point_sources=point_sources,
+        extended_sources=extended_sources, source_flux=source_flux,
+        dq_fraction=dq_fraction, dtype=dtype,
+    )
+
+
+def _render(
+    wcs_list: list[Any],
+    layout: _Layout,
+    corners: np.ndarray,
+    plane: WCS,
+    pixel_scale: float,
+    rest: np.random.SeedSequence,
+    *,
+    sky: float | Sequence[float] | np.ndarray | None,
+    sky_range: tuple[float, float],
+    noise: float | tuple[float, float],
+    point_sources: int,
+    extended_sources: int,
+    source_flux: float,
+    dq_fraction: float | None,
+    dtype: Any,
+) -> Mosaic:
+    """Draw skies, noise, sources and DQ into images of given WCSs.
+
+    Parameters
+    ----------
+    wcs_list : list
+        One WCS per image (anything `skyeq.wcs.as_wcs_adapter` accepts).
+    layout : _Layout
+        Shapes, names and groups of the images (placements unused).
+    corners : numpy.ndarray
+        ``(k, 2)`` image corners in plane pixels: sources are drawn over their bounding
+        box plus a 5 % margin.
+    plane : astropy.wcs.WCS
+        The frame the sources are drawn in.
+    pixel_scale : float
+        Pixel size in arcsec (source sizes, Jacobian steps).
+    rest : numpy.random.SeedSequence
+        Parent of the sky, source and per-image random streams.
+    sky, sky_range, noise : see the public builders
+        Shared keyword arguments.
+    point_sources, extended_sources, source_flux, dq_fraction, dtype : see the builders
+        Shared keyword arguments.
+
+    Returns
+    -------
+    Mosaic
+        The mosaic.
+    """
+    t0 = time.perf_counter()
+    dtype = np.dtype(dtype)
+    if dtype.kind != "f":
+        raise ValueError(f"dtype must be a floating-point type, got {dtype}")
     if int(point_sources) < 0 or int(extended_sources) < 0:
         raise ValueError("point_sources and extended_sources must be >= 0")
     if not source_flux >= 0:
@@ -670,18 +740,7 @@ def _build(
     if np.any(~np.isfinite(sigmas)) or np.any(sigmas < 0):
         raise ValueError(f"noise must be >= 0, got {noise!r}")
 
-    plane = _plane_wcs(ra, dec, pixel_scale, rotation)
-    wcs_list = [
-        _image_wcs(plane, c, a, s, pixel_scale)
-        for c, a, s in zip(layout.centres, layout.angles, layout.shapes, strict=True)
-    ]
-
-    # Sources over the bounding box of all images in the plane, plus a 5 % margin.
-    corners = []
-    for c, a, (ny, nx) in zip(layout.centres, layout.angles, layout.shapes, strict=True):
-        half = np.array([[-nx, -ny], [nx, -ny], [nx, ny], [-nx, ny]]) / 2.0
-        corners.append(c + _rotate(half, a))
-    allc = np.concatenate(corners)
+    allc = corners
     (xmin, ymin), (xmax, ymax) = allc.min(axis=0), allc.max(axis=0)
     mx, my = 0.05 * (xmax - xmin), 0.05 * (ymax - ymin)
     min_side = min(min(s) for s in layout.shapes)
@@ -712,7 +771,8 @@ def _build(
             img += skies[i]
         else:
             img.fill(skies[i])
-        nrendered += _render_sources(img, wcs_list[i], cat, pixel_scale, eps)
+        adapter = as_wcs_adapter(wcs_list[i], layout.names[i], shape=shape)
+        nrendered += _render_sources(img, adapter, cat, pixel_scale, eps)
         if dqs is not None:
             dqs.append(_add_dq(img, rng, float(dq_fraction), sigmas[i]))
         data.append(img if img.dtype == dtype else img.astype(dtype))
@@ -1182,3 +1242,187 @@ def constant_mosaic(
         nrow, ncol = (int(v) for v in layout)  # type: ignore[union-attr]
         return tile_grid(nrow, ncol, shape, overlap, **common)
     return disjoint(layout, shape, overlap, **common)  # type: ignore[arg-type]
+
+
+def on_wcs(
+    wcs: Sequence[Any],
+    shapes: Sequence[Sequence[int]],
+    *,
+    names: Sequence[str] | None = None,
+    seed: int | None = 0,
+    sky: float | Sequence[float] | np.ndarray | None = None,
+    sky_range: tuple[float, float] = (100.0, 120.0),
+    noise: float | tuple[float, float] = 1.0,
+    point_sources: int = 300,
+    extended_sources: int = 5,
+    source_flux: float = 10.0,
+    dq_fraction: float | None = None,
+    dtype: Any = np.float32,
+) -> Mosaic:
+    """Build images with known skies on given WCSs (a real instrument's, for instance).
+
+    The sources are drawn over all the images on the sky and rendered into each image
+    through its own WCS (an inverse that is only approximate is refined as in
+    `skyeq.match_sky`), so a source lies at the same sky position in every image that
+    covers it, whatever the distortion.
+
+    Parameters
+    ----------
+    wcs : sequence
+        One WCS per image: astropy.wcs.WCS, gwcs, any APE 14 low-level WCS or a pair of
+        callables ``(fwd, inv)``, as `skyeq.match_sky` takes them.
+    shapes : sequence of (int, int)
+        ``(ny, nx)`` of each image.
+    names : sequence of str, optional
+        Image names. Default ``"image_00"``, ``"image_01"``, ...
+    seed : int or None, optional
+        Seed of ``numpy.random.default_rng`` (0 by default; None draws fresh entropy).
+    sky : float or array_like, optional
+        True sky levels, one per image or a scalar for all. Default None draws them
+        uniformly from `sky_range`.
+    sky_range : (float, float), optional
+        Range of the drawn skies. Default (100, 120).
+    noise : float or (float, float), optional
+        Gaussian noise sigma per pixel, or a range to draw each image's from. Default 1.
+    point_sources, extended_sources : int, optional
+        Numbers of compact sources (sigma 1 to 1.5 pixels) and of large diffuse blobs.
+        Default 300 and 5.
+    source_flux : float, optional
+        Peak scale of the sources, in data units. Default 10.
+    dq_fraction : float or None, optional
+        Fraction of flagged pixels in uint32 DQ arrays (JWST bits), or None (default) for
+        no DQ arrays; see :func:`tile_grid`.
+    dtype : data-type, optional
+        Floating-point type of the images. Default float32.
+
+    Returns
+    -------
+    Mosaic
+        The mosaic; ``Mosaic.wcs`` holds the given WCS objects.
+
+    Raises
+    ------
+    ValueError
+        If the lengths differ, a shape is not two positive integers, or a WCS cannot be
+        used on its image (see `skyeq.wcs.as_wcs_adapter`).
+
+    Examples
+    --------
+    >>> from skyeq import synthetic
+    >>> base = synthetic.tile_grid(1, 1, shape=(64, 64), point_sources=0).wcs[0]
+    >>> ws = [base, synthetic.repoint(base, east=1.0, north=0.5)]
+    >>> m = synthetic.on_wcs(ws, [(64, 64)] * 2, sky=[10.0, 12.0], noise=0.0,
+    ...                      point_sources=0, extended_sources=0)
+    >>> m.names, float(m.data[1][0, 0])
+    (['image_00', 'image_01'], 12.0)
+    """
+    wcs = list(wcs)
+    shapes = [_shape(s) for s in shapes]
+    n = len(wcs)
+    if n == 0 or len(shapes) != n:
+        raise ValueError(f"need one shape per WCS and at least one image; got {n} WCS and "
+                         f"{len(shapes)} shapes")
+    if names is None:
+        width = max(2, len(str(n - 1)))
+        names = [f"image_{i:0{width}d}" for i in range(n)]
+    names = [str(s) for s in names]
+    if len(names) != n:
+        raise ValueError(f"names has {len(names)} entries for {n} images")
+    adapters = [as_wcs_adapter(w, nm, shape=s) for w, nm, s in zip(wcs, names, shapes, strict=True)]
+    # pixel size and the plane the sources are drawn in: from the images themselves
+    centres = [a.pixel_to_world((s[1] - 1) / 2.0, (s[0] - 1) / 2.0)
+               for a, s in zip(adapters, shapes, strict=True)]
+    areas = [float(a.pixel_area((s[1] - 1) / 2.0, (s[0] - 1) / 2.0))
+             for a, s in zip(adapters, shapes, strict=True)]
+    pixel_scale = float(np.sqrt(np.median(areas))) * _ARCSEC_PER_RAD
+    lon = np.radians([float(c[0]) for c in centres])
+    lat = np.radians([float(c[1]) for c in centres])
+    v = np.column_stack((np.cos(lat) * np.cos(lon), np.cos(lat) * np.sin(lon), np.sin(lat)))
+    v = v.sum(axis=0)
+    ra0 = math.degrees(math.atan2(v[1], v[0])) % 360.0
+    dec0 = math.degrees(math.atan2(v[2], math.hypot(v[0], v[1])))
+    plane = _plane_wcs(ra0, dec0, pixel_scale, 0.0)
+    corners = []
+    for a, (ny, nx) in zip(adapters, shapes, strict=True):
+        x = np.array([-0.5, (nx - 1) / 2.0, nx - 0.5, nx - 0.5, nx - 0.5, (nx - 1) / 2.0,
+                      -0.5, -0.5])
+        y = np.array([-0.5, -0.5, -0.5, (ny - 1) / 2.0, ny - 0.5, ny - 0.5, ny - 0.5,
+                      (ny - 1) / 2.0])
+        ra, dec = a.pixel_to_world(x, y)
+        corners.append(np.column_stack(plane.wcs_world2pix(ra, dec, 0)))
+    _, rest = _streams(seed)
+    layout = _Layout(np.zeros((n, 2)), np.zeros(n), shapes, names)
+    return _render(
+        wcs, layout, np.concatenate(corners), plane, pixel_scale, rest, sky=sky,
+        sky_range=sky_range, noise=noise, point_sources=point_sources,
+        extended_sources=extended_sources, source_flux=source_flux,
+        dq_fraction=dq_fraction, dtype=dtype,
+    )
+
+
+def repoint(wcs: Any, east: float, north: float) -> Any:
+    """Return a copy of a WCS pointed elsewhere: the same detector, distortion included.
+
+    The sky is rotated so that the reference point moves by ``east`` and ``north``
+    arcseconds (tangent-plane offsets at the reference point) and north stays north
+    there; everything else about the WCS is kept. This is how the dithered exposures of
+    one detector differ, and how the tests and benchmarks build mosaics from one real
+    instrument WCS.
+
+    Parameters
+    ----------
+    wcs : astropy.wcs.WCS or gwcs.WCS
+        The WCS. For a FITS WCS the reference point is ``CRVAL`` (SIP and lookup-table
+        distortions are kept, as they act on pixels); for a gwcs it is the sky position
+        of the centre of its bounding box (of pixel (0, 0) without one), and the sky
+        rotation is appended to its forward transform, whose inverse (exact or fitted)
+        then inverts it too.
+    east, north : float
+        Offsets in arcsec.
+
+    Returns
+    -------
+    astropy.wcs.WCS or gwcs.WCS
+        A new WCS; ``wcs`` is not modified.
+
+    Raises
+    ------
+    TypeError
+        If ``wcs`` is neither kind.
+
+    Examples
+    --------
+    >>> from skyeq import synthetic
+    >>> w = synthetic.tile_grid(1, 1, shape=(64, 64), point_sources=0).wcs[0]
+    >>> moved = synthetic.repoint(w, east=0.0, north=3.6)
+    >>> float(round(moved.wcs.crval[1] - w.wcs.crval[1], 6))
+    0.001
+    """
+    if isinstance(wcs, WCS):
+        out = wcs.deepcopy()
+        ra, dec = _offset(np.array([wcs.wcs.crval[0]]), np.array([wcs.wcs.crval[1]]),
+                          east, north)
+        out.wcs.crval = [float(ra[0]), float(dec[0])]
+        out.wcs.set()
+        return out
+    if not (hasattr(wcs, "forward_transform") and hasattr(wcs, "output_frame")):
+        raise TypeError(f"repoint takes an astropy.wcs.WCS or a gwcs.WCS, "
+                        f"not {type(wcs).__name__}")
+    from astropy.modeling.rotations import SphericalRotationSequence
+    from gwcs import WCS as GWCS
+
+    box = wcs.bounding_box
+    if box is None:
+        xc = yc = 0.0
+    else:
+        (x0, x1), (y0, y1) = box.bounding_box(order="F")
+        xc, yc = (x0 + x1) / 2.0, (y0 + y1) / 2.0
+    ra0, dec0 = (float(v) for v in as_wcs_adapter(wcs).pixel_to_world(xc, yc))
+    ra1, dec1 = (float(v[0]) for v in _offset(np.array([ra0]), np.array([dec0]), east, north))
+    # z, y rotations take (ra0, dec0) to (0, 0); x keeps north; y, z take it to (ra1, dec1)
+    rot = SphericalRotationSequence([ra0, -dec0, 0.0, dec1, -ra1], axes_order="zyxyz")
+    out = GWCS(forward_transform=wcs.forward_transform | rot, input_frame=wcs.input_frame,
+               output_frame=wcs.output_frame)
+    if box is not None:
+        out.bounding_box = box.bounding_box(order="F")
+    return out
