@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from os import PathLike
@@ -173,58 +173,78 @@ def _group_index(groups: Sequence[Any] | None, n: int) -> tuple[np.ndarray, list
     return gid, members
 
 
-def _overlap_tasks(
+def _overlap_plan(
     adapters: list,
     shapes: list[tuple[int, int]],
     gid: np.ndarray,
     members: list[np.ndarray],
     stepsize: int | None,
-) -> tuple[list[list[int]], list[list[list[np.ndarray]]], list[geometry.Footprint]]:
-    """For every group: its neighbour groups and each member's spans in each overlap.
+) -> tuple[list[list[int]], dict[tuple[int, int], list], list[geometry.Footprint]]:
+    """Find which groups overlap, and where: footprints, pairs and overlap pieces.
 
     A group's footprint is its members' footprints (no union polygon): member m of
-    group G overlaps group H in the union of m's intersections with H's members. The
-    image footprints are returned too (for `SkyResult.footprints`).
+    group G overlaps group H in the union of m's intersections with H's members.
+
+    Returns
+    -------
+    neighbours : list of list of int
+        The groups each group overlaps, sorted.
+    pieces : dict
+        ``(image m, group H) -> overlap pieces`` of member m with group H.
+    footprints : list of Footprint
+        The image footprints (for `SkyResult.footprints`).
     """
     fps = [geometry.footprint(a, s, stepsize) for a, s in zip(adapters, shapes, strict=True)]
     pair_idx, overlaps = geometry.find_overlaps(fps)
-    pieces: dict[tuple[int, int], list] = {}  # (image m, group H) -> overlap pieces
+    pieces: dict[tuple[int, int], list] = {}
     for (a, b), ov in zip(pair_idx.tolist(), overlaps, strict=True):
         if gid[a] == gid[b] or ov.area <= 0.0:
             continue
         pieces.setdefault((a, int(gid[b])), []).extend(ov.pieces)
         pieces.setdefault((b, int(gid[a])), []).extend(ov.pieces)
-    ngroups = len(members)
-    neighbours: list[list[int]] = [[] for _ in range(ngroups)]
+    neighbours: list[list[int]] = [[] for _ in range(len(members))]
     for m, h in pieces:
         g = int(gid[m])
         if h not in neighbours[g]:
             neighbours[g].append(h)
-    for g in range(ngroups):
-        neighbours[g].sort()
-    spans: list[list[list[np.ndarray]]] = []
+    for row in neighbours:
+        row.sort()
+    return neighbours, pieces, fps
+
+
+def _group_spans(
+    group: np.ndarray,
+    neighbours: list[int],
+    pieces: dict[tuple[int, int], list],
+    adapters: list,
+    shapes: list[tuple[int, int]],
+) -> tuple[tuple[np.ndarray, ...], ...]:
+    """Row spans of each member of a group in its overlap with each neighbour group."""
     empty = np.zeros((0, 3), dtype=np.int64)
-    for g in range(ngroups):
-        per_member = []
-        for m in members[g]:
-            m = int(m)
-            keys = [h for h in neighbours[g] if (m, h) in pieces]
-            found = geometry.overlap_spans_many(
-                [pieces[(m, h)] for h in keys], adapters[m], shapes[m]
-            ) if keys else []
-            by_h = dict(zip(keys, found, strict=True))
-            per_member.append([by_h.get(h, empty) for h in neighbours[g]])
-        spans.append(per_member)
-    return neighbours, spans, fps
+    per_member = []
+    for m in (int(k) for k in group):
+        keys = [h for h in neighbours if (m, h) in pieces]
+        found = geometry.overlap_spans_many(
+            [pieces[(m, h)] for h in keys], adapters[m], shapes[m]
+        ) if keys else []
+        by_h = dict(zip(keys, found, strict=True))
+        per_member.append(tuple(by_h.get(h, empty) for h in neighbours))
+    return tuple(per_member)
 
 
 def _run_tasks(
-    tasks: list[_GroupTask],
+    tasks: Iterator[_GroupTask],
+    total: int,
     executor: Executor | None,
     progress: bool | Callable[[int, int], Any],
 ) -> list[_GroupMeasurement]:
-    """Run the group tasks serially or on ``executor``; results in task order."""
-    total = len(tasks)
+    """Run the group tasks serially or on ``executor``; results in task order.
+
+    Tasks are made lazily: with an executor, each is submitted as soon as it is made,
+    so the geometry of the next group (Python, holding the GIL) overlaps the
+    measurement of the previous ones (numba kernels, releasing it). If making or
+    running a task fails, the tasks not yet started are cancelled.
+    """
     report: Callable[[int, int], Any] | None
     if callable(progress):
         report = progress
@@ -240,11 +260,18 @@ def _run_tasks(
             if report:
                 report(k + 1, total)
         return results
-    futures = [executor.submit(_measure_group, t) for t in tasks]
-    for k, fut in enumerate(futures):
-        results.append(fut.result())
-        if report:
-            report(k + 1, total)
+    futures = []
+    try:
+        for task in tasks:
+            futures.append(executor.submit(_measure_group, task))
+        for k, fut in enumerate(futures):
+            results.append(fut.result())
+            if report:
+                report(k + 1, total)
+    except BaseException:
+        for fut in futures:
+            fut.cancel()
+        raise
     return results
 
 
@@ -466,14 +493,19 @@ def match_sky(
         adapters = [
             as_wcs_adapter(w, name=labels[k], shape=shapes[k]) for k, w in enumerate(wcs)
         ]
-        neighbours, spans, fps = _overlap_tasks(adapters, shapes, gid, members, stepsize)
+        neighbours, pieces, fps = _overlap_plan(adapters, shapes, gid, members, stepsize)
         outlines = [np.column_stack(fp.radec) for fp in fps]
     else:
         outlines = None
         neighbours = [[] for _ in range(ngroups)]
-        spans = [[[] for _ in members[g]] for g in range(ngroups)]
+        pieces = {}
 
-    tasks = [
+    def spans_of(g: int) -> tuple[tuple[np.ndarray, ...], ...]:
+        if not do_match:
+            return tuple(() for _ in members[g])
+        return _group_spans(members[g], neighbours[g], pieces, adapters, shapes)
+
+    tasks = (
         _GroupTask(
             index=g,
             members=tuple(int(m) for m in members[g]),
@@ -482,13 +514,13 @@ def match_sky(
             dq=tuple(dqs[m] for m in members[g]),
             dqbits=dqbits,
             neighbours=tuple(neighbours[g]),
-            spans=tuple(tuple(row) for row in spans[g]),
+            spans=spans_of(g),
             stat=stat,
             want_local=want_local,
         )
         for g in range(ngroups)
-    ]
-    meas = _run_tasks(tasks, executor, progress)
+    )
+    meas = _run_tasks(tasks, ngroups, executor, progress)
     local = np.array([r.local for r in meas])
     for r in meas:
         if want_local and not math.isfinite(r.local):

@@ -318,9 +318,9 @@ class _ForwardFit:
         x, y : ndarray
             Pixel positions.
         """
-        cheb = np.polynomial.chebyshev.chebval2d
         sa, sb = (a - self.sky[0]) / self.sky[1], (b - self.sky[2]) / self.sky[3]
-        return cheb(sa, sb, self.inv[0]), cheb(sa, sb, self.inv[1])
+        xy = _cheb_eval(sa, sb, self.inv)
+        return xy[0], xy[1]
 
     def inverse(self, ra: np.ndarray, dec: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Pixel positions of sky coordinates by Newton iterations on the polynomial.
@@ -335,24 +335,28 @@ class _ForwardFit:
         x, y : ndarray
             Pixel positions (NaN behind the tangent plane or without convergence).
         """
-        cheb = np.polynomial.chebyshev.chebval2d
         der = np.polynomial.chebyshev.chebder
         a, b = self.gnomonic(ra, dec)
         x, y = self.guess(a, b)
         x0, hx, y0, hy = self.pix
-        du = [der(c, axis=0) / hx for c in self.fwd]
-        dv = [der(c, axis=1) / hy for c in self.fwd]
+        pad = np.zeros((self.degree + 1, self.degree + 1))
+        # the two coordinates and their derivatives along x and y, evaluated together
+        stack = [self.fwd[0], self.fwd[1]]
+        for c in self.fwd:
+            du, dv = pad.copy(), pad.copy()
+            du[:-1, :] = der(c, axis=0) / hx
+            dv[:, :-1] = der(c, axis=1) / hy
+            stack += [du, dv]
+        coef = np.stack(stack)
         active = np.flatnonzero(np.isfinite(x) & np.isfinite(y))
         bad = np.ones(len(x), dtype=bool)
         bad[active] = False
         for _ in range(_NEWTON_MAXITER):
             if active.size == 0:
                 break
-            u, v = (x[active] - x0) / hx, (y[active] - y0) / hy
-            r1 = cheb(u, v, self.fwd[0]) - a[active]
-            r2 = cheb(u, v, self.fwd[1]) - b[active]
-            j11, j12 = cheb(u, v, du[0]), cheb(u, v, dv[0])
-            j21, j22 = cheb(u, v, du[1]), cheb(u, v, dv[1])
+            f = _cheb_eval((x[active] - x0) / hx, (y[active] - y0) / hy, coef)
+            r1, r2 = f[0] - a[active], f[1] - b[active]
+            j11, j12, j21, j22 = f[2], f[3], f[4], f[5]
             with np.errstate(divide="ignore", invalid="ignore"):
                 det = j11 * j22 - j12 * j21
                 sx = -(j22 * r1 - j12 * r2) / det
@@ -368,6 +372,27 @@ class _ForwardFit:
         x[bad] = np.nan
         y[bad] = np.nan
         return x, y
+
+
+def _cheb_eval(u: np.ndarray, v: np.ndarray, coef: np.ndarray) -> np.ndarray:
+    """Evaluate several 2-D Chebyshev series at the same points.
+
+    Parameters
+    ----------
+    u, v : ndarray, 1-D
+        Scaled coordinates.
+    coef : ndarray, shape (k, d + 1, d + 1)
+        ``k`` coefficient matrices (``coef[k, i, j]`` multiplies ``T_i(u) T_j(v)``).
+
+    Returns
+    -------
+    ndarray, shape (k, len(u))
+        The series' values.
+    """
+    d = coef.shape[1] - 1
+    tu = np.polynomial.chebyshev.chebvander(u, d)
+    tv = np.polynomial.chebyshev.chebvander(v, d)
+    return (np.einsum("kij,nj->kni", coef, tv) * tu[None]).sum(axis=2)
 
 
 # --------------------------------------------------------------------------------------
