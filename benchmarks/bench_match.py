@@ -3,32 +3,50 @@
 Run from the repository root::
 
     python -m benchmarks match                          # 6x6 tiles and 8 dithers, median
+    python -m benchmarks match --cases realwcs sip --profile
     python -m benchmarks match --cases 6x6 --stats median mode
 
 Each case is a seeded synthetic mosaic of 2048x2048 float32 images from
-`skyeq.synthetic` (TAN WCS, skies 100-120, noise sigma 1-2, point and extended
-sources). Both sides get the same arrays, the same WCS (stcal through the
-``(wcs_fwd, wcs_inv)`` callables its ``SkyImage`` takes, wrapping the same astropy
-WCS), the same good-pixel masks (all finite pixels) and the same statistic
-(``nclip=5``, ``lsigma=usigma=4``, ``binwidth=0.1``), with ``method='match'``.
+`skyeq.synthetic` (skies 100-120, noise sigma 1-2, point and extended sources):
 
-Timed: skyeq from the arrays to the `SkyResult` (footprints, overlaps, spans,
-statistics, solve), numba warm (a small mosaic is matched first), median of
+* ``6x6``, ``dithers8``: TAN WCSs;
+* ``realwcs``: 6 dithers of the real JWST NIRCam detector gwcs of ``tests/data``
+  (``synthetic.repoint`` by up to 10 arcsec, ~330 pixels), sources fixed on the sky and
+  rendered through the distortion, skies 100 plus offsets within +-1, noise 1;
+* ``sip``: the same on the HST ACS/WFC SIP header of ``tests/data`` (order-4 SIP, the
+  left 2048x2048 half of the chip, dithers up to 15 arcsec, ~300 pixels).
+
+Both sides get the same arrays, the same WCS, the same good-pixel masks (all finite
+pixels) and the same statistic (``nclip=5``, ``lsigma=usigma=4``, ``binwidth=0.1``),
+with ``method='match'``. stcal takes the WCS as the ``(wcs_fwd, wcs_inv)`` callables of
+its ``SkyImage``: astropy's ``all_pix2world`` / ``all_world2pix``, or for a gwcs its
+forward and backward transform models composed once (as the Roman step passes them;
+the JWST step's ``wcs.invert`` recomposes the backward transform on every call, which
+would only slow stcal down).
+
+Timed: skyeq from the arrays to the `SkyResult` (WCS checks, footprints, overlaps,
+spans, statistics, solve), numba warm (a small mosaic is matched first), median of
 ``--repeat`` runs, serially and with a ``ThreadPoolExecutor`` of ``--threads`` threads
 as ``executor`` (the per-group tasks release the GIL); stcal from the list of
 ``SkyImage`` objects to the end of ``skymatch`` (building the SkyImage objects, which
 computes their footprints, is timed too), one run. "peak MB" is the largest growth of
-the process's resident memory during the run, above what it held before (the input
-arrays are already in memory for both), sampled every 2 ms: a floor, since allocations
-that live less than 2 ms can be missed. "err" is the largest absolute error of the
+the process's resident memory during a first, untimed run of each (the sampling
+thread competes for the GIL), above what it held before (the input arrays are already
+in memory for both), sampled every 2 ms: a floor, since allocations that live less than
+2 ms can be missed. "err" is the largest absolute error of the
 recovered relative skies, ``max |d - mean(d)|`` with ``d = sky - true sky``, in data
-units.
+units; "|skyeq - stcal|" the largest difference of the two answers. ``--profile``
+adds one cProfile'd serial skyeq run per case and prints the share of its time spent
+in WCS calls (everything below `skyeq.wcs` entered from outside it) and in the
+statistics (`skyeq.stats.region_statistics`); profiling inflates Python-heavy parts.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -38,7 +56,24 @@ SHAPE = (2048, 2048)
 CASES = {
     "6x6": "6x6 tiles, 10 % overlap",
     "dithers8": "8 dithers",
+    "realwcs": "6 dithers, NIRCam gwcs",
+    "sip": "6 dithers, ACS SIP",
 }
+DATA = Path(__file__).resolve().parents[1] / "tests" / "data"
+
+
+def _real_wcs(case: str):
+    """Read the real WCS of a case from tests/data; also the dither reach in arcsec."""
+    if case == "realwcs":
+        import asdf
+
+        with asdf.open(DATA / "nrcb1-wcs.asdf", lazy_load=False, memmap=False) as af:
+            return copy.deepcopy(af["wcs"]), 10.0
+    from astropy.io import fits
+    from astropy.wcs import WCS
+
+    with fits.open(DATA / "j94f05bgq_flt.fits") as hl:
+        return WCS(hl[1].header, hl), 15.0
 
 
 def _mosaic(case: str):
@@ -48,6 +83,13 @@ def _mosaic(case: str):
         return synthetic.tile_grid(6, 6, shape=SHAPE, overlap=0.1, noise=(1.0, 2.0), seed=6)
     if case == "dithers8":
         return synthetic.dithers(8, shape=SHAPE, noise=(1.0, 2.0), seed=8)
+    if case in ("realwcs", "sip"):
+        base, reach = _real_wcs(case)
+        rng = np.random.default_rng(11)
+        offsets = np.vstack([[0.0, 0.0], rng.uniform(-reach, reach, (5, 2))])
+        ws = [synthetic.repoint(base, e, n) for e, n in offsets]
+        return synthetic.on_wcs(ws, [SHAPE] * 6, sky=100.0 + rng.uniform(-1.0, 1.0, 6),
+                                noise=1.0, seed=12)
     raise ValueError(f"unknown case {case!r}; known: {', '.join(CASES)}")
 
 
@@ -57,53 +99,88 @@ def _err(sky: np.ndarray, truth: np.ndarray) -> float:
 
 
 def _wrap(w):
-    def fwd(x, y, with_bounding_box=False):
-        return w.all_pix2world(x, y, 0)
+    if hasattr(w, "all_pix2world"):
+        def fwd(x, y, with_bounding_box=False):
+            return w.all_pix2world(x, y, 0)
 
-    def inv(ra, dec, with_bounding_box=False):
-        return w.all_world2pix(ra, dec, 0)
+        def inv(ra, dec, with_bounding_box=False):
+            return w.all_world2pix(ra, dec, 0)
 
-    return fwd, inv
+        return fwd, inv
+    return w.forward_transform, w.backward_transform
 
 
-def _run_skyeq(m, stat: str, repeat: int, threads: int) -> tuple[float, float, float]:
+def _run_skyeq(m, stat: str, repeat: int, threads: int) -> tuple[float, float, np.ndarray]:
     from concurrent.futures import ThreadPoolExecutor
 
     import skyeq
 
     st = skyeq.SkyStat(stat, nclip=5, lsigma=4.0, usigma=4.0, binwidth=0.1)
-    times, peak, res = [], 0, None
+    times, res = [], None
     pool = ThreadPoolExecutor(threads) if threads > 1 else None
     try:
+        with PeakRSS() as mem:  # one more run for the memory: the sampler holds the GIL
+            skyeq.match_sky(m.data, m.wcs, method="match", stat=st, executor=pool)
         for _ in range(repeat):
-            with PeakRSS() as mem:
-                t0 = time.perf_counter()
-                res = skyeq.match_sky(m.data, m.wcs, method="match", stat=st, executor=pool)
-                times.append(time.perf_counter() - t0)
-            peak = max(peak, mem.peak)
+            t0 = time.perf_counter()
+            res = skyeq.match_sky(m.data, m.wcs, method="match", stat=st, executor=pool)
+            times.append(time.perf_counter() - t0)
     finally:
         if pool is not None:
             pool.shutdown()
-    return float(np.median(times)), peak / 1e6, _err(res.sky, m.sky)
+    return float(np.median(times)), mem.peak / 1e6, res.sky
 
 
-def _run_stcal(m, stat: str) -> tuple[float, float, float]:
+def _profile_shares(m, stat: str) -> tuple[float, float]:
+    """Measure the shares of WCS calls and statistics in a profiled serial skyeq run."""
+    import cProfile
+    import pstats
+
+    import skyeq
+
+    st = skyeq.SkyStat(stat, nclip=5, lsigma=4.0, usigma=4.0, binwidth=0.1)
+    prof = cProfile.Profile()
+    prof.runcall(skyeq.match_sky, m.data, m.wcs, method="match", stat=st)
+    entries = pstats.Stats(prof).stats
+    total = max(ct for (_, _, _, ct, _) in entries.values())
+
+    def inside(func, module: str) -> bool:
+        return func[0].replace("\\", "/").endswith(module)
+
+    wcs = sum(  # time of every call into skyeq/wcs.py made from outside it
+        caller_ct
+        for func, (_, _, _, _, callers) in entries.items() if inside(func, "skyeq/wcs.py")
+        for caller, (_, _, _, caller_ct) in callers.items()
+        if not inside(caller, "skyeq/wcs.py")
+    )
+    stats = sum(ct for func, (_, _, _, ct, _) in entries.items()
+                if inside(func, "skyeq/stats.py") and func[2] == "region_statistics")
+    return wcs / total, stats / total
+
+
+def _run_stcal(m, stat: str) -> tuple[float, float, np.ndarray]:
     from stcal.skymatch import skymatch
     from stcal.skymatch.skyimage import SkyImage
     from stcal.skymatch.skystatistics import SkyStats
 
     masks = [np.isfinite(d) for d in m.data]
-    with PeakRSS() as mem:
-        t0 = time.perf_counter()
+
+    def run() -> list:
         skystat = SkyStats(skystat=stat, nclip=5, lsig=4.0, usig=4.0, binwidth=0.1)
         images = [
             SkyImage(d, good, *_wrap(w), skystat, sky_id=k)
             for k, (d, good, w) in enumerate(zip(m.data, masks, m.wcs, strict=True))
         ]
         skymatch(images, skymethod="match", match_down=True, subtract=False)
-        seconds = time.perf_counter() - t0
+        return images
+
+    with PeakRSS() as mem:  # a first run for the memory: the sampler holds the GIL
+        run()
+    t0 = time.perf_counter()
+    images = run()
+    seconds = time.perf_counter() - t0
     sky = np.array([im.sky for im in images], dtype=float)
-    return seconds, mem.peak / 1e6, _err(sky, m.sky)
+    return seconds, mem.peak / 1e6, sky
 
 
 def _warmup() -> None:
@@ -127,42 +204,55 @@ def main(argv: list[str]) -> int:
                         help="also time skyeq with a ThreadPoolExecutor of this many threads "
                              "(default 2; 1: serial only)")
     parser.add_argument("--no-ref", action="store_true", help="skip stcal")
+    parser.add_argument("--profile", action="store_true",
+                        help="also report the shares of WCS calls and statistics in a "
+                             "cProfile'd skyeq run")
     args = parser.parse_args(argv)
 
     print(environment())
     print("warming up numba ...", flush=True)
     _warmup()
-    rows = []
+    rows: list[list[object]] = []
+    profiles: list[list[object]] = []
     for case in args.cases:
         m = _mosaic(case)
         t_sum = min(
             _time(lambda m=m: sum(float(np.sum(d)) for d in m.data)) for _ in range(3)
         )
         for stat in args.stats:
-            t_ours, mem_ours, err_ours = _run_skyeq(m, stat, args.repeat, 1)
+            t_ours, mem_ours, sky_ours = _run_skyeq(m, stat, args.repeat, 1)
             t_par = float("nan")
             if args.threads > 1:
                 t_par = _run_skyeq(m, stat, args.repeat, args.threads)[0]
             if args.no_ref:
-                t_ref = mem_ref = err_ref = float("nan")
+                t_ref = mem_ref = float("nan")
+                sky_ref = np.full(len(m), np.nan)
             else:
-                t_ref, mem_ref, err_ref = _run_stcal(m, stat)
+                t_ref, mem_ref, sky_ref = _run_stcal(m, stat)
             rows.append([
                 CASES[case], len(m), stat, f"{t_sum:.3f}", f"{t_ref:.2f}", f"{t_ours:.3f}",
                 f"{t_ref / t_ours:.0f}x", f"{t_par:.3f}", f"{t_ref / t_par:.0f}x",
                 f"{mem_ref:.0f}", f"{mem_ours:.0f}",
-                f"{err_ref:.4f}", f"{err_ours:.4f}",
+                f"{_err(sky_ref, m.sky):.4f}", f"{_err(sky_ours, m.sky):.4f}",
+                f"{np.abs(sky_ours - sky_ref).max():.1e}",
             ])
             print(f"  {case} {stat}: stcal {t_ref:.2f} s, skyeq {t_ours:.3f} s "
                   f"({t_par:.3f} s on {args.threads} threads)", flush=True)
+            if args.profile:
+                wcs_share, stats_share = _profile_shares(m, stat)
+                profiles.append([CASES[case], stat, f"{100 * wcs_share:.0f} %",
+                                 f"{100 * stats_share:.0f} %"])
         del m
     print()
     print(markdown_table(
         ["mosaic", "images", "stat", "numpy pass s", "stcal s", "skyeq s", "speed-up",
          f"skyeq s, {args.threads} threads", "speed-up", "stcal peak MB", "skyeq peak MB",
-         "stcal err", "skyeq err"],
+         "stcal err", "skyeq err", "|skyeq - stcal|"],
         rows,
     ))
+    if profiles:
+        print()
+        print(markdown_table(["mosaic", "stat", "WCS calls", "statistics"], profiles))
     return 0
 
 
