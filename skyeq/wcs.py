@@ -6,9 +6,9 @@ centres at integers. `as_wcs_adapter` turns any of these into a `WCSAdapter`:
 
 * an `astropy.wcs.WCS` (with or without SIP / lookup-table distortions; the full
   ``all_pix2world`` / ``all_world2pix`` transforms are used);
-* a ``gwcs.WCS`` (its forward and backward transforms are built once per adapter and
-  called without the bounding box, so the detector outline at the pixel edges is
-  never turned into NaN);
+* a ``gwcs.WCS`` (its forward transform is composed once per adapter, its backward
+  transform only if it is needed, and both are called without the bounding box, so
+  the detector outline at the pixel edges is never turned into NaN);
 * any other APE 14 low-level WCS (``pixel_to_world_values`` /
   ``world_to_pixel_values``), or an object with a ``low_level_wcs`` attribute
   (e.g. `astropy.wcs.wcsapi.HighLevelWCSWrapper`);
@@ -17,16 +17,24 @@ centres at integers. `as_wcs_adapter` turns any of these into a `WCSAdapter`:
 
 Real WCSs are approximate. The backward transform of an instrument's distortion model
 (a JWST or Roman gwcs, for instance) is a separately fitted polynomial that round-trips
-to about 0.1 pixel at the detector corners. The forward transform is the definition:
-given the image shape, `as_wcs_adapter` measures the pixel -> world -> pixel round trip
-once, on the outline (pixel edges) and on an interior grid, and where the wrapped
-inverse misses by more than ``INVERSE_TOLERANCE`` (1e-3 pixel) the adapter's
-`WCSAdapter.world_to_pixel` refines it: Newton iterations on the forward transform,
-started from the wrapped inverse or from a cubic polynomial fitted to the forward
-transform (whichever is closer; the fit also serves a gwcs without any backward
-transform), vectorised over points, until every step is below 1e-6 pixel (the refined
-round trip of a real NIRCam detector is ~1e-9 pixel). An image whose inverse cannot be
-made good to ``INVERSE_TOLERANCE`` is refused with an error that names it.
+to about 0.1 pixel at the detector corners. The forward transform is the definition.
+Given the image shape, `as_wcs_adapter` checks the WCS once, with one forward call on
+the outline (pixel edges) and an interior grid, and chooses how
+`WCSAdapter.world_to_pixel` works (`WCSAdapter.inverse`):
+
+* ``'own'``: the wrapped inverse, when it round-trips to ``INVERSE_TOLERANCE`` (1e-3
+  pixel) on the image;
+* ``'fitted'``: Newton iterations on a Chebyshev polynomial fitted to the forward
+  transform, when it reproduces the WCS to 1e-7 pixel on points kept out of the fit
+  (degree 5 gives 6e-9 pixel for a JWST NIRCam detector). No WCS call at all, so a
+  gwcs tries this first and never builds its backward transform;
+* ``'newton'``: Newton iterations on the forward transform itself (one forward call
+  per step, a number of steps calibrated on the image), started from the wrapped
+  inverse or the polynomial, whichever is closer.
+
+Either refinement round-trips to better than 1e-6 pixel on real instruments; an image
+whose WCS cannot be inverted to ``INVERSE_TOLERANCE`` at all is refused with an error
+that names it. `WCSAdapter.pixel_area` gives the solid angle of pixels.
 
 Longitudes are returned wrapped to [0, 360). The adapter stores the wrapped object and
 small arrays (no closures), so it pickles whenever that object pickles.
@@ -47,11 +55,9 @@ __all__ = ["INVERSE_TOLERANCE", "WCSAdapter", "as_wcs_adapter"]
 
 log = logging.getLogger(__name__)
 
-_KINDS = ("fitswcs", "gwcs", "ape14", "callables")
-
 #: Largest pixel -> world -> pixel error (pixels) accepted from a WCS's own inverse;
-#: worse inverses are refined by Newton iterations on the forward transform, and an
-#: inverse that cannot be refined to within it is an error.
+#: worse inverses are replaced by Newton iterations, and a WCS that cannot be inverted
+#: to within it is an error.
 INVERSE_TOLERANCE = 1e-3
 # Newton stops once every step is below this many pixels (the error left is then of
 # the order of the next step, smaller by a factor of the step times the relative change
