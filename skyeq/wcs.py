@@ -43,6 +43,7 @@ small arrays (no closures), so it pickles whenever that object pickles.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import math
 from collections.abc import Callable, Sequence
@@ -996,8 +997,9 @@ def _smallest_scale(gx: np.ndarray, gy: np.ndarray) -> float:
     return float(np.sqrt(max(float(lam.min()), 0.0))) if lam.size else math.nan
 
 
+@functools.lru_cache(maxsize=64)
 def _check_points(shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, slice, slice]:
-    """Pixel positions on which an image's WCS is checked.
+    """Pixel positions on which an image's WCS is checked (cached per shape, read-only).
 
     Parameters
     ----------
@@ -1026,6 +1028,8 @@ def _check_points(shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, slice
     y = np.concatenate((lo_y, ey, hi_y, ey, gy.ravel(), cy.ravel()))
     g0 = 4 * _CHECK_EDGE
     g1 = g0 + _CHECK_GRID**2
+    x.setflags(write=False)
+    y.setflags(write=False)
     return x, y, slice(g0, g1), slice(g1, len(x))
 
 
@@ -1138,10 +1142,10 @@ def _checked(adapter: WCSAdapter, shape: tuple[int, int]) -> WCSAdapter:
             "edges?)"
         )
     ra, dec = lon[: len(x)], lat[: len(x)]
-    p = _radec_to_xyz(lon, lat)
     m = _CHECK_GRID**2
-    scale = _smallest_scale((p[len(x) : len(x) + m] - p[grid]) / h,
-                            (p[len(x) + m :] - p[grid]) / h)
+    g = _radec_to_xyz(np.concatenate((lon[grid], lon[len(x) :])),
+                      np.concatenate((lat[grid], lat[len(x) :])))
+    scale = _smallest_scale((g[m : 2 * m] - g[:m]) / h, (g[2 * m :] - g[:m]) / h)
     if not scale > 0:
         raise ValueError(
             f"the WCS of {adapter.name} is degenerate on the image (a pixel covers no sky)"
@@ -1150,7 +1154,7 @@ def _checked(adapter: WCSAdapter, shape: tuple[int, int]) -> WCSAdapter:
                                fit=None, pixel_scale=scale, newton_steps=0)
 
     def fitted() -> _ForwardFit | None:
-        return _ForwardFit.fit(shape, x, y, p[: len(x)], cells, scale)
+        return _ForwardFit.fit(shape, x, y, _radec_to_xyz(ra, dec), cells, scale)
 
     fit = fitted() if adapter.kind == "gwcs" else None
     own_error = math.nan
