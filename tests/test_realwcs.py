@@ -128,6 +128,32 @@ def test_nircam_newton_on_the_forward_transform(nircam, monkeypatch):
     assert round_trip(ad, gwcs_forward(nircam), NIRCAM) < 1e-6
 
 
+class LowLevelOnly:
+    """A bare APE 14 low-level WCS around the NIRCam transforms (no gwcs interface)."""
+
+    pixel_n_dim = 2
+    world_n_dim = 2
+    world_axis_physical_types = ("pos.eq.ra", "pos.eq.dec")
+
+    def __init__(self, w):
+        self._fwd = w.forward_transform
+        self._bwd = w.backward_transform
+
+    def pixel_to_world_values(self, x, y):
+        return self._fwd(x, y)
+
+    def world_to_pixel_values(self, ra, dec):
+        return self._bwd(ra, dec)
+
+
+def test_any_ape14_wcs_with_an_approximate_inverse(nircam):
+    ad = as_wcs_adapter(LowLevelOnly(nircam), "ape14", shape=NIRCAM)
+    assert ad.kind == "ape14"
+    assert 0.05 < ad.inverse_error < 0.2  # measured: not a gwcs, so its inverse is tried
+    assert ad.inverse == "fitted"
+    assert round_trip(ad, gwcs_forward(nircam), NIRCAM) < 1e-6
+
+
 def test_gwcs_transforms_are_built_once_per_image(nircam, monkeypatch):
     cls = type(nircam)
     counts = {"forward_transform": 0, "backward_transform": 0}
