@@ -71,15 +71,42 @@ def boundary_distance_pix(w_img, shape, outlines, mask_pixels, scale_arcsec):
     best = np.full(len(rows), np.inf)
     for ring in outlines:
         t = ring.mean(axis=0)
-        vx, vy = gnomonic(ring, t)
         qx, qy = gnomonic(p, t)
-        m = len(vx)
-        for i in range(m):
-            ax, ay, bx, by = vx[i], vy[i], vx[(i + 1) % m], vy[(i + 1) % m]
-            dx, dy = bx - ax, by - ay
-            s = np.clip(((qx - ax) * dx + (qy - ay) * dy) / (dx * dx + dy * dy), 0, 1)
-            best = np.minimum(best, np.hypot(qx - ax - s * dx, qy - ay - s * dy))
+        best = np.minimum(best, boundary_gap(qx, qy, *gnomonic(ring, t)))
     return best / np.radians(scale_arcsec / 3600.0)
+
+
+def boundary_gap(qx, qy, vx, vy):
+    """Distance of points to the nearest edge of a closed planar polygon."""
+    best = np.full(len(qx), np.inf)
+    m = len(vx)
+    for i in range(m):
+        ax, ay, bx, by = vx[i], vy[i], vx[(i + 1) % m], vy[(i + 1) % m]
+        dx, dy = bx - ax, by - ay
+        s = np.clip(((qx - ax) * dx + (qy - ay) * dy) / (dx * dx + dy * dy), 0, 1)
+        best = np.minimum(best, np.hypot(qx - ax - s * dx, qy - ay - s * dy))
+    return best
+
+
+def misplaced_span_pixels(spans, w_img, shape, outlines, scale_arcsec, within=2e-3):
+    """Pixels the spans get wrong against the sky truth; all must hug the boundary.
+
+    The spans must list exactly the pixels whose centres lie inside every outline
+    (tested on the sky), except pixels within ``within`` pixels of the boundary, where
+    the densified polygon (1e-3 pixel from the true curved edge) may differ.
+
+    Returns
+    -------
+    int
+        How many pixels differ (each asserted to lie within ``within`` of an edge).
+    """
+    check_spans_format(spans, shape)
+    got = spans_to_mask(spans, shape)
+    diff = np.nonzero(got != truth_mask(w_img, shape, outlines))
+    if len(diff[0]):
+        d = boundary_distance_pix(w_img, shape, outlines, diff, scale_arcsec)
+        assert d.max() < within, d.max()
+    return len(diff[0])
 
 
 def spans_to_mask(spans, shape):
