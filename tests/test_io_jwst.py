@@ -403,3 +403,40 @@ def test_subtracted_data_of_another_shape_are_refused(grid, tmp_path, datamodel)
         io.write_results(result, [paths[0], tmp_path / "in" / "small_cal.fits"],
                          output_dir=tmp_path / "out")
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [paths[0].name]
+
+
+def test_cal_files_with_the_real_nircam_gwcs(tmp_path, capsys):
+    # JWST cal files whose gwcs is the real NIRCam distortion (its fitted inverse is
+    # 0.1 pixel off, which skyeq once refused): a 256 x 256 subarray, dithered
+    import asdf
+
+    with asdf.open(Path(__file__).parent / "data" / "nrcb1-wcs.asdf", lazy_load=False,
+                   memmap=False) as af:
+        nircam = af["wcs"]
+        shape = (256, 256)
+        sub = models.Shift(1500) & models.Shift(1500)
+        base = gw.WCS(forward_transform=sub | nircam.forward_transform,
+                      input_frame=nircam.input_frame, output_frame=nircam.output_frame)
+    base.bounding_box = ((-0.5, shape[1] - 0.5), (-0.5, shape[0] - 0.5))
+    ws = [synthetic.repoint(base, e, n) for e, n in ((0.0, 0.0), (1.1, 0.6), (-0.7, 1.3))]
+    truth = 20.0 + np.array([0.0, 0.8, -0.5])
+    m = synthetic.on_wcs(ws, [shape] * 3, sky=truth, noise=1.0, seed=4, point_sources=20)
+    paths = []
+    for k, w in enumerate(ws):
+        model = datamodels.ImageModel(data=m.data[k])
+        model.meta.wcs = w
+        paths.append(tmp_path / "in" / f"nrc_{k}_cal.fits")
+        paths[-1].parent.mkdir(exist_ok=True)
+        model.save(paths[-1])
+        model.close()
+    code = cli.main(["match", *map(str, paths), "--stat", "median", "--nclip", "3",
+                     "--output-dir", str(tmp_path / "out")])
+    assert code == 0, capsys.readouterr().err
+    want = match_sky(m.data, ws, method="match", stat=STAT)
+    levels = []
+    for k, p in enumerate(paths):
+        with datamodels.open(tmp_path / "out" / p.name) as model:
+            assert model.meta.background.level == want.sky[k]
+            levels.append(model.meta.background.level)
+    rel = truth - truth.min()
+    assert_allclose(np.array(levels) - min(levels), rel, atol=0.05)
