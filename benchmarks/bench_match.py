@@ -14,7 +14,9 @@ Each case is a seeded synthetic mosaic of 2048x2048 float32 images from
   (``synthetic.repoint`` by up to 10 arcsec, ~330 pixels), sources fixed on the sky and
   rendered through the distortion, skies 100 plus offsets within +-1, noise 1;
 * ``sip``: the same on the HST ACS/WFC SIP header of ``tests/data`` (order-4 SIP, the
-  left 2048x2048 half of the chip, dithers up to 15 arcsec, ~300 pixels).
+  left 2048x2048 half of the chip, dithers up to 15 arcsec, ~300 pixels);
+* ``tan6``: the ``realwcs`` layout (same offsets, skies and noise) on a TAN WCS of the
+  same pixel scale: what the real WCSs cost is their time beyond this one.
 
 Both sides get the same arrays, the same WCS, the same good-pixel masks (all finite
 pixels) and the same statistic (``nclip=5``, ``lsigma=usigma=4``, ``binwidth=0.1``),
@@ -58,12 +60,19 @@ CASES = {
     "dithers8": "8 dithers",
     "realwcs": "6 dithers, NIRCam gwcs",
     "sip": "6 dithers, ACS SIP",
+    "tan6": "6 dithers, TAN",
 }
 DATA = Path(__file__).resolve().parents[1] / "tests" / "data"
 
 
 def _real_wcs(case: str):
     """Read the real WCS of a case from tests/data; also the dither reach in arcsec."""
+    if case == "tan6":  # the NIRCam layout without distortion: a TAN WCS, 0.031"/pixel
+        from skyeq import synthetic
+
+        w = synthetic.tile_grid(1, 1, shape=SHAPE, pixel_scale=0.031, point_sources=0,
+                                extended_sources=0, noise=0.0).wcs[0]
+        return w, 10.0
     if case == "realwcs":
         import asdf
 
@@ -83,7 +92,7 @@ def _mosaic(case: str):
         return synthetic.tile_grid(6, 6, shape=SHAPE, overlap=0.1, noise=(1.0, 2.0), seed=6)
     if case == "dithers8":
         return synthetic.dithers(8, shape=SHAPE, noise=(1.0, 2.0), seed=8)
-    if case in ("realwcs", "sip"):
+    if case in ("realwcs", "sip", "tan6"):
         base, reach = _real_wcs(case)
         rng = np.random.default_rng(11)
         offsets = np.vstack([[0.0, 0.0], rng.uniform(-reach, reach, (5, 2))])

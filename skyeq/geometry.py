@@ -376,8 +376,10 @@ def footprint(
     if stepsize is not None and not (np.isfinite(stepsize) and stepsize > 0):
         raise ValueError(f"stepsize must be None or a positive number, got {stepsize!r}")
     adapter = as_wcs_adapter(adapter, shape=(ny, nx))
-    x, y = _outline(nx, ny, stepsize)
-    ra, dec = adapter.pixel_to_world(x, y)
+    if stepsize is None and adapter.corners is not None:
+        ra, dec = adapter.corners  # mapped by the check: no second call of the WCS
+    else:
+        ra, dec = adapter.pixel_to_world(*_outline(nx, ny, stepsize))
     if not (np.all(np.isfinite(ra)) and np.all(np.isfinite(dec))):
         raise ValueError(
             f"the WCS of {adapter.name} gives non-finite sky coordinates on the image outline"

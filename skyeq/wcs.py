@@ -447,6 +447,10 @@ class WCSAdapter:
         pixels.
     newton_steps : int
         Newton steps of ``inverse='newton'``, calibrated on the image.
+    corners : tuple of ndarray or None
+        Sky coordinates (degrees) of the four outer pixel corners, bottom-left,
+        bottom-right, top-right, top-left, as the check mapped them (a footprint without
+        ``stepsize`` needs nothing else: a costly WCS is not called again for it).
     """
 
     name: str
@@ -460,6 +464,7 @@ class WCSAdapter:
     fit: _ForwardFit | None = dataclasses.field(default=None, repr=False)
     pixel_scale: float = math.nan
     newton_steps: int = 0
+    corners: tuple[np.ndarray, np.ndarray] | None = dataclasses.field(default=None, repr=False)
 
     def __repr__(self) -> str:
         extra = "" if self.shape is None else f", shape={self.shape}, inverse={self.inverse!r}"
@@ -1150,8 +1155,13 @@ def _checked(adapter: WCSAdapter, shape: tuple[int, int]) -> WCSAdapter:
         raise ValueError(
             f"the WCS of {adapter.name} is degenerate on the image (a pixel covers no sky)"
         )
+    k = [int(np.flatnonzero((x == cx) & (y == cy))[0])
+         for cx, cy in ((-0.5, -0.5), (nx - 0.5, -0.5), (nx - 0.5, ny - 0.5), (-0.5, ny - 0.5))]
+    corners = (ra[k], dec[k])
+    for a in corners:
+        a.setflags(write=False)
     base = dataclasses.replace(adapter, shape=shape, inverse="own", inverse_error=math.nan,
-                               fit=None, pixel_scale=scale, newton_steps=0)
+                               fit=None, pixel_scale=scale, newton_steps=0, corners=corners)
 
     def fitted() -> _ForwardFit | None:
         return _ForwardFit.fit(shape, x, y, _radec_to_xyz(ra, dec), cells, scale)
