@@ -220,7 +220,7 @@ def test_convex_parts_of_a_dented_ring_cover_it():
     total = 0.0
     for k in range(len(off) - 1):
         part = v[idx[off[k] : off[k + 1]]]
-        assert gk._ring_convexity(*gnomonic(part, c)) == 1
+        assert gk.geometry._ring_convexity(*gnomonic(part, c)) == 1
         total += gk.ring_area(np.ascontiguousarray(part), c)
     assert total == pytest.approx(gk.ring_area(v, c), rel=1e-12)
     assert len(off) - 1 <= 4
