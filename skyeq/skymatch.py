@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from os import PathLike
@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 from astropy.nddata.bitmask import bitfield_to_boolean_mask
 
-from . import geometry
+from . import _dispatch, geometry
 from .result import SkyResult, make_pair_table
 from .solve import combine_global_match, solve_match
 from .stats import SkyStat, region_statistics
@@ -73,6 +73,8 @@ class _GroupTask:
     spans: tuple[tuple[np.ndarray, ...], ...]
     stat: SkyStat
     want_local: bool
+    #: the images of the group, for error messages
+    label: str = ""
 
 
 @dataclass(frozen=True)
@@ -232,49 +234,6 @@ def _group_spans(
     return tuple(per_member)
 
 
-def _run_tasks(
-    tasks: Iterator[_GroupTask],
-    total: int,
-    executor: Executor | None,
-    progress: bool | Callable[[int, int], Any],
-) -> list[_GroupMeasurement]:
-    """Run the group tasks serially or on ``executor``; results in task order.
-
-    Tasks are made lazily: with an executor, each is submitted as soon as it is made,
-    so the geometry of the next group (Python, holding the GIL) overlaps the
-    measurement of the previous ones (numba kernels, releasing it). If making or
-    running a task fails, the tasks not yet started are cancelled.
-    """
-    report: Callable[[int, int], Any] | None
-    if callable(progress):
-        report = progress
-    elif progress:
-        def report(done: int, total: int) -> None:
-            log.info("measured %d of %d groups", done, total)
-    else:
-        report = None
-    results: list[_GroupMeasurement] = []
-    if executor is None:
-        for k, task in enumerate(tasks):
-            results.append(_measure_group(task))
-            if report:
-                report(k + 1, total)
-        return results
-    futures = []
-    try:
-        for task in tasks:
-            futures.append(executor.submit(_measure_group, task))
-        for k, fut in enumerate(futures):
-            results.append(fut.result())
-            if report:
-                report(k + 1, total)
-    except BaseException:
-        for fut in futures:
-            fut.cancel()
-        raise
-    return results
-
-
 #: JWST pipeline product and step suffixes that a skylist name may differ by (the
 #: JWST step compares names with one such suffix removed: a skylist written for the
 #: ``_cal`` files applies to their ``_crf`` successors).
@@ -405,8 +364,13 @@ def match_sky(
     executor : concurrent.futures.Executor, optional
         Runs the per-group measurement tasks (threads work well: the kernels release
         the GIL; a dask.distributed Client's executor works too). Default: serially.
+        Each group's task starts as soon as its overlap spans are computed; if one
+        fails, its error names the group's images and the tasks not started are
+        cancelled.
     progress : bool or callable, optional
-        Log progress, or call ``progress(done, total)`` after each group.
+        True: a progress bar over the measurement tasks (with tqdm, the extra
+        ``skyeq[progress]``; log lines at INFO without it). A callable is called as
+        ``progress(done, total)`` after each group. Default False.
     dq : sequence of int arrays, optional
         Data-quality arrays, turned into masks with ``dqbits`` (ANDed with ``mask``).
     dqbits : str, int or None, optional
@@ -517,10 +481,12 @@ def match_sky(
             spans=spans_of(g),
             stat=stat,
             want_local=want_local,
+            label=", ".join(labels[m] for m in members[g]),
         )
         for g in range(ngroups)
     )
-    meas = _run_tasks(tasks, ngroups, executor, progress)
+    meas = _dispatch.run(_measure_group, tasks, executor, progress, total=ngroups,
+                         phase="measuring")
     local = np.array([r.local for r in meas])
     for r in meas:
         if want_local and not math.isfinite(r.local):
