@@ -16,13 +16,13 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from os import PathLike
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 from astropy.nddata.bitmask import bitfield_to_boolean_mask
 
 from . import _dispatch, geometry
+from ._skylist import user_skies
 from .result import SkyResult, make_pair_table
 from .solve import combine_global_match, solve_match
 from .stats import SkyStat, region_statistics
@@ -234,70 +234,6 @@ def _group_spans(
     return tuple(per_member)
 
 
-#: JWST pipeline product and step suffixes that a skylist name may differ by (the
-#: JWST step compares names with one such suffix removed: a skylist written for the
-#: ``_cal`` files applies to their ``_crf`` successors).
-_JWST_SUFFIXES = frozenset({
-    "uncal", "rate", "rateints", "cal", "calints", "crf", "crfints", "bsub", "bsubints",
-    "i2d", "skymatch", "skymatchstep", "tweakreg", "tweakregstep", "outlierdetection",
-    "outlierdetectionstep", "resample", "resamplestep",
-})
-
-
-def _file_stem(name: str) -> str:
-    """Return the file name without directories and extension."""
-    return Path(name).stem
-
-
-def _jwst_root(name: str) -> str:
-    """Return the file stem without one trailing JWST suffix (``_cal``, ``-bsub``, ...)."""
-    stem = _file_stem(name)
-    for sep in ("_", "-"):
-        root, found, suffix = stem.rpartition(sep)
-        if found and root and suffix.lower() in _JWST_SUFFIXES:
-            return root
-    return stem
-
-
-def _user_skies(
-    skylist: str | PathLike | Mapping[str, float], names: Sequence[str] | None, n: int
-) -> np.ndarray:
-    """Sky per image from a skylist file or mapping (name -> value).
-
-    An image's name is looked up whole, then by file stem, then by file stem without a
-    JWST suffix (the rule of the JWST step); an ambiguous lookup is an error.
-    """
-    from .io import read_skylist
-
-    if names is None:
-        raise ValueError("method 'user' needs image names (names=...) to look up the skylist")
-    table = dict(skylist) if isinstance(skylist, Mapping) else read_skylist(skylist)
-    if len(table) != n:
-        raise ValueError(f"the skylist has {len(table)} entries for {n} images")
-    index: list[dict[str, list[str]]] = []
-    for key_of in (_file_stem, _jwst_root):
-        by_key: dict[str, list[str]] = {}
-        for entry in table:
-            by_key.setdefault(key_of(str(entry)), []).append(entry)
-        index.append(by_key)
-    out = np.empty(n)
-    for k, name in enumerate(names):
-        if name in table:
-            out[k] = float(table[name])
-            continue
-        hits: list[str] = []
-        for key_of, by_key in zip((_file_stem, _jwst_root), index, strict=True):
-            hits = by_key.get(key_of(str(name)), [])
-            if hits:
-                break
-        if not hits:
-            raise ValueError(f"image {name!r} is not in the skylist")
-        if len(hits) > 1:
-            raise ValueError(f"image {name!r} is in the skylist more than once: {hits}")
-        out[k] = float(table[hits[0]])
-    return out
-
-
 def match_sky(
     data: Sequence[np.ndarray],
     wcs: Sequence[Any] | None = None,
@@ -427,7 +363,7 @@ def match_sky(
     if meth == "user":
         if skylist is None:
             raise ValueError("method 'user' needs a skylist (a file path or a mapping)")
-        sky = _user_skies(skylist, names, n)
+        sky = user_skies(skylist, names, n)
         valid = np.isfinite(sky)
         return _finish(data, sky, valid, meth, subtract, inplace, [], make_pair_table(),
                        names, groups, None, t0)
