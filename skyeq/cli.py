@@ -22,11 +22,15 @@ import numpy as np
 
 import skyeq
 
+from ._methods import METHODS
+from ._records import DEFAULT_DQBITS
+from .stats import STATISTICS, SkyStat
+
+#: The statistic and clipping defaults, from their one home (`SkyStat`).
+_DEFAULT_STAT = SkyStat()
+
 __all__ = ["main"]
 
-_METHODS = ("local", "global", "match", "global+match", "user")
-_STATS = ("mean", "median", "mode", "midpt")
-_DEFAULT_DQBITS = "~DO_NOT_USE+NON_SCIENCE"
 
 _MATCH_DESCRIPTION = """\
 Compute the sky (background) level of every input image, optionally matching the
@@ -131,7 +135,7 @@ def _add_match_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParse
     )
     g = p.add_argument_group("sky method")
     g.add_argument(
-        "--method", choices=_METHODS, default="match",
+        "--method", choices=METHODS, default="match",
         help="how the sky is computed (see above); default: %(default)s, as the JWST step",
     )
     g.add_argument(
@@ -163,7 +167,7 @@ def _add_match_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParse
     )
     s = p.add_argument_group("sky statistic")
     s.add_argument(
-        "--stat", choices=_STATS, default="median",
+        "--stat", choices=STATISTICS, default=_DEFAULT_STAT.statistic,
         help="statistic of the pixel values: mean, median (exact), mode (histogram peak, "
         "refined by a parabola) or midpt (median interpolated in the histogram); "
         "default: %(default)s (the JWST step uses mode)",
@@ -178,24 +182,24 @@ def _add_match_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParse
         "and cosmic rays out (default: no limit)",
     )
     s.add_argument(
-        "--nclip", type=int, default=5, metavar="N",
+        "--nclip", type=int, default=_DEFAULT_STAT.nclip, metavar="N",
         help="number of sigma-clipping iterations, 0 for none (default: %(default)s)",
     )
     s.add_argument(
-        "--lsigma", type=float, default=4.0, metavar="SIGMA",
+        "--lsigma", type=float, default=_DEFAULT_STAT.lsigma, metavar="SIGMA",
         help="lower clipping limit, in standard deviations (default: %(default)s)",
     )
     s.add_argument(
-        "--usigma", type=float, default=4.0, metavar="SIGMA",
+        "--usigma", type=float, default=_DEFAULT_STAT.usigma, metavar="SIGMA",
         help="upper clipping limit, in standard deviations (default: %(default)s)",
     )
     s.add_argument(
-        "--binwidth", type=float, default=0.1, metavar="SIGMA",
+        "--binwidth", type=float, default=_DEFAULT_STAT.binwidth, metavar="SIGMA",
         help="histogram bin width for mode and midpt, in standard deviations "
         "(default: %(default)s)",
     )
     s.add_argument(
-        "--dqbits", type=_dqbits, default=_DEFAULT_DQBITS, metavar="BITS",
+        "--dqbits", type=_dqbits, default=DEFAULT_DQBITS, metavar="BITS",
         help="DQ bits that do NOT make a pixel bad, in astropy bit-mask syntax with the "
         "JWST flag names ('~' means all bits but these; '0' means any flag is bad); "
         "'none' ignores the DQ arrays (default: %(default)s, i.e. a pixel is bad only "
@@ -258,9 +262,9 @@ def _demo(seed: int) -> int:
     print(f"skyeq {skyeq.__version__}: a 3x4 mosaic of 1024x1024 tiles (10 % overlaps), "
           "noise 1.0, 300 point and 5 extended sources")
     skyeq.match_sky(mosaic.data[:2], mosaic.wcs[:2])  # compile or load the kernels first
-    stat = skyeq.SkyStat("median", nclip=5)
+    stat = skyeq.SkyStat()
     results, seconds = {}, {}
-    for method in ("local", "global", "match", "global+match"):
+    for method in METHODS[:4]:  # all but "user", which needs a skylist
         t0 = time.perf_counter()
         results[method] = skyeq.match_sky(mosaic.data, mosaic.wcs, method=method, stat=stat)
         seconds[method] = time.perf_counter() - t0

@@ -16,10 +16,10 @@ from typing import Any
 import numpy as np
 from astropy.table import Table
 
+from ._methods import METHODS
+
 __all__ = ["METHODS", "PAIR_COLUMNS", "SkyResult", "make_pair_table"]
 
-#: The method names (BKGMETH values) a result can carry.
-METHODS = ("local", "global", "match", "global+match", "user")
 
 #: Column names and dtypes of the pair table, in order.
 PAIR_COLUMNS = (

@@ -19,9 +19,10 @@ from os import PathLike
 from typing import Any
 
 import numpy as np
-from astropy.nddata.bitmask import bitfield_to_boolean_mask
 
 from . import _dispatch, geometry
+from ._methods import METHODS
+from ._records import DEFAULT_DQBITS, JWST_DQ_FLAGS, check_dqbits, good_pixels
 from ._skylist import user_skies
 from .result import SkyResult, make_pair_table
 from .solve import combine_global_match, solve_match
@@ -31,28 +32,6 @@ from .wcs import as_wcs_adapter
 __all__ = ["JWST_DQ_FLAGS", "METHODS", "match_sky"]
 
 log = logging.getLogger(__name__)
-
-#: The sky methods `match_sky` knows.
-METHODS = ("local", "global", "match", "global+match", "user")
-
-#: JWST data-quality bit names (value = bit mask), for ``dqbits`` mnemonics.
-JWST_DQ_FLAGS = {
-    name: 1 << bit
-    for bit, name in enumerate(
-        [
-            "DO_NOT_USE", "SATURATED", "JUMP_DET", "DROPOUT", "OUTLIER", "PERSISTENCE",
-            "AD_FLOOR", "CHARGELOSS", "UNRELIABLE_ERROR", "NON_SCIENCE", "DEAD", "HOT",
-            "WARM", "LOW_QE", "RC", "TELEGRAPH", "NONLINEAR", "BAD_REF_PIXEL",
-            "NO_FLAT_FIELD", "NO_GAIN_VALUE", "NO_LIN_CORR", "NO_SAT_CHECK",
-            "UNRELIABLE_BIAS", "UNRELIABLE_DARK", "UNRELIABLE_SLOPE", "UNRELIABLE_FLAT",
-            "OPEN", "ADJ_OPEN", "FLUX_ESTIMATED", "MSA_FAILED_OPEN", "OTHER_BAD_PIXEL",
-            "REFERENCE_PIXEL",
-        ]
-    )
-}
-
-_DEFAULT_DQBITS = "~DO_NOT_USE+NON_SCIENCE"
-
 
 @dataclass(frozen=True)
 class _GroupTask:
@@ -102,7 +81,7 @@ def _measure_group(task: _GroupTask) -> _GroupMeasurement:
     for m, (data, mask, dq) in enumerate(zip(task.data, task.masks, task.dq, strict=True)):
         image = np.asarray(data)
         whole, values = region_statistics(
-            task.stat, image, _good_pixels(mask, dq, task.dqbits), list(task.spans[m]),
+            task.stat, image, good_pixels(mask, dq, task.dqbits), list(task.spans[m]),
             whole=task.want_local,
         )
         del image  # an image loaded from a file is released before the next one
@@ -146,20 +125,6 @@ def _check_masks(
                 )
         out.append(list(seq))
     return out[0], out[1]
-
-
-def _good_pixels(mask: Any, dq: Any, dqbits: str | int | None) -> np.ndarray | None:
-    """Return the good-pixel mask (True = good) of one image from its mask and DQ array."""
-    good = None
-    if mask is not None:
-        good = np.asarray(mask).astype(bool, copy=False)
-    if dq is not None and dqbits is not None:
-        dqgood = bitfield_to_boolean_mask(
-            np.asarray(dq), ignore_flags=dqbits, good_mask_value=True, dtype=bool,
-            flag_name_map=JWST_DQ_FLAGS,
-        )
-        good = dqgood if good is None else good & dqgood
-    return good
 
 
 def _group_index(groups: Sequence[Any] | None, n: int) -> tuple[np.ndarray, list[np.ndarray]]:
@@ -249,7 +214,7 @@ def match_sky(
     progress: bool | Callable[[int, int], Any] = False,
     *,
     dq: Sequence[np.ndarray | None] | None = None,
-    dqbits: str | int | None = _DEFAULT_DQBITS,
+    dqbits: str | int | None = DEFAULT_DQBITS,
     names: Sequence[str] | None = None,
     inplace: bool = False,
 ) -> SkyResult:
@@ -352,7 +317,7 @@ def match_sky(
             raise ValueError(f"names has {len(names)} entries for {n} images")
     labels = names if names is not None else [f"#{k}" for k in range(n)]
     if stat is None:
-        stat = SkyStat("median", nclip=5, lsigma=4.0, usigma=4.0)
+        stat = SkyStat()
     elif not isinstance(stat, SkyStat):
         raise TypeError(f"stat must be a SkyStat, got {type(stat).__name__}")
     if subtract and inplace:
@@ -373,14 +338,8 @@ def match_sky(
     do_match = "match" in meth
     want_local = meth != "match"
     masks, dqs = _check_masks(data, mask, dq, labels)
-    if dq is not None and dqbits is not None:  # parse before any task: fail fast
-        try:
-            _good_pixels(None, np.zeros((1, 1), np.uint32), dqbits)
-        except (KeyError, TypeError, ValueError) as err:
-            raise ValueError(
-                f"dqbits {dqbits!r} is not a bit-flag expression (integers or JWST flag "
-                f"names such as DO_NOT_USE, joined by + or ',', optionally led by ~): {err}"
-            ) from None
+    if dq is not None:  # parse before any task: fail fast
+        check_dqbits(dqbits)
 
     if do_match:
         if wcs is None or len(wcs) != n:

@@ -37,6 +37,7 @@ from typing import Any, TypeVar
 import numpy as np
 from astropy.wcs import WCS
 
+from ._records import JWST_DQ_FLAGS
 from .wcs import WCSAdapter, as_wcs_adapter
 
 __all__ = [
@@ -53,10 +54,10 @@ __all__ = [
 _log = logging.getLogger(__name__)
 
 # JWST DQ bits used here (one-bit values).
-_DO_NOT_USE = 1
-_JUMP_DET = 4
-_OUTLIER = 16
-_NON_SCIENCE = 512
+_DO_NOT_USE = JWST_DQ_FLAGS["DO_NOT_USE"]
+_JUMP_DET = JWST_DQ_FLAGS["JUMP_DET"]
+_OUTLIER = JWST_DQ_FLAGS["OUTLIER"]
+_NON_SCIENCE = JWST_DQ_FLAGS["NON_SCIENCE"]
 # Width in pixels of the NON_SCIENCE border (the left columns, like JWST reference pixels).
 _BORDER = 4
 
