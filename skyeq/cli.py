@@ -8,11 +8,8 @@ error is reported as one line on stderr; ``--debug`` shows the traceback instead
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
-import os
 import sys
-import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -341,7 +338,7 @@ def _run_match(args: argparse.Namespace) -> int:
 
 
 def _write_plot(result: skyeq.SkyResult, path: str) -> None:
-    """Draw `SkyResult.plot` into ``path`` through a temporary file and `os.replace`."""
+    """Draw `SkyResult.plot` into ``path`` atomically, with the usual file permissions."""
     try:
         import matplotlib
     except ImportError:
@@ -349,18 +346,16 @@ def _write_plot(result: skyeq.SkyResult, path: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    target = Path(path).resolve()
+    from .io import _atomic_write  # the one atomic writer (temporary file + rename)
+
+    target = Path(path)
     fig = result.plot()
-    fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".skyeq-tmp",
-                                dir=target.parent)
-    os.close(fd)
     try:
-        fig.savefig(name, format=target.suffix.lstrip(".").lower() or "png")
-        os.replace(name, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(name)
-        raise
+        _atomic_write(
+            target,
+            lambda tmp: fig.savefig(tmp, format=target.suffix.lstrip(".").lower() or "png"),
+            None,
+        )
     finally:
         plt.close(fig)
 

@@ -1,5 +1,8 @@
 """Pictures: SkyResult.plot (footprints, overlap graph), the before/after preview, --plot."""
 
+import os
+import stat
+
 import numpy as np
 import pytest
 
@@ -84,9 +87,15 @@ def test_cli_plot_writes_png(tmp_path, mosaic, capsys):
                       mosaic.wcs[k].to_header(), name="SCI")]).writeto(path)
         paths.append(path)
     out = tmp_path / "overlaps.png"
-    assert main(["match", *map(str, paths), "--plot", str(out)]) == 0
+    umask = os.umask(0o022)
+    try:
+        assert main(["match", *map(str, paths), "--plot", str(out)]) == 0
+    finally:
+        os.umask(umask)
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not list(tmp_path.glob(".*skyeq-tmp"))
+    # written with the usual permissions (0o666 less the umask), not a temporary's 0o600
+    assert stat.S_IMODE(out.stat().st_mode) == 0o644
     assert main(["match", *map(str, paths), "--method", "local", "--plot", str(out)]) == 2
     assert "--plot needs a match method" in capsys.readouterr().err
 
