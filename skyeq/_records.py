@@ -1,4 +1,8 @@
-"""The validation stage of the inputs: the good-pixel rule of one image.
+"""The validation stage: every argument and image checked before any pixel is read.
+
+`make_inputs` validates the images and what is given per image (masks, DQ arrays,
+group ids, names) into `Inputs`; `wcs_adapters` checks one WCS per image on its image.
+Errors name the image, in one line.
 
 An image's good pixels are those its mask marks True (bool, or integers where nonzero
 means good) and, when it has a data-quality array, whose DQ flags are all among
@@ -9,12 +13,24 @@ the mask says: the statistics skip them.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from astropy.nddata.bitmask import bitfield_to_boolean_mask
 
-__all__ = ["DEFAULT_DQBITS", "JWST_DQ_FLAGS", "check_dqbits", "good_pixels"]
+from .wcs import WCSAdapter, as_wcs_adapter
+
+__all__ = [
+    "DEFAULT_DQBITS",
+    "JWST_DQ_FLAGS",
+    "Inputs",
+    "check_dqbits",
+    "good_pixels",
+    "make_inputs",
+    "wcs_adapters",
+]
 
 #: JWST data-quality bit names (value = bit mask), for ``dqbits`` mnemonics.
 JWST_DQ_FLAGS = {
@@ -88,3 +104,190 @@ def check_dqbits(dqbits: str | int | None) -> None:
             f"dqbits {dqbits!r} is not a bit-flag expression (integers or JWST flag "
             f"names such as DO_NOT_USE, joined by + or ',', optionally led by ~): {err}"
         ) from None
+
+
+@dataclass(frozen=True, eq=False)
+class Inputs:
+    """The validated inputs of one `skyeq.match_sky` call: one entry per image, groups.
+
+    Images, masks and DQ arrays are kept as given: an array-like that is read when
+    converted (a file) is read only inside its measurement task.
+
+    Parameters
+    ----------
+    data, masks, dqs : list
+        One entry per image (None where an image has no mask or DQ array).
+    dqbits : str, int or None
+        The DQ flags that do not make a pixel bad.
+    labels : list of str
+        The image names used in messages: the given names, else ``#0``, ``#1``, ...
+    names : list of str or None
+        The given names.
+    groups : sequence or None
+        The given group ids.
+    gid : ndarray of int
+        Group index (0, 1, ... in order of first appearance) of every image.
+    members : list of ndarray
+        The images of every group.
+    shapes : list of tuple of int
+        ``(ny, nx)`` of every image.
+    """
+
+    data: list[Any]
+    masks: list[Any]
+    dqs: list[Any]
+    dqbits: str | int | None
+    labels: list[str]
+    names: list[str] | None
+    groups: Any
+    gid: np.ndarray
+    members: list[np.ndarray]
+    shapes: list[tuple[int, int]]
+
+    @property
+    def ngroups(self) -> int:
+        """Number of groups."""
+        return len(self.members)
+
+    def group_label(self, g: int) -> str:
+        """Name the images of group ``g``, for messages."""
+        return ", ".join(self.labels[m] for m in self.members[g])
+
+
+def make_inputs(
+    data: Sequence[Any],
+    *,
+    mask: Sequence[Any] | None,
+    dq: Sequence[Any] | None,
+    dqbits: str | int | None,
+    groups: Sequence[Any] | None,
+    names: Sequence[str] | None,
+    writable: bool,
+) -> Inputs:
+    """Validate the images and everything given per image, before any pixel is read.
+
+    Only shapes are read (``numpy.shape``), so array-likes that load on demand are not
+    loaded here.
+
+    Parameters
+    ----------
+    data : sequence
+        The images (2-D arrays or array-likes with ``shape`` and ``__array__``).
+    mask, dq : sequence or None
+        One mask / DQ array (or None) per image.
+    dqbits : str, int or None
+        See `good_pixels`; checked when DQ arrays are given.
+    groups : sequence or None
+        One group id per image.
+    names : sequence of str or None
+        One name per image.
+    writable : bool
+        The images must be writable numpy arrays (subtraction in place).
+
+    Returns
+    -------
+    Inputs
+        The validated inputs.
+
+    Raises
+    ------
+    TypeError
+        If ``data`` is a single 2-D array.
+    ValueError
+        For no image, an image that is not 2-D, lengths or shapes that do not match,
+        an image that cannot be written in place, or a ``dqbits`` that does not parse;
+        the message names the image.
+    """
+    if isinstance(data, np.ndarray) and data.ndim == 2:
+        raise TypeError("data must be a sequence of 2-D images, not a single 2-D array")
+    data = list(data)
+    n = len(data)
+    if n == 0:
+        raise ValueError("data must contain at least one image")
+    shapes = []
+    for k, img in enumerate(data):
+        shape = np.shape(img)  # reads a .shape without converting
+        if len(shape) != 2:
+            raise ValueError(f"image {k} is not a 2-D array (ndim={len(shape)})")
+        shapes.append((int(shape[0]), int(shape[1])))
+    given = None
+    if names is not None:
+        given = [str(s) for s in names]
+        if len(given) != n:
+            raise ValueError(f"names has {len(given)} entries for {n} images")
+    labels = given if given is not None else [f"#{k}" for k in range(n)]
+    if writable:
+        for k, img in enumerate(data):
+            if not (isinstance(img, np.ndarray) and img.flags.writeable):
+                raise ValueError(f"inplace=True needs writable arrays; image {labels[k]} is not")
+    gid, members = _group_index(groups, n)
+    masks = _per_image("mask", mask, data, labels)
+    dqs = _per_image("dq", dq, data, labels)
+    if dq is not None:  # parse before any task: fail fast
+        check_dqbits(dqbits)
+    return Inputs(data, masks, dqs, dqbits, labels, given, groups, gid, members, shapes)
+
+
+def _per_image(what: str, seq: Sequence[Any] | None, data: list[Any],
+               labels: list[str]) -> list[Any]:
+    """Check one mask or DQ array (or None) per image, of the image's shape."""
+    n = len(data)
+    if seq is None:
+        return [None] * n
+    if len(seq) != n:
+        raise ValueError(f"{what} has {len(seq)} entries for {n} images")
+    for k in range(n):
+        if seq[k] is not None and np.shape(seq[k]) != np.shape(data[k]):
+            raise ValueError(
+                f"image {labels[k]!r}: {what} shape {np.shape(seq[k])} != data shape "
+                f"{np.shape(data[k])}"
+            )
+    return list(seq)
+
+
+def _group_index(groups: Sequence[Any] | None, n: int) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Map group ids to 0..G-1 in order of first appearance; members per group."""
+    if groups is None:
+        gid = np.arange(n)
+    else:
+        if len(groups) != n:
+            raise ValueError(f"groups has {len(groups)} entries for {n} images")
+        order: dict[Any, int] = {}
+        gid = np.array([order.setdefault(g, len(order)) for g in groups], dtype=np.intp)
+    members = [np.flatnonzero(gid == g) for g in range(int(gid.max()) + 1 if n else 0)]
+    return gid, members
+
+
+def wcs_adapters(inputs: Inputs, wcs: Sequence[Any] | None, method: str) -> list[WCSAdapter]:
+    """One WCS per image, each checked on its image (see `skyeq.wcs.as_wcs_adapter`).
+
+    Parameters
+    ----------
+    inputs : Inputs
+        The images.
+    wcs : sequence or None
+        One WCS per image.
+    method : str
+        The method that needs them (for the message).
+
+    Returns
+    -------
+    list of WCSAdapter
+        Checked once here (inverse measured, replaced if needed) for footprints and
+        spans alike.
+
+    Raises
+    ------
+    ValueError
+        If there is not one WCS per image, or a WCS cannot be used on its image.
+    """
+    n = len(inputs.data)
+    if wcs is None or len(wcs) != n:
+        raise ValueError(
+            f"method {method!r} needs one WCS per image ({n}); got "
+            f"{'none' if wcs is None else len(wcs)}"
+        )
+    return [
+        as_wcs_adapter(w, name=inputs.labels[k], shape=inputs.shapes[k])
+        for k, w in enumerate(wcs)
+    ]

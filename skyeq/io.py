@@ -462,6 +462,33 @@ class Association:
     groups: list[Any]
 
 
+def _science_member(
+    member: Any, where: str, folder: Path, bad: Callable[[str], ValueError]
+) -> tuple[Path, Any] | None:
+    """Return ``(file, group_id)`` of a science member of an association, else None.
+
+    A member without ``exptype`` counts as science; a relative ``expname`` is relative
+    to ``folder``. ``bad(why)`` makes the error for a malformed member.
+    """
+    if not isinstance(member, dict):
+        raise bad(f"{where} is not a JSON object")
+    exptype = member.get("exptype", "science")
+    if not isinstance(exptype, str):
+        raise bad(f"{where}.exptype is not a string")
+    if exptype.strip().lower() != "science":
+        return None
+    expname = member.get("expname")
+    if not isinstance(expname, str) or not expname.strip():
+        raise bad(f"{where} has no 'expname' (a file name)")
+    file = Path(expname.strip())
+    if not file.is_absolute():
+        file = folder / file
+    gid = member.get("group_id")
+    if isinstance(gid, bool) or not (gid is None or isinstance(gid, str | int)):
+        raise bad(f"{where}.group_id must be a string or an integer, got {gid!r}")
+    return file, gid
+
+
 def read_association(path: str | PathLike) -> Association:
     """Read a JWST-style association (JSON) file.
 
@@ -514,26 +541,14 @@ def read_association(path: str | PathLike) -> Association:
             raise bad(f"products[{p}] has no 'members' list")
         for m, member in enumerate(product["members"]):
             where = f"products[{p}].members[{m}]"
-            if not isinstance(member, dict):
-                raise bad(f"{where} is not a JSON object")
-            exptype = member.get("exptype", "science")
-            if not isinstance(exptype, str):
-                raise bad(f"{where}.exptype is not a string")
-            if exptype.strip().lower() != "science":
+            science = _science_member(member, where, path.parent, bad)
+            if science is None:
                 continue
-            expname = member.get("expname")
-            if not isinstance(expname, str) or not expname.strip():
-                raise bad(f"{where} has no 'expname' (a file name)")
-            file = Path(expname.strip())
-            if not file.is_absolute():
-                file = path.parent / file
+            file, gid = science
             key = Path(os.path.normpath(file.absolute()))
             if key in seen:
-                raise bad(f"{where}: {expname!r} is already listed as {seen[key]}")
+                raise bad(f"{where}: {member['expname']!r} is already listed as {seen[key]}")
             seen[key] = where
-            gid = member.get("group_id")
-            if isinstance(gid, bool) or not (gid is None or isinstance(gid, str | int)):
-                raise bad(f"{where}.group_id must be a string or an integer, got {gid!r}")
             members.append(file)
             groups.append(gid)
     if not members:

@@ -207,13 +207,7 @@ class SkyResult:
         _check_length("valid", valid, n)
         self.valid = valid.copy()
         self.components = self._checked_components(self.components, n)
-        if self.pairs is None:
-            self.pairs = make_pair_table()
-        elif not isinstance(self.pairs, Table):
-            raise ValueError(f"'pairs' must be an astropy Table, got {type(self.pairs)}")
-        missing = [name for name, _ in PAIR_COLUMNS if name not in self.pairs.colnames]
-        if missing:
-            raise ValueError(f"'pairs' lacks the column(s) {missing}")
+        self.pairs = self._checked_pairs(self.pairs)
         if self.names is not None:
             if isinstance(self.names, str):
                 raise ValueError("'names' must be a sequence of str, not one str")
@@ -234,6 +228,18 @@ class SkyResult:
             _check_length("data", self.data, n)
         if self.footprints is not None:
             self.footprints = self._checked_footprints(self.footprints, n)
+
+    @staticmethod
+    def _checked_pairs(pairs: Table | None) -> Table:
+        """Return the pair table (an empty one for None) after checking its columns."""
+        if pairs is None:
+            return make_pair_table()
+        if not isinstance(pairs, Table):
+            raise ValueError(f"'pairs' must be an astropy Table, got {type(pairs)}")
+        missing = [name for name, _ in PAIR_COLUMNS if name not in pairs.colnames]
+        if missing:
+            raise ValueError(f"'pairs' lacks the column(s) {missing}")
+        return pairs
 
     @staticmethod
     def _checked_footprints(footprints, n: int) -> list[np.ndarray]:
