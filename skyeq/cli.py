@@ -227,7 +227,8 @@ def _add_match_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParse
     r = p.add_argument_group("running")
     r.add_argument(
         "--threads", type=_positive_int, default=1, metavar="N",
-        help="measure the images on N threads (the same results; default: %(default)s)",
+        help="measure and write the images on N threads (the same results; default: "
+        "%(default)s)",
     )
     r.add_argument(
         "-v", "--verbose", action="store_true",
@@ -316,18 +317,19 @@ def _run_match(args: argparse.Namespace) -> int:
             subtract=args.subtract, skylist=skylist, stepsize=args.stepsize,
             dqbits=args.dqbits, executor=executor, **options,
         )
+        _print_result(result)
+        if write:
+            written = io.write_results(
+                result, paths, output_dir=args.output_dir, in_place=args.in_place,
+                executor=executor,
+            )
+            where = "in place" if args.in_place else f"to {args.output_dir}"
+            print(f"wrote {len(written)} file(s) {where}")
+        else:
+            print("no image file written (use --output-dir DIR or --in-place)")
     finally:
         if executor is not None:
             executor.shutdown()
-    _print_result(result)
-    if write:
-        written = io.write_results(
-            result, paths, output_dir=args.output_dir, in_place=args.in_place
-        )
-        where = "in place" if args.in_place else f"to {args.output_dir}"
-        print(f"wrote {len(written)} file(s) {where}")
-    else:
-        print("no image file written (use --output-dir DIR or --in-place)")
     if args.table is not None:
         io.write_table(result, args.table)
         print(f"wrote the table to {args.table}")

@@ -40,6 +40,7 @@ import os
 import stat
 import warnings
 from collections.abc import Callable, Sequence
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from os import PathLike
 from pathlib import Path
@@ -49,7 +50,7 @@ import numpy as np
 from astropy.io import fits
 from astropy.wcs import WCS, FITSFixedWarning
 
-from . import SkyResult, match_sky
+from . import SkyResult, _dispatch, match_sky
 from ._skylist import read_skylist
 
 __all__ = [
@@ -954,6 +955,8 @@ def write_results(
     *,
     output_dir: str | PathLike | None = None,
     in_place: bool = False,
+    executor: Executor | None = None,
+    progress: bool | Callable[[int, int], Any] = False,
 ) -> list[Path]:
     """Write the background keywords (and subtracted data) of a result into FITS files.
 
@@ -978,6 +981,11 @@ def write_results(
     in_place : bool, optional
         Rewrite the input files themselves. Exactly one of ``output_dir`` and
         ``in_place=True`` must be given.
+    executor : concurrent.futures.Executor, optional
+        Writes the files on it, one task per file (threads suit: reading and writing
+        FITS files releases the GIL for the I/O). Default: one after the other.
+    progress : bool or callable, optional
+        As for `skyeq.match_sky`, over the files.
 
     Returns
     -------
@@ -1006,21 +1014,49 @@ def write_results(
     targets = output_paths(sources, output_dir=output_dir, in_place=in_place)
     if not in_place:
         Path(output_dir).mkdir(parents=True, exist_ok=True)
-    for k, (src, dst) in enumerate(zip(sources, targets, strict=True)):
-        keywords = result.keywords(k)
-        data = None
-        if result.subtracted and keywords:
-            data = np.asarray(result.data[k])  # type: ignore[index]
-        _atomic_write(
-            dst, lambda tmp, s=src, n=dst.name, kw=keywords, d=data: _write_fits(s, tmp, n, kw, d),
-            src,
-        )
-        if keywords:
-            log.info("wrote %s: BKGLEVEL = %.6g, BKGSUB = %s", dst, keywords["BKGLEVEL"],
-                     keywords["BKGSUB"])
-        else:
-            log.info("wrote %s: sky not computed, background keywords left unchanged", dst)
+    tasks = [
+        _WriteTask(src, dst, result.keywords(k),
+                   result.data[k] if result.subtracted and result.keywords(k) else None)
+        for k, (src, dst) in enumerate(zip(sources, targets, strict=True))
+    ]
+    _dispatch.run(_write_one, tasks, executor, progress, phase="writing")
     return targets
+
+
+@dataclass(frozen=True)
+class _WriteTask:
+    """One file to write: its source, destination, keywords and subtracted data.
+
+    ``data`` may be an array-like that reads the source and subtracts when converted
+    (`match_files` with ``subtract=True``): it is converted inside the task, so a task
+    holds one image at a time.
+    """
+
+    source: Path
+    target: Path
+    keywords: dict[str, Any]
+    data: Any
+
+    @property
+    def label(self) -> str:
+        """The file, for error messages."""
+        return str(self.target)
+
+
+def _write_one(task: _WriteTask) -> None:
+    """Write one file of `write_results` through the atomic writer."""
+    data = None if task.data is None else np.asarray(task.data)
+    _atomic_write(
+        task.target,
+        lambda tmp: _write_fits(task.source, tmp, task.target.name, task.keywords, data),
+        task.source,
+    )
+    if task.keywords:
+        log.info("wrote %s: BKGLEVEL = %.6g, BKGSUB = %s", task.target,
+                 task.keywords["BKGLEVEL"], task.keywords["BKGSUB"])
+    else:
+        log.info("wrote %s: sky not computed, background keywords left unchanged",
+                 task.target)
 
 
 def write_table(result: SkyResult, path: str | PathLike) -> Path:

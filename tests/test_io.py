@@ -121,6 +121,27 @@ def test_fits_round_trip_keywords_and_subtracted_data(grid, tmp_path):
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(p.name for p in paths)
 
 
+def test_writes_on_threads_equal_serial_writes_and_name_a_failing_file(grid, tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    paths = write_mosaic(grid, tmp_path / "in")
+    res = io.match_files(paths, method="match", stat=STAT, subtract=True)
+    serial = io.write_results(res, output_dir=tmp_path / "serial")
+    calls = []
+    with ThreadPoolExecutor(3) as pool:
+        threaded = io.write_results(res, output_dir=tmp_path / "threads", executor=pool,
+                                    progress=lambda done, total: calls.append(done))
+    assert [p.name for p in threaded] == [p.name for p in serial]
+    assert [p.read_bytes() for p in threaded] == [p.read_bytes() for p in serial]
+    assert calls == list(range(1, len(paths) + 1))
+    # a file that cannot be written: the error names it, no temporary file is left
+    (tmp_path / "blocked").mkdir()
+    (tmp_path / "blocked" / paths[2].name).mkdir()  # a directory where the file goes
+    with ThreadPoolExecutor(2) as pool, pytest.raises(OSError, match=paths[2].name):
+        io.write_results(res, output_dir=tmp_path / "blocked", executor=pool)
+    assert not list((tmp_path / "blocked").glob(".*skyeq-tmp"))
+
+
 def test_match_files_reads_each_image_inside_its_task_only(grid, tmp_path, monkeypatch):
     import weakref
 
