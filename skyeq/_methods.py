@@ -168,7 +168,13 @@ def _loads_on_demand(image: Any) -> bool:
 
 
 def _minus(image: np.ndarray, level: float) -> np.ndarray:
-    """Return ``image - level``, the level cast to the image's dtype (float32 stays)."""
+    """Return ``image - level``, never truncated or wrapped around.
+
+    A float image keeps its dtype (float32 stays float32); any other is subtracted in
+    float64.
+    """
+    if image.dtype.kind != "f":
+        return image.astype(np.float64) - float(level)
     return image - np.asarray(level).astype(image.dtype)
 
 

@@ -218,10 +218,21 @@ def make_inputs(
     labels = given if given is not None else [f"#{k}" for k in range(n)]
     if writable:
         for k, img in enumerate(data):
-            if not (isinstance(img, np.ndarray) and img.flags.writeable):
-                raise ValueError(f"inplace=True needs writable arrays; image {labels[k]} is not")
+            if not (isinstance(img, np.ndarray) and img.flags.writeable
+                    and img.dtype.kind == "f"):
+                raise ValueError(
+                    f"inplace=True needs writable floating-point arrays; image {labels[k]} "
+                    "is not (an integer image is subtracted into a new float64 array)"
+                )
     gid, members = _group_index(groups, n)
     masks = _per_image("mask", mask, data, labels)
+    for k, img in enumerate(data):  # a masked array's mask joins the good-pixel rule
+        if isinstance(img, np.ma.MaskedArray):
+            data[k] = np.ma.getdata(img)
+            bad = np.ma.getmaskarray(img)
+            if bad.any():
+                user = True if masks[k] is None else np.asarray(masks[k]).astype(bool)
+                masks[k] = user & ~bad
     dqs = _per_image("dq", dq, data, labels)
     if dq is not None:  # parse before any task: fail fast
         check_dqbits(dqbits)

@@ -260,6 +260,44 @@ def test_a_bad_dqbits_fails_before_any_image_is_read():
     assert _OnDemand.loads == 0
 
 
+def test_a_masked_arrays_mask_is_honoured():
+    m = synthetic.tile_grid(1, 3, shape=(96, 96), seed=4, point_sources=20)
+    img = m.data[1].copy()
+    img[:30] = 1e6  # bad rows that only the masked array's mask excludes
+    bad = np.zeros(img.shape, bool)
+    bad[:30] = True
+    data = [m.data[0], np.ma.MaskedArray(img, mask=bad), m.data[2]]
+    want = match_sky([m.data[0], img, m.data[2]], m.wcs, method="global+match",
+                     mask=[None, ~bad, None])
+    got = match_sky(data, m.wcs, method="global+match")
+    assert_array_equal(got.sky, want.sky)
+    assert_array_equal(got.local, want.local)
+    # with a mask of its own too: both apply
+    extra = np.ones(img.shape, bool)
+    extra[:, :10] = False
+    got = match_sky(data, m.wcs, method="global+match", mask=[None, extra, None])
+    want = match_sky([m.data[0], img, m.data[2]], m.wcs, method="global+match",
+                     mask=[None, ~bad & extra, None])
+    assert_array_equal(got.sky, want.sky)
+
+
+def test_integer_images_are_subtracted_into_float64():
+    m = synthetic.constant_mosaic([10.0, 13.0], layout=(1, 2), shape=(16, 16))
+    data = [np.full((16, 16), 10, np.uint16), np.full((16, 16), 13, np.uint16)]
+    # referenced to the highest: skies -3 and 0; a uint16 image must not wrap around
+    res = match_sky(data, m.wcs, match_down=False, subtract=True)
+    assert_array_equal(res.sky, [-3.0, 0.0])
+    assert res.data[0].dtype == np.float64
+    assert_array_equal(res.data[0], np.full((16, 16), 13.0))
+    assert_array_equal(res.data[1], np.full((16, 16), 13.0))
+    res = match_sky([d.astype(np.int32) for d in data], m.wcs, method="local", subtract=True,
+                    stat=SkyStat("mean", nclip=0))
+    assert_array_equal(res.data[0], np.zeros((16, 16)))
+    # in place is for floating-point arrays only
+    with pytest.raises(ValueError, match=r"#0 is not \(an integer image"):
+        match_sky(data, m.wcs, subtract=True, inplace=True)
+
+
 def test_threads_and_progress_match_serial():
     m = synthetic.tile_grid(2, 3, shape=(200, 200), seed=6)
     serial = match_sky(m.data, m.wcs, method="global+match")
