@@ -442,16 +442,31 @@ def footprints(
     ValueError
         If the lengths differ or any footprint cannot be built.
     """
-    wcs_list = list(wcs_list)
-    shapes = list(shapes)
+    return [footprint(a, a.shape, stepsize=stepsize) for a in _checked_adapters(wcs_list, shapes)]
+
+
+def _checked_adapters(
+    wcs_list: Sequence[Any], shapes: Sequence[Sequence[int]]
+) -> list[WCSAdapter]:
+    """One adapter per image, each checked on its shape (once, for footprints and spans).
+
+    Images without a name (not already a named `WCSAdapter`) are called ``'image <i>'``.
+
+    Raises
+    ------
+    ValueError
+        If the lengths differ, a shape is not two positive integers, or a WCS cannot be
+        used on its image.
+    """
+    wcs_list, shapes = list(wcs_list), list(shapes)
     if len(wcs_list) != len(shapes):
         raise ValueError(
             f"got {len(wcs_list)} WCS objects but {len(shapes)} shapes; need one per image"
         )
     out = []
     for i, (w, s) in enumerate(zip(wcs_list, shapes, strict=True)):
-        name = None if isinstance(w, WCSAdapter) else f"image {i}"
-        out.append(footprint(w, s, stepsize=stepsize, name=name))
+        a = as_wcs_adapter(w, None if isinstance(w, WCSAdapter) else f"image {i}")
+        out.append(as_wcs_adapter(a, shape=_check_shape(s, a.name)))
     return out
 
 
@@ -1112,17 +1127,8 @@ def overlap_graph(
     """
     from astropy.table import Table
 
-    wcs_list, shapes = list(wcs_list), list(shapes)
-    if len(wcs_list) != len(shapes):
-        raise ValueError(
-            f"got {len(wcs_list)} WCS objects but {len(shapes)} shapes; need one per image"
-        )
-    adapters = []
-    for i, (w, s) in enumerate(zip(wcs_list, shapes, strict=True)):
-        a = as_wcs_adapter(w, None if isinstance(w, WCSAdapter) else f"image {i}")
-        # checked once, for the footprints and the spans alike
-        adapters.append(as_wcs_adapter(a, shape=_check_shape(s, a.name)))
-    fps = footprints(adapters, shapes, stepsize=stepsize)
+    adapters = _checked_adapters(wcs_list, shapes)
+    fps = [footprint(a, a.shape, stepsize=stepsize) for a in adapters]
     pairs, ovs = find_overlaps(fps)
     npix = np.zeros((len(pairs), 2), dtype=np.int64)
     for img in range(len(fps)):

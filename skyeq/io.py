@@ -1014,11 +1014,11 @@ def write_results(
     targets = output_paths(sources, output_dir=output_dir, in_place=in_place)
     if not in_place:
         Path(output_dir).mkdir(parents=True, exist_ok=True)
-    tasks = [
-        _WriteTask(src, dst, result.keywords(k),
-                   result.data[k] if result.subtracted and result.keywords(k) else None)
-        for k, (src, dst) in enumerate(zip(sources, targets, strict=True))
-    ]
+    tasks = []
+    for k, (src, dst) in enumerate(zip(sources, targets, strict=True)):
+        keywords = result.keywords(k)
+        data = result.data[k] if result.subtracted and keywords else None  # type: ignore[index]
+        tasks.append(_WriteTask(src, dst, keywords, data))
     _dispatch.run(_write_one, tasks, executor, progress, phase="writing")
     return targets
 

@@ -251,11 +251,7 @@ def region_statistics(
     vals, cstart, cend, keys = _kernels.cell_partition(
         arr, mask_arg, good is not None, all_spans, reg_off, lower, upper, whole
     )
-    scratch = getattr(_SCRATCH, "buf", None)
-    need = 2 * int((cend - cstart).max(initial=0)) * vals.itemsize
-    if scratch is None or scratch.size < need:
-        scratch = _SCRATCH.buf = np.empty(need, dtype=np.uint8)
-    _kernels.sort_cells(vals, cstart, cend, scratch)
+    _SCRATCH.buf = _kernels.sort_cells(vals, cstart, cend, getattr(_SCRATCH, "buf", None))
     big = int(np.argmax(cend - cstart))
     shift = float(vals[(cstart[big] + cend[big]) // 2]) if cend[big] > cstart[big] else 0.0
     p1, p2, poff = _kernels.cell_prefix(vals, cstart, cend, shift)

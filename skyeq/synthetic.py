@@ -673,6 +673,7 @@ def _render(
     source_flux: float,
     dq_fraction: float | None,
     dtype: Any,
+    adapters: list[WCSAdapter] | None = None,
 ) -> Mosaic:
     """Draw skies, noise, sources and DQ into images of given WCSs.
 
@@ -695,6 +696,8 @@ def _render(
         Shared keyword arguments.
     point_sources, extended_sources, source_flux, dq_fraction, dtype : see the builders
         Shared keyword arguments.
+    adapters : list of WCSAdapter, optional
+        The WCSs already checked on their images (made here when not given).
 
     Returns
     -------
@@ -772,7 +775,8 @@ def _render(
             img += skies[i]
         else:
             img.fill(skies[i])
-        adapter = as_wcs_adapter(wcs_list[i], layout.names[i], shape=shape)
+        adapter = (adapters[i] if adapters is not None
+                   else as_wcs_adapter(wcs_list[i], layout.names[i], shape=shape))
         nrendered += _render_sources(img, adapter, cat, pixel_scale, eps)
         if dqs is not None:
             dqs.append(_add_dq(img, rng, float(dq_fraction), sigmas[i]))
@@ -1357,7 +1361,7 @@ def on_wcs(
         wcs, layout, np.concatenate(corners), plane, pixel_scale, rest, sky=sky,
         sky_range=sky_range, noise=noise, point_sources=point_sources,
         extended_sources=extended_sources, source_flux=source_flux,
-        dq_fraction=dq_fraction, dtype=dtype,
+        dq_fraction=dq_fraction, dtype=dtype, adapters=adapters,
     )
 
 

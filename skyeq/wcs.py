@@ -1044,8 +1044,8 @@ def _round_trip_error(
     ra: np.ndarray,
     dec: np.ndarray,
     inverse: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]],
-) -> tuple[np.ndarray, float, int]:
-    """Pixel errors of an inverse on known (pixel, sky) pairs.
+) -> tuple[float, int]:
+    """Largest pixel error of an inverse on known (pixel, sky) pairs, and where.
 
     Parameters
     ----------
@@ -1056,18 +1056,16 @@ def _round_trip_error(
 
     Returns
     -------
-    err : ndarray
-        Distance in pixels (inf where not finite).
     worst : float
-        Largest error.
+        Largest distance in pixels (inf where a result is not finite).
     k : int
-        Index of the largest error.
+        Index of that point.
     """
     xb, yb = inverse(ra, dec)
     err = np.hypot(np.asarray(xb) - x, np.asarray(yb) - y)
     err = np.where(np.isfinite(err), err, np.inf)
     k = int(np.argmax(err))
-    return err, float(err[k]), k
+    return float(err[k]), k
 
 
 def _calibrated_steps(history: list[float]) -> tuple[int, float]:
@@ -1170,7 +1168,7 @@ def _checked(adapter: WCSAdapter, shape: tuple[int, int]) -> WCSAdapter:
     own_error = math.nan
     if fit is None or fit.error > _FIT_TOLERANCE:
         if base.has_inverse:
-            _, own_error, k = _round_trip_error(x, y, ra, dec, base._own_inverse)
+            own_error, k = _round_trip_error(x, y, ra, dec, base._own_inverse)
             if not np.isfinite(own_error):
                 raise ValueError(
                     f"the WCS of {adapter.name} cannot be inverted on the image (world -> "
@@ -1183,17 +1181,21 @@ def _checked(adapter: WCSAdapter, shape: tuple[int, int]) -> WCSAdapter:
     base = dataclasses.replace(base, inverse_error=own_error, fit=fit)
     if fit is not None and fit.error <= _FIT_TOLERANCE:
         out = dataclasses.replace(base, inverse="fitted")
-        _, worst, k = _round_trip_error(x, y, ra, dec, fit.inverse)
+        worst, k = _round_trip_error(x, y, ra, dec, fit.inverse)
         how = f"a degree-{fit.degree} polynomial fitted to its forward transform"
     else:
         out = dataclasses.replace(base, inverse="newton")
-        xr, yr, history = out._newton(ra, dec, None)
-        err = np.hypot(xr - x, yr - y)
-        err = np.where(np.isfinite(err), err, np.inf)
-        k = int(np.argmax(err))
+        history: list[float] = []
+
+        def converged(r: np.ndarray, d: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            xr, yr, hist = out._newton(r, d, None)
+            history.extend(hist)
+            return xr, yr
+
+        worst, k = _round_trip_error(x, y, ra, dec, converged)
         steps, rest = _calibrated_steps(history)
         out = dataclasses.replace(out, newton_steps=steps)
-        worst = float(err[k]) + rest
+        worst += rest
         how = "Newton iterations on its forward transform"
     if not worst <= INVERSE_TOLERANCE:
         start = (

@@ -3,6 +3,21 @@
 import numpy as np
 
 
+def edge_grid(shape, k=65):
+    """A k x k grid of pixel positions from pixel edge to pixel edge."""
+    ny, nx = shape
+    x, y = np.meshgrid(np.linspace(-0.5, nx - 0.5, k), np.linspace(-0.5, ny - 0.5, k))
+    return x.ravel(), y.ravel()
+
+
+def round_trip(adapter, fwd, shape, k=65):
+    """Largest pixel -> world (exact forward ``fwd``) -> pixel (adapter) error on a grid."""
+    x, y = edge_grid(shape, k)
+    ra, dec = fwd(x, y)
+    xb, yb = adapter.world_to_pixel(ra, dec)
+    return float(np.hypot(xb - x, yb - y).max())
+
+
 def sky_of(w, x, y):
     """RA/Dec (degrees) of zero-based pixels through an astropy WCS or a gwcs."""
     if hasattr(w, "all_pix2world"):

@@ -19,7 +19,7 @@ import pytest
 from astropy.io import fits
 from astropy.modeling import models
 from astropy.wcs import WCS, FITSFixedWarning
-from geometry_helpers import misplaced_span_pixels, spans_to_mask
+from geometry_helpers import edge_grid, misplaced_span_pixels, round_trip, spans_to_mask
 from stcal.skymatch import skymatch as stcal_skymatch
 from stcal.skymatch.skyimage import SkyImage
 from stcal.skymatch.skystatistics import SkyStats
@@ -59,21 +59,6 @@ def subarray(w, x0, y0, shape):
     out = gwcs.WCS(forward_transform=fwd, input_frame=w.input_frame, output_frame=w.output_frame)
     out.bounding_box = ((-0.5, shape[1] - 0.5), (-0.5, shape[0] - 0.5))
     return out
-
-
-def edge_grid(shape, k=65):
-    """A k x k grid from pixel edge to pixel edge."""
-    ny, nx = shape
-    x, y = np.meshgrid(np.linspace(-0.5, nx - 0.5, k), np.linspace(-0.5, ny - 0.5, k))
-    return x.ravel(), y.ravel()
-
-
-def round_trip(adapter, fwd, shape):
-    """Largest pixel -> world (exact forward) -> pixel (adapter) error on a grid."""
-    x, y = edge_grid(shape)
-    ra, dec = fwd(x, y)
-    xb, yb = adapter.world_to_pixel(ra, dec)
-    return float(np.hypot(xb - x, yb - y).max())
 
 
 def gwcs_forward(w):

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from astropy.wcs import WCS, Sip
 from astropy.wcs.wcsapi import HighLevelWCSWrapper, SlicedLowLevelWCS
+from geometry_helpers import round_trip
 
 from skyeq import geometry as geo
 from skyeq.wcs import WCSAdapter, _callable_pair, as_wcs_adapter
@@ -221,14 +222,6 @@ def test_errors_name_the_image():
         as_wcs_adapter(cube, name="cube")
 
 
-def grid_round_trip(ad, fwd, shape=SHAPE, k=41):
-    ny, nx = shape
-    x, y = np.meshgrid(np.linspace(-0.5, nx - 0.5, k), np.linspace(-0.5, ny - 0.5, k))
-    ra, dec = fwd(x.ravel(), y.ravel())
-    xb, yb = ad.world_to_pixel(ra, dec)
-    return float(np.hypot(xb - x.ravel(), yb - y.ravel()).max())
-
-
 def test_approximate_inverses_are_refined():
     w = make_wcs(sip=2e-6)
 
@@ -246,7 +239,7 @@ def test_approximate_inverses_are_refined():
         ad = as_wcs_adapter((fwd, inv), name="approx.fits", shape=SHAPE)
         assert ad.inverse == "fitted"
         assert err[0] < ad.inverse_error < err[1]
-        assert grid_round_trip(ad, fwd) < 1e-6
+        assert round_trip(ad, fwd, SHAPE, 41) < 1e-6
         # footprints and spans are those of the exact WCS
         fp = geo.footprint((fwd, inv), SHAPE)
         np.testing.assert_array_equal(fp.vertices, geo.footprint(w, SHAPE).vertices)
@@ -280,7 +273,7 @@ def test_newton_on_the_forward_transform_where_no_polynomial_fits():
     assert ad.inverse == "newton"
     assert ad.fit is not None and ad.fit.error > 1e-3
     assert ad.newton_steps >= 2
-    assert grid_round_trip(ad, wavy_fwd) < 1e-6
+    assert round_trip(ad, wavy_fwd, SHAPE, 41) < 1e-6
     # it pickles with its calibration (for process pools and dask)
     ad2 = pickle.loads(pickle.dumps(ad))
     assert ad2.inverse == "newton" and ad2.newton_steps == ad.newton_steps

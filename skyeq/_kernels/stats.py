@@ -1007,12 +1007,18 @@ def sort_cells(vals, cstart, cend, scratch=None):
     scratch : ndarray of uint8, optional
         Reusable scratch memory of at least ``2 * vals.itemsize`` times the largest cell
         (fresh memory is slow to touch); allocated when None or too small.
+
+    Returns
+    -------
+    ndarray of uint8 or None
+        The scratch memory used (``scratch`` itself when it was large enough), to pass
+        again next time.
     """
     _sort_small_cells(vals, cstart, cend)
     sizes = cend - cstart
     nmax = int(sizes.max()) if sizes.size else 0
     if nmax < _RADIX_MIN:
-        return
+        return scratch
     need = 2 * nmax * vals.itemsize
     if scratch is None or scratch.size < need:
         scratch = np.empty(need, dtype=np.uint8)
@@ -1022,6 +1028,7 @@ def sort_cells(vals, cstart, cend, scratch=None):
     else:
         _sort_cells_bits(vals.view(np.uint64), np.uint64(1 << 63), cstart, cend,
                          scratch[:need].view(np.uint64))
+    return scratch
 
 
 #: Values per block of the prefix sums of `cell_prefix`.
