@@ -1,4 +1,4 @@
-"""Run one task: read its images, measure their statistics in its regions, return numbers.
+"""Run one task: its overlap spans, its images' statistics there, and only numbers back.
 
 Only small numbers come back (a few per image and overlap), so a task can run in
 another thread, process or machine. An image that loads on demand (a file) is read
@@ -67,9 +67,10 @@ def measure_group(task: GroupTask) -> GroupMeasurement:
     wsum = np.zeros(nb)
     nsum = np.zeros(nb, dtype=np.int64)
     for m, (data, mask, dq) in enumerate(zip(task.data, task.masks, task.dq, strict=True)):
+        spans = task.member_spans(m)
         image = np.asarray(data)
         whole, values = region_statistics(
-            task.stat, image, good_pixels(mask, dq, task.dqbits), list(task.spans[m]),
+            task.stat, image, good_pixels(mask, dq, task.dqbits), spans,
             whole=task.want_local,
         )
         del image  # an image loaded from a file is released before the next one

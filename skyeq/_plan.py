@@ -2,35 +2,40 @@
 
 A group's footprint is its members' footprints (no union polygon is built): member m of
 group G overlaps group H in the union of m's intersections with H's members, as in the
-reference. `make_plan` finds the overlaps (footprints, candidate pairs, exact
-intersections); `group_tasks` makes one `GroupTask` per group, lazily, each with the
-row spans of its members' pixels in every overlap, so that a dispatcher can start
-measuring a group while the next group's spans are computed. Pair tasks (for
+reference. `make_plan` checks every WCS on its image and outlines its footprint (one
+dispatcher task per image), then finds the candidate pairs and exact intersections;
+`group_tasks` makes one `GroupTask` per group holding its members' overlap pieces,
+whose row spans the task computes when it runs (`GroupTask.member_spans`), so that the
+spans of different groups are computed in parallel. Pair tasks (for
 ``pair_stat="difference"``) will be planned here too.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from . import geometry
+from . import _dispatch, geometry
 from ._records import Inputs
 from .stats import SkyStat
+from .wcs import WCSAdapter, as_wcs_adapter
 
 __all__ = ["GroupTask", "Plan", "group_tasks", "make_plan"]
 
 
 @dataclass(frozen=True)
 class GroupTask:
-    """Everything one group's measurement needs: its images and its overlap spans.
+    """Everything one group's measurement needs: its images and its overlaps.
 
     Images, masks and DQ arrays are held as given: an array-like that loads on demand
-    (a file) is converted only when the task runs. Picklable, for process pools and
-    clusters.
+    (a file) is converted only when the task runs. The overlaps are held as polygon
+    pieces with each member's checked WCS; `member_spans` turns them into row spans
+    where the task runs. Picklable, for process pools and clusters (as far as the WCSs
+    are).
     """
 
     index: int
@@ -40,12 +45,41 @@ class GroupTask:
     dq: tuple[Any, ...]
     dqbits: str | int | None
     neighbours: tuple[int, ...]
-    #: spans[m][h]: row spans of member m's pixels in the overlap with neighbour group h
-    spans: tuple[tuple[np.ndarray, ...], ...]
+    #: pieces[m][h]: the overlap pieces of member m with neighbour group h (maybe none)
+    pieces: tuple[tuple[tuple[Any, ...], ...], ...]
+    #: the members' checked WCSs (None without overlaps) and image shapes
+    adapters: tuple[WCSAdapter | None, ...]
+    shapes: tuple[tuple[int, int], ...]
     stat: SkyStat
     want_local: bool
     #: the images of the group, for error messages
     label: str = ""
+
+    def member_spans(self, m: int) -> list[np.ndarray]:
+        """Row spans of member ``m``'s pixels in its overlap with each neighbour group.
+
+        Parameters
+        ----------
+        m : int
+            The member's position in the group.
+
+        Returns
+        -------
+        list of ndarray of int64, shape (k, 3)
+            One per neighbour group (empty where the member does not overlap it).
+        """
+        empty = np.zeros((0, 3), dtype=np.int64)
+        pieces = self.pieces[m]
+        have = [h for h, p in enumerate(pieces) if p]
+        if not have:
+            return [empty] * len(pieces)
+        found = geometry.overlap_spans_many(
+            [list(pieces[h]) for h in have], self.adapters[m], self.shapes[m]
+        )
+        out = [empty] * len(pieces)
+        for h, spans in zip(have, found, strict=True):
+            out[h] = spans
+        return out
 
 
 @dataclass(frozen=True, eq=False)
@@ -70,26 +104,64 @@ class Plan:
     adapters: list[Any]
 
 
-def make_plan(inputs: Inputs, adapters: list[Any], stepsize: int | None) -> Plan:
+@dataclass(frozen=True)
+class _OutlineTask:
+    """Check one image's WCS on it and outline its footprint."""
+
+    wcs: Any
+    shape: tuple[int, int]
+    stepsize: int | None
+    label: str
+
+
+def _outline(task: _OutlineTask) -> tuple[WCSAdapter, geometry.Footprint]:
+    """Run an `_OutlineTask`: the checked WCS and the footprint."""
+    adapter = as_wcs_adapter(task.wcs, name=task.label, shape=task.shape)
+    return adapter, geometry.footprint(adapter, task.shape, task.stepsize)
+
+
+def make_plan(
+    inputs: Inputs,
+    wcs: list[Any],
+    stepsize: int | None,
+    executor: Executor | None = None,
+    progress: _dispatch.Progress = False,
+) -> Plan:
     """Find the footprints, the overlapping pairs and the overlap of every group pair.
 
     Parameters
     ----------
     inputs : Inputs
         The validated images and groups.
-    adapters : list of WCSAdapter
-        Their WCSs, checked on them.
+    wcs : list
+        One WCS per image; each is checked on its image (`skyeq.wcs.as_wcs_adapter`)
+        in a task of its own.
     stepsize : int or None
         Footprint outline sampling (see `skyeq.footprints`).
+    executor : concurrent.futures.Executor, optional
+        Runs the per-image checks (see `skyeq._dispatch.run`).
+    progress : bool or callable, optional
+        A progress bar for the checks when True (a callable is not called here: it
+        reports the measurements).
 
     Returns
     -------
     Plan
         The overlaps.
+
+    Raises
+    ------
+    ValueError
+        If a WCS cannot be used on its image (the error names it).
     """
     gid = inputs.gid
-    fps = [geometry.footprint(a, s, stepsize)
-           for a, s in zip(adapters, inputs.shapes, strict=True)]
+    tasks = [_OutlineTask(w, inputs.shapes[k], stepsize, inputs.labels[k])
+             for k, w in enumerate(wcs)]
+    checked = _dispatch.run(_outline, tasks, executor,
+                            progress if isinstance(progress, bool) else False,
+                            phase="footprints")
+    adapters = [a for a, _ in checked]
+    fps = [f for _, f in checked]
     pair_idx, overlaps = geometry.find_overlaps(fps)
     pieces: dict[tuple[int, int], list] = {}
     for (a, b), ov in zip(pair_idx.tolist(), overlaps, strict=True):
@@ -110,7 +182,7 @@ def make_plan(inputs: Inputs, adapters: list[Any], stepsize: int | None) -> Plan
 def group_tasks(
     inputs: Inputs, plan: Plan | None, stat: SkyStat, want_local: bool
 ) -> Iterator[GroupTask]:
-    """Yield the measurement task of every group, its spans computed as it is made.
+    """Yield the measurement task of every group (its spans are computed when it runs).
 
     Parameters
     ----------
@@ -130,9 +202,10 @@ def group_tasks(
     """
     for g, members in enumerate(inputs.members):
         neighbours = tuple(plan.neighbours[g]) if plan is not None else ()
-        spans = (
-            _group_spans(members, neighbours, plan, inputs.shapes)
-            if plan is not None else tuple(() for _ in members)
+        pieces = tuple(
+            tuple(tuple(plan.pieces.get((int(m), h), ())) for h in neighbours)
+            if plan is not None else ()
+            for m in members
         )
         yield GroupTask(
             index=g,
@@ -142,27 +215,10 @@ def group_tasks(
             dq=tuple(inputs.dqs[m] for m in members),
             dqbits=inputs.dqbits,
             neighbours=neighbours,
-            spans=spans,
+            pieces=pieces,
+            adapters=tuple(plan.adapters[m] if plan is not None else None for m in members),
+            shapes=tuple(inputs.shapes[m] for m in members),
             stat=stat,
             want_local=want_local,
             label=inputs.group_label(g),
         )
-
-
-def _group_spans(
-    group: np.ndarray,
-    neighbours: tuple[int, ...],
-    plan: Plan,
-    shapes: list[tuple[int, int]],
-) -> tuple[tuple[np.ndarray, ...], ...]:
-    """Row spans of each member of a group in its overlap with each neighbour group."""
-    empty = np.zeros((0, 3), dtype=np.int64)
-    per_member = []
-    for m in (int(k) for k in group):
-        keys = [h for h in neighbours if (m, h) in plan.pieces]
-        found = geometry.overlap_spans_many(
-            [plan.pieces[(m, h)] for h in keys], plan.adapters[m], shapes[m]
-        ) if keys else []
-        by_h = dict(zip(keys, found, strict=True))
-        per_member.append(tuple(by_h.get(h, empty) for h in neighbours))
-    return tuple(per_member)

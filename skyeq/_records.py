@@ -1,7 +1,7 @@
 """The validation stage: every argument and image checked before any pixel is read.
 
 `make_inputs` validates the images and what is given per image (masks, DQ arrays,
-group ids, names) into `Inputs`; `wcs_adapters` checks one WCS per image on its image.
+group ids, names) into `Inputs`; `check_wcs_list` checks that there is one WCS per image.
 Errors name the image, in one line.
 
 An image's good pixels are those its mask marks True (bool, or integers where nonzero
@@ -20,16 +20,14 @@ from typing import Any
 import numpy as np
 from astropy.nddata.bitmask import bitfield_to_boolean_mask
 
-from .wcs import WCSAdapter, as_wcs_adapter
-
 __all__ = [
     "DEFAULT_DQBITS",
     "JWST_DQ_FLAGS",
     "Inputs",
     "check_dqbits",
+    "check_wcs_list",
     "good_pixels",
     "make_inputs",
-    "wcs_adapters",
 ]
 
 #: JWST data-quality bit names (value = bit mask), for ``dqbits`` mnemonics.
@@ -269,8 +267,11 @@ def _group_index(groups: Sequence[Any] | None, n: int) -> tuple[np.ndarray, list
     return gid, members
 
 
-def wcs_adapters(inputs: Inputs, wcs: Sequence[Any] | None, method: str) -> list[WCSAdapter]:
-    """One WCS per image, each checked on its image (see `skyeq.wcs.as_wcs_adapter`).
+def check_wcs_list(inputs: Inputs, wcs: Sequence[Any] | None, method: str) -> list[Any]:
+    """Check that there is one WCS per image; return them as a list.
+
+    Each WCS is checked on its image later, in the plan's footprint tasks (see
+    `skyeq.wcs.as_wcs_adapter`), where the checks of several images can run at once.
 
     Parameters
     ----------
@@ -283,14 +284,13 @@ def wcs_adapters(inputs: Inputs, wcs: Sequence[Any] | None, method: str) -> list
 
     Returns
     -------
-    list of WCSAdapter
-        Checked once here (inverse measured, replaced if needed) for footprints and
-        spans alike.
+    list
+        The WCSs, one per image.
 
     Raises
     ------
     ValueError
-        If there is not one WCS per image, or a WCS cannot be used on its image.
+        If there is not one WCS per image.
     """
     n = len(inputs.data)
     if wcs is None or len(wcs) != n:
@@ -298,7 +298,4 @@ def wcs_adapters(inputs: Inputs, wcs: Sequence[Any] | None, method: str) -> list
             f"method {method!r} needs one WCS per image ({n}); got "
             f"{'none' if wcs is None else len(wcs)}"
         )
-    return [
-        as_wcs_adapter(w, name=inputs.labels[k], shape=inputs.shapes[k])
-        for k, w in enumerate(wcs)
-    ]
+    return list(wcs)

@@ -23,7 +23,7 @@ from . import _dispatch
 from ._measure import measure_group
 from ._methods import METHODS, check_method, group_skies, match_offsets, subtracted
 from ._plan import group_tasks, make_plan
-from ._records import DEFAULT_DQBITS, JWST_DQ_FLAGS, Inputs, make_inputs, wcs_adapters
+from ._records import DEFAULT_DQBITS, JWST_DQ_FLAGS, Inputs, check_wcs_list, make_inputs
 from ._skylist import user_skies
 from .result import SkyResult, make_pair_table
 from .stats import SkyStat
@@ -97,15 +97,16 @@ def match_sky(
         Sample the footprint edges every ``stepsize`` pixels (for distorted WCS).
         Default None: the four corners.
     executor : concurrent.futures.Executor, optional
-        Runs the per-group measurement tasks (threads work well: the kernels release
-        the GIL; a dask.distributed Client's executor works too). Default: serially.
-        Each group's task starts as soon as its overlap spans are computed; if one
-        fails, its error names the group's images and the tasks not started are
-        cancelled.
+        Runs the tasks: one per image that checks its WCS and outlines its footprint,
+        then one per group that computes its overlap spans and measures its images
+        (threads work well: the kernels release the GIL; a dask.distributed Client's
+        executor works too; with processes the WCSs must be picklable). Default:
+        serially. If a task fails, its error names its image or the group's images and
+        the tasks not started are cancelled.
     progress : bool or callable, optional
-        True: a progress bar over the measurement tasks (with tqdm, the extra
-        ``skyeq[progress]``; log lines at INFO without it). A callable is called as
-        ``progress(done, total)`` after each group. Default False.
+        True: a progress bar for each phase (footprints, measuring; with tqdm, the
+        extra ``skyeq[progress]``; log lines at INFO without it). A callable is called
+        as ``progress(done, total)`` after each group's measurement. Default False.
     dq : sequence of int arrays, optional
         Data-quality arrays, turned into masks with ``dqbits`` (ANDed with ``mask``).
     dqbits : str, int or None, optional
@@ -146,7 +147,8 @@ def match_sky(
         return _result(inputs, meth, sky, np.isfinite(sky), subtract, inplace, t0)
     plan = None
     if "match" in meth:
-        plan = make_plan(inputs, wcs_adapters(inputs, wcs, meth), stepsize)
+        plan = make_plan(inputs, check_wcs_list(inputs, wcs, meth), stepsize, executor,
+                         progress)
     want_local = meth != "match"
     meas = _dispatch.run(measure_group, group_tasks(inputs, plan, stat, want_local), executor,
                          progress, total=inputs.ngroups, phase="measuring")

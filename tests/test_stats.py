@@ -540,3 +540,22 @@ def test_radix_sort_pure_python_matches_the_compiled_kernel():
     work = bits.view(np.uint32).copy()
     _kernels.stats._radix_sort_floats.py_func(work, np.uint32(1 << 31), np.empty(600, np.uint32))
     np.testing.assert_array_equal(work.view(np.float32), expect)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("varying_bytes", [1, 2, 3])
+@pytest.mark.parametrize("sign", [1.0, -1.0])
+def test_radix_sort_with_only_the_low_bytes_varying(dtype, varying_bytes, sign):
+    # only the lowest 1-3 bytes of the patterns vary: 1-3 radix passes (the single-pass
+    # path copies back from scratch; the others end in place), on either sign
+    uint = np.uint32 if dtype == np.float32 else np.uint64
+    base = np.array([sign * 100.0], dtype=dtype).view(uint)[0]
+    base = uint(int(base) & ~((1 << (8 * varying_bytes)) - 1))
+    rng = np.random.default_rng(varying_bytes)
+    n = 3 * _kernels.stats._RADIX_MIN
+    low = rng.integers(0, 1 << (8 * varying_bytes), n).astype(uint)
+    vals = (base | low).view(dtype)
+    assert np.unique(vals.view(uint) >> uint(8 * varying_bytes)).size == 1
+    got = vals.copy()
+    _kernels.sort_cells(got, np.array([0]), np.array([n]))
+    np.testing.assert_array_equal(got, np.sort(vals))
