@@ -1,7 +1,10 @@
 """The sky methods: their names (`METHODS`), their skies, and the subtraction.
 
-This is the one home of the method names; `match_offsets` and `group_skies` turn the
-groups' measurements into skies, and `subtracted` removes them from the images.
+This is the one home of the method names and of the match equations: `solve_match`
+turns the pair statistics into the reference's weighted difference equations (row
+weight: the mean pixel count of the two sides) for `skyeq.solve.solve_offsets`;
+`match_offsets` and `group_skies` turn the groups' measurements into skies, and
+`subtracted` removes them from the images.
 ``local``, ``global``, ``match``, ``global+match`` and ``user`` are the methods of the
 JWST ``skymatch`` step; `skyeq.match_sky` takes them as ``method=`` and a `SkyResult`
 carries one as BKGMETH.
@@ -11,17 +14,20 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
-from .solve import combine_global_match, solve_match
+from .solve import _as_index_array, _as_pair_array, solve_offsets
 
 __all__ = [
     "METHODS",
+    "MatchSolution",
     "check_method",
+    "combine_global_match",
     "group_skies",
     "match_offsets",
+    "solve_match",
     "subtracted",
 ]
 
@@ -37,6 +43,226 @@ def check_method(method: Any) -> str:
     if meth not in METHODS:
         raise ValueError(f"unknown method {method!r}; valid: {', '.join(METHODS)}")
     return meth
+
+
+class MatchSolution(NamedTuple):
+    """The solution of a pairwise match system, as returned by `solve_match`.
+
+    Attributes
+    ----------
+    delta : numpy.ndarray
+        ``(n,)`` float64. The referenced sky offset of every unknown: the minimum-norm
+        least-squares solution of its component minus one common reference value, so
+        the ``reference`` unknown is exactly 0 and, with ``match_down=True``, all
+        others are >= 0 (<= 0 with ``match_down=False``). NaN for unknowns that take
+        part in no used pair.
+    valid : numpy.ndarray
+        ``(n,)`` bool, True where ``delta`` is finite.
+    components : list of numpy.ndarray
+        The connected components of the graph of used pairs: one sorted ``intp``
+        index array per component, the list ordered by smallest member. Unknowns in
+        no used pair belong to no component and are not listed.
+    used : numpy.ndarray
+        ``(npairs,)`` bool, True for the pairs that entered the system (both pixel
+        counts > 0 and both skies finite).
+    weight : numpy.ndarray
+        ``(npairs,)`` float64 row weight ``wm = (npix_i + npix_j) / 2`` of each used
+        pair, 0 for unused pairs.
+    residual : numpy.ndarray
+        ``(npairs,)`` float64 ``(sky_i - sky_j) - (delta_i - delta_j)`` for used pairs,
+        NaN for unused pairs.
+    reference : int
+        Index of the unknown that the deltas are referenced to (its delta is exactly
+        0), or -1 when no delta is finite.
+    """
+
+    delta: np.ndarray
+    valid: np.ndarray
+    components: list[np.ndarray]
+    used: np.ndarray
+    weight: np.ndarray
+    residual: np.ndarray
+    reference: int
+
+
+def solve_match(
+    n: int,
+    i,
+    j,
+    sky_i,
+    sky_j,
+    npix_i,
+    npix_j,
+    *,
+    match_down: bool = True,
+) -> MatchSolution:
+    """Solve the pairwise sky-matching system for the sky offsets of ``n`` unknowns.
+
+    Parameters
+    ----------
+    n : int
+        Number of unknowns (images, or groups of images), >= 0.
+    i, j : array_like of int
+        The two unknowns of every measured pair, indices in ``[0, n)``, ``i != j``.
+        The order of the pairs and of ``i``/``j`` inside a pair does not matter.
+    sky_i, sky_j : array_like of float
+        Statistic of each side of the pair inside their overlap, measured on that side's
+        own good pixels.
+    npix_i, npix_j : array_like of float or int
+        Number of pixels of each side that survived masking and clipping.
+    match_down : bool, optional
+        If True (the default), reference the deltas to the lowest one, so all deltas
+        are >= 0; if False, to the highest one (all deltas <= 0).
+
+    Returns
+    -------
+    MatchSolution
+        Referenced deltas, validity, connected components, pair use, weights and
+        residuals. See `MatchSolution`.
+
+    Raises
+    ------
+    ValueError
+        If ``n`` is negative, the per-pair arrays differ in length or are not 1-D, an
+        index is out of range, or a pair has ``i == j``.
+
+    Notes
+    -----
+    A pair is used iff both pixel counts are positive (and finite) and both skies are
+    finite. Its row weight is ``wm = (npix_i + npix_j) / 2`` and its equation
+    ``wm*(d_i - d_j) = wm*(sky_i - sky_j)``, so weights enter the objective squared.
+
+    Inside every connected component of the graph of used pairs the result is the
+    minimum-norm least-squares solution (the deltas of a component have a zero
+    unweighted mean), which is what the reference's ``pinv(K) @ F`` gives, but computed
+    sparsely: the weighted graph Laplacian with one unknown per component held at 0 is
+    factorised once by SuperLU, the solution is polished by iterative refinement with
+    residuals computed pair by pair and summed per unknown without rounding loss, and
+    every component is then shifted to zero mean. Should SuperLU fail or the refinement
+    not converge (weights spanning more than ~7 decades), a slower subtraction-free
+    elimination takes over. The cost is that of one sparse factorisation and a few
+    solves: milliseconds for thousands of unknowns.
+
+    Accuracy: with pair weights spanning up to 9 decades the deltas agree with the
+    exact (rational arithmetic) least-squares solution to 1e-11 relative to the sky
+    differences or better (typically 1e-15), including a weakly linked pair of strongly
+    weighted clusters with inconsistent data; a warning is logged beyond 9 decades.
+    The reference's dense float64 ``pinv`` is less accurate: with weights from 1 to
+    4e6 its deltas differ from the exact ones by up to ~1e-8 relative on random graphs
+    and by ~1e-4 for a weak link between strong clusters, so agreement with stcal is
+    only to that level.
+    The reference also truncates singular values below ``1e-12`` times the largest
+    one; this solver does not.
+
+    All components share one reference: over all finite deltas, ``min`` (``max`` with
+    ``match_down=False``) is subtracted, so one unknown (the first on ties) gets
+    exactly 0 and the offsets between components stay undetermined (as in the
+    reference). A warning is logged when there is more than one component and when
+    unknowns take part in no used pair; their delta is NaN.
+
+    Examples
+    --------
+    Three images in a chain whose skies are 100, 120 and 105 (constant skies, so each
+    side of a pair measures its own sky):
+
+    >>> sol = solve_match(3, [0, 1], [1, 2], [100.0, 120.0], [120.0, 105.0],
+    ...                   [5000, 4000], [5000, 4000])
+    >>> sol.delta.tolist()
+    [0.0, 20.0, 5.0]
+    """
+    n = int(n)
+    if n < 0:
+        raise ValueError(f"'n' must be >= 0, got {n}")
+    ii = _as_index_array("i", i, n)
+    jj = _as_index_array("j", j, n)
+    npairs = ii.size
+    if jj.size != npairs:
+        raise ValueError(f"'j' has {jj.size} values, expected {npairs} (one per pair)")
+    si = _as_pair_array("sky_i", sky_i, npairs)
+    sj = _as_pair_array("sky_j", sky_j, npairs)
+    ni = _as_pair_array("npix_i", npix_i, npairs)
+    nj = _as_pair_array("npix_j", npix_j, npairs)
+    if np.any(ii == jj):
+        raise ValueError("a pair must join two different unknowns (found i == j)")
+    with np.errstate(invalid="ignore"):
+        counted = (ni > 0) & (nj > 0) & np.isfinite(ni) & np.isfinite(nj)
+    # the reference's row weight: the mean pixel count of the two sides
+    weight = np.zeros(npairs)
+    weight[counted] = 0.5 * (ni[counted] + nj[counted])
+    with np.errstate(invalid="ignore"):
+        diff = si - sj
+    sol = solve_offsets(
+        n,
+        row=np.repeat(np.arange(npairs), 2),
+        index=np.column_stack([ii, jj]).ravel(),
+        coef=np.tile([1.0, -1.0], npairs),
+        value=diff,
+        weight=weight,
+        match_down=match_down,
+    )
+    return MatchSolution(
+        delta=sol.x,
+        valid=sol.valid,
+        components=sol.components,
+        used=sol.used,
+        weight=np.where(sol.used, weight, 0.0),
+        residual=sol.residual,
+        reference=sol.reference,
+    )
+
+
+def combine_global_match(local, delta) -> np.ndarray:
+    """Combine local skies and match deltas as the ``global+match`` method does.
+
+    Parameters
+    ----------
+    local : array_like of float
+        ``(n,)`` local (whole-image or whole-group) sky of every item; NaN where it
+        could not be computed.
+    delta : array_like of float
+        ``(n,)`` match deltas (``MatchSolution.delta``); NaN where invalid.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(n,)`` float64 sky ``d_k + b`` with ``d_k`` the delta (0 where invalid) and
+        the baseline ``b = min_m (local_m - d_m)`` over the items where that difference
+        is finite. All NaN if there is no such item (the reference then keeps the match
+        result alone; the caller decides).
+
+    Raises
+    ------
+    ValueError
+        If the inputs are not 1-D arrays of the same length.
+
+    Notes
+    -----
+    Items whose delta is invalid take part in the minimum with their full local sky
+    and end up at the baseline, so, as in the reference, every item gets a finite sky
+    when any local sky is finite. When every delta is valid, the result does not depend
+    on how the deltas were referenced (a common shift cancels), hence not on
+    ``match_down``. With invalid deltas it does, exactly as in the reference (checked
+    with stcal 1.20.0): an isolated image keeps ``d = 0`` whatever the reference, so
+    it can set the baseline differently for ``match_down=True`` and ``False``.
+
+    Examples
+    --------
+    >>> combine_global_match([100.0, 120.0, 50.0], [0.0, 20.0, float("nan")]).tolist()
+    [50.0, 70.0, 50.0]
+    """
+    loc = np.asarray(local, dtype=np.float64)
+    dlt = np.asarray(delta, dtype=np.float64)
+    if loc.ndim != 1 or dlt.shape != loc.shape:
+        raise ValueError(
+            f"'local' and 'delta' must be 1-D of the same length, got shapes "
+            f"{loc.shape} and {dlt.shape}"
+        )
+    d = np.where(np.isfinite(dlt), dlt, 0.0)
+    base = loc - d
+    ok = np.isfinite(base)
+    if not ok.any():
+        return np.full(loc.shape, np.nan)
+    return d + base[ok].min()
 
 
 def match_offsets(

@@ -1,23 +1,24 @@
-"""The pairwise sky-matching system, solved as a sparse least-squares problem.
+"""The one solver: weighted linear equations between unknowns, solved sparsely.
 
-Every measured pair of overlapping items (images, or groups of images) ``(i, j)``
-contributes one equation between their unknown sky offsets ``d``::
+Every measurement becomes an equation between the unknowns (one per image or group for
+a constant sky; more per image for richer models)::
 
-    wm * (d_i - d_j) = wm * (sky_i - sky_j),      wm = (npix_i + npix_j) / 2
+    weight_k * sum_t(coef_t * x[index_t]) = weight_k * value_k      (terms t of row k)
 
-where ``sky_i`` is item i's statistic inside the overlap and ``npix_i`` the number of its
-pixels that survived masking and clipping there. The rows are scaled by ``wm``, so the
-weights enter the least-squares objective squared: the solution minimises
-``sum(wm**2 * ((d_i - d_j) - (sky_i - sky_j))**2)``, as the reference skymatch does.
+given as sparse triplets (``row``, ``index``, ``coef``) plus one ``value`` and one
+``weight`` (``1 / sigma``) per equation. The rows are multiplied by their weights, so
+the weights enter the least-squares objective squared. Where the weights come from is
+the caller's business (the measurements that make the equations know their pixel
+counts and scatter); this module knows nothing of pixels, statistics or WCS.
 
-The system is singular (only differences are measured). Inside every connected component
-of the graph of used pairs the solution is unique up to a constant; like the reference's
-dense pseudo-inverse, this module returns the minimum-norm solution, whose deltas have a
-zero unweighted mean in every component. All finite deltas are then referenced to one
-item (the lowest with ``match_down=True``, the highest otherwise), which gets exactly 0.
-
-This module knows nothing of pixels or WCS: it takes numbers per pair and returns numbers
-per item. See ``solve_match`` for the numerical method.
+Equations that are all differences ``x_i - x_j = value`` (the reference's match
+system) are solved as a weighted graph Laplacian: singular, with a constant null vector
+per connected component of the graph of used equations. Like the reference's dense
+pseudo-inverse, the minimum-norm solution is returned (the unknowns of a component have
+a zero unweighted mean), then all finite unknowns are referenced to one of them (the
+lowest with ``match_down=True``, the highest otherwise), which gets exactly 0. Any other
+system is solved by LSQR for its minimum-norm least-squares solution, unreferenced.
+See `solve_offsets`.
 """
 
 from __future__ import annotations
@@ -30,9 +31,9 @@ from typing import NamedTuple
 import numpy as np
 import scipy.sparse as sp
 from scipy.sparse.csgraph import connected_components
-from scipy.sparse.linalg import splu
+from scipy.sparse.linalg import lsqr, splu
 
-__all__ = ["MatchSolution", "combine_global_match", "solve_match"]
+__all__ = ["OffsetSolution", "solve_offsets"]
 
 logger = logging.getLogger(__name__)
 
@@ -48,48 +49,45 @@ _ACCURACY_WARN = 1e-8
 _MAX_WEIGHT_RATIO = 1e9
 
 
-class MatchSolution(NamedTuple):
-    """The solution of a pairwise match system, as returned by `solve_match`.
+class OffsetSolution(NamedTuple):
+    """The solution of a system of equations, as returned by `solve_offsets`.
 
     Attributes
     ----------
-    delta : numpy.ndarray
-        ``(n,)`` float64. The referenced sky offset of every unknown: the minimum-norm
-        least-squares solution of its component minus one common reference value, so
-        the ``reference`` unknown is exactly 0 and, with ``match_down=True``, all
-        others are >= 0 (<= 0 with ``match_down=False``). NaN for unknowns that take
-        part in no used pair.
+    x : numpy.ndarray
+        ``(n,)`` float64 unknowns; NaN for those in no used equation. For a difference
+        system, referenced: the ``reference`` unknown is exactly 0 and, with
+        ``match_down=True``, all others are >= 0 (<= 0 with ``match_down=False``).
     valid : numpy.ndarray
-        ``(n,)`` bool, True where ``delta`` is finite.
+        ``(n,)`` bool, True where ``x`` is finite.
     components : list of numpy.ndarray
-        The connected components of the graph of used pairs: one sorted ``intp``
-        index array per component, the list ordered by smallest member. Unknowns in
-        no used pair belong to no component and are not listed.
+        The connected components of the graph of unknowns that share a used equation:
+        one sorted ``intp`` index array per component, the list ordered by smallest
+        member. Unknowns in no used equation belong to no component.
     used : numpy.ndarray
-        ``(npairs,)`` bool, True for the pairs that entered the system (both pixel
-        counts > 0 and both skies finite).
-    weight : numpy.ndarray
-        ``(npairs,)`` float64 row weight ``wm = (npix_i + npix_j) / 2`` of each used
-        pair, 0 for unused pairs.
+        ``(neq,)`` bool, True for the equations that entered the system (finite
+        positive weight, finite value and coefficients, at least one term).
     residual : numpy.ndarray
-        ``(npairs,)`` float64 ``(sky_i - sky_j) - (delta_i - delta_j)`` for used pairs,
-        NaN for unused pairs.
+        ``(neq,)`` float64 ``value - sum(coef * x)`` of the used equations, NaN for the
+        others.
     reference : int
-        Index of the unknown that the deltas are referenced to (its delta is exactly
-        0), or -1 when no delta is finite.
+        The unknown that a difference system is referenced to (exactly 0), or -1 (no
+        finite unknown, or not a difference system).
+    difference : bool
+        Whether every used equation is a difference ``x_i - x_j`` (the Laplacian path).
     """
 
-    delta: np.ndarray
+    x: np.ndarray
     valid: np.ndarray
     components: list[np.ndarray]
     used: np.ndarray
-    weight: np.ndarray
     residual: np.ndarray
     reference: int
+    difference: bool
 
 
 def _as_pair_array(name: str, value, npairs: int | None) -> np.ndarray:
-    """Return a per-pair input as a 1-D float64 array, checking its length.
+    """Return a per-pair (or per-equation, per-term) input as a 1-D float64 array.
 
     Parameters
     ----------
@@ -502,235 +500,255 @@ def _solve_laplacian(
     return x
 
 
-def solve_match(
+
+
+def solve_offsets(
     n: int,
-    i,
-    j,
-    sky_i,
-    sky_j,
-    npix_i,
-    npix_j,
+    row,
+    index,
+    coef,
+    value,
+    weight,
     *,
     match_down: bool = True,
-) -> MatchSolution:
-    """Solve the pairwise sky-matching system for the sky offsets of ``n`` unknowns.
+) -> OffsetSolution:
+    """Solve weighted linear equations between ``n`` unknowns given as sparse triplets.
+
+    Equation ``k`` reads ``sum(coef[t] * x[index[t]] for t with row[t] == k) =
+    value[k]``, with row weight ``weight[k]`` (``1 / sigma``: the row is multiplied by
+    it, so it enters the objective squared).
 
     Parameters
     ----------
     n : int
-        Number of unknowns (images, or groups of images), >= 0.
-    i, j : array_like of int
-        The two unknowns of every measured pair, indices in ``[0, n)``, ``i != j``.
-        The order of the pairs and of ``i``/``j`` inside a pair does not matter.
-    sky_i, sky_j : array_like of float
-        Statistic of each side of the pair inside their overlap, measured on that side's
-        own good pixels.
-    npix_i, npix_j : array_like of float or int
-        Number of pixels of each side that survived masking and clipping.
+        Number of unknowns, >= 0.
+    row, index : array_like of int
+        For every term: its equation (in ``[0, len(value))``) and its unknown (in
+        ``[0, n)``). An unknown appearing twice in an equation has its coefficients
+        added.
+    coef : array_like of float
+        The coefficient of every term.
+    value, weight : array_like of float
+        Per equation: the measured value and the row weight. An equation with a
+        non-finite value, weight or coefficient, a weight <= 0 or no term is not used.
     match_down : bool, optional
-        If True (the default), reference the deltas to the lowest one, so all deltas
-        are >= 0; if False, to the highest one (all deltas <= 0).
+        For a difference system: reference the unknowns to the lowest (True, default)
+        or the highest (False) one.
 
     Returns
     -------
-    MatchSolution
-        Referenced deltas, validity, connected components, pair use, weights and
-        residuals. See `MatchSolution`.
+    OffsetSolution
+        The unknowns, their validity and components, the equations used and their
+        residuals.
 
     Raises
     ------
     ValueError
-        If ``n`` is negative, the per-pair arrays differ in length or are not 1-D, an
-        index is out of range, or a pair has ``i == j``.
+        If ``n`` is negative, the arrays are not 1-D or differ in length, or an
+        equation or unknown index is out of range.
 
     Notes
     -----
-    A pair is used iff both pixel counts are positive (and finite) and both skies are
-    finite. Its row weight is ``wm = (npix_i + npix_j) / 2`` and its equation
-    ``wm*(d_i - d_j) = wm*(sky_i - sky_j)``, so weights enter the objective squared.
+    When every used equation is a difference ``x_i - x_j = value`` (one term +1, one
+    term -1, ``i != j``), the system is the reference's match system and is solved as
+    a graph Laplacian: the weighted normal equations with one unknown per connected
+    component held at 0 are factorised once by SuperLU and the solution is polished by
+    iterative refinement with residuals computed equation by equation and summed per
+    unknown without rounding loss (should SuperLU fail or the refinement not converge,
+    because the squared weights span more than ~15 decades, a slower subtraction-free
+    elimination takes over). Every component is then shifted to zero mean (the
+    minimum-norm solution, as the reference's ``pinv`` gives) and all finite unknowns
+    referenced to one of them. With weights spanning up to 9 decades the result agrees
+    with the exact least-squares solution to 1e-11 relative to the values or better; a
+    warning is logged beyond. The offsets between components stay undetermined, as in
+    the reference: a warning says so.
 
-    Inside every connected component of the graph of used pairs the result is the
-    minimum-norm least-squares solution (the deltas of a component have a zero
-    unweighted mean), which is what the reference's ``pinv(K) @ F`` gives, but computed
-    sparsely: the weighted graph Laplacian with one unknown per component held at 0 is
-    factorised once by SuperLU, the solution is polished by iterative refinement with
-    residuals computed pair by pair and summed per unknown without rounding loss, and
-    every component is then shifted to zero mean. Should SuperLU fail or the refinement
-    not converge (weights spanning more than ~7 decades), a slower subtraction-free
-    elimination takes over. The cost is that of one sparse factorisation and a few
-    solves: milliseconds for thousands of unknowns.
-
-    Accuracy: with pair weights spanning up to 9 decades the deltas agree with the
-    exact (rational arithmetic) least-squares solution to 1e-11 relative to the sky
-    differences or better (typically 1e-15), including a weakly linked pair of strongly
-    weighted clusters with inconsistent data; a warning is logged beyond 9 decades.
-    The reference's dense float64 ``pinv`` is less accurate: with weights from 1 to
-    4e6 its deltas differ from the exact ones by up to ~1e-8 relative on random graphs
-    and by ~1e-4 for a weak link between strong clusters, so agreement with stcal is
-    only to that level.
-    The reference also truncates singular values below ``1e-12`` times the largest
-    one; this solver does not.
-
-    All components share one reference: over all finite deltas, ``min`` (``max`` with
-    ``match_down=False``) is subtracted, so one unknown (the first on ties) gets
-    exactly 0 and the offsets between components stay undetermined (as in the
-    reference). A warning is logged when there is more than one component and when
-    unknowns take part in no used pair; their delta is NaN.
+    Any other system (planes, anchors, several terms per equation) is solved by LSQR
+    (`scipy.sparse.linalg.lsqr`, started from 0, so the minimum-norm least-squares
+    solution) to a relative tolerance of 1e-14, and not referenced.
 
     Examples
     --------
-    Three images in a chain whose skies are 100, 120 and 105 (constant skies, so each
-    side of a pair measures its own sky):
+    Three images in a chain whose skies are 100, 120 and 105: two differences, row
+    weights 1.
 
-    >>> sol = solve_match(3, [0, 1], [1, 2], [100.0, 120.0], [120.0, 105.0],
-    ...                   [5000, 4000], [5000, 4000])
-    >>> sol.delta.tolist()
-    [0.0, 20.0, 5.0]
+    >>> sol = solve_offsets(3, row=[0, 0, 1, 1], index=[0, 1, 1, 2],
+    ...                     coef=[1.0, -1.0, 1.0, -1.0], value=[-20.0, 15.0],
+    ...                     weight=[1.0, 1.0])
+    >>> sol.x.tolist(), sol.reference
+    ([0.0, 20.0, 5.0], 0)
     """
     n = int(n)
     if n < 0:
         raise ValueError(f"'n' must be >= 0, got {n}")
-    ii = _as_index_array("i", i, n)
-    jj = _as_index_array("j", j, n)
-    npairs = ii.size
-    if jj.size != npairs:
-        raise ValueError(f"'j' has {jj.size} values, expected {npairs} (one per pair)")
-    si = _as_pair_array("sky_i", sky_i, npairs)
-    sj = _as_pair_array("sky_j", sky_j, npairs)
-    ni = _as_pair_array("npix_i", npix_i, npairs)
-    nj = _as_pair_array("npix_j", npix_j, npairs)
-    if np.any(ii == jj):
-        raise ValueError("a pair must join two different unknowns (found i == j)")
+    val = _as_pair_array("value", value, None)
+    neq = val.size
+    wgt = _as_pair_array("weight", weight, neq)
+    rr = _as_index_array("row", row, neq)
+    ii = _as_index_array("index", index, n)
+    cc = _as_pair_array("coef", coef, rr.size)
+    if ii.size != rr.size:
+        raise ValueError(f"'index' has {ii.size} values, expected {rr.size} (one per term)")
 
     with np.errstate(invalid="ignore"):
-        used = (
-            (ni > 0)
-            & (nj > 0)
-            & np.isfinite(ni)
-            & np.isfinite(nj)
-            & np.isfinite(si)
-            & np.isfinite(sj)
-        )
-    weight = np.zeros(npairs)
-    weight[used] = 0.5 * (ni[used] + nj[used])
-    iu, ju = ii[used], jj[used]
-    diff = si[used] - sj[used]
+        bad_term = np.bincount(rr, ~np.isfinite(cc), minlength=neq) > 0
+        nterms = np.bincount(rr, minlength=neq)
+        used = np.isfinite(val) & np.isfinite(wgt) & (wgt > 0) & ~bad_term & (nterms > 0)
+    term_used = used[rr]
+    ends = _difference_ends(rr, ii, cc, used, nterms)
+    if ends is not None:
+        iu, ju = ends
+        x, reference, components = _solve_difference(n, iu, ju, val[used], wgt[used],
+                                                      match_down)
+        residual = np.full(neq, np.nan)
+        residual[used] = val[used] - (x[iu] - x[ju])
+        what = "pair"
+    else:
+        x, components = _solve_general(n, rr[term_used], ii[term_used], cc[term_used],
+                                       val, wgt, used)
+        residual = np.full(neq, np.nan)
+        fitted = np.bincount(rr[term_used], cc[term_used] * np.nan_to_num(x[ii[term_used]]),
+                             minlength=neq)
+        residual[used] = val[used] - fitted[used]
+        reference = -1
+        what = "equation"
+    _report(n, components, int(used.sum()), neq, what)
+    return OffsetSolution(
+        x=x, valid=np.isfinite(x), components=components, used=used, residual=residual,
+        reference=reference, difference=ends is not None,
+    )
 
+
+def _difference_ends(
+    row: np.ndarray, index: np.ndarray, coef: np.ndarray, used: np.ndarray,
+    nterms: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """Return the two unknowns (+1, -1) of every used equation, if all are differences.
+
+    Returns ``(i, j)`` in equation order, or None when a used equation is not
+    ``x_i - x_j`` with ``i != j``.
+    """
+    nused = int(used.sum())
+    if nused == 0:
+        return np.zeros(0, dtype=np.intp), np.zeros(0, dtype=np.intp)
+    neq = used.size
+    t = used[row]
+    plus = t & (coef == 1.0)
+    minus = t & (coef == -1.0)
+    if not (
+        np.all(nterms[used] == 2)
+        and np.all(np.bincount(row[plus], minlength=neq)[used] == 1)
+        and np.all(np.bincount(row[minus], minlength=neq)[used] == 1)
+    ):
+        return None
+    i = np.empty(neq, dtype=np.intp)
+    j = np.empty(neq, dtype=np.intp)
+    i[row[plus]] = index[plus]
+    j[row[minus]] = index[minus]
+    i, j = i[used], j[used]
+    if np.any(i == j):
+        return None
+    return i, j
+
+
+def _solve_difference(
+    n: int, iu: np.ndarray, ju: np.ndarray, diff: np.ndarray, weight: np.ndarray,
+    match_down: bool,
+) -> tuple[np.ndarray, int, list[np.ndarray]]:
+    """Solve a difference system (the Laplacian path).
+
+    Returns the referenced unknowns, the reference and the components.
+    """
     label, components = _label_components(n, iu, ju)
     ncomp = len(components)
+    x = np.full(n, np.nan)
+    if not ncomp:
+        return x, -1, components
+    wmax = float(weight.max())
+    wmin = float(weight.min())
+    cond = (weight / wmax) ** 2
+    if wmax > _MAX_WEIGHT_RATIO * wmin:
+        logger.warning(
+            "The pair weights range from %.3g to %.3g; beyond a ratio of %.0e the "
+            "match solution is not guaranteed to be accurate",
+            wmin,
+            wmax,
+            _MAX_WEIGHT_RATIO,
+        )
     members = np.flatnonzero(label >= 0)
-    delta = np.full(n, np.nan)
-    reference = -1
-    if ncomp:
-        wmax = float(weight.max())
-        cond = (weight[used] / wmax) ** 2
-        wmin = float(weight[used].min())
-        if wmax > _MAX_WEIGHT_RATIO * wmin:
-            logger.warning(
-                "The pair weights range from %.3g to %.3g; beyond a ratio of %.0e the "
-                "match solution is not guaranteed to be accurate",
-                wmin,
-                wmax,
-                _MAX_WEIGHT_RATIO,
-            )
-        x = _solve_laplacian(n, iu, ju, diff, cond, label)
-        xm = x[members]
-        lab = label[members]
-        mean = np.bincount(lab, xm, minlength=ncomp) / np.bincount(lab, minlength=ncomp)
-        delta[members] = xm - mean[lab]
-        pick = np.argmin if match_down else np.argmax
-        reference = int(members[pick(delta[members])])
-        delta[members] -= delta[reference]
+    solved = _solve_laplacian(n, iu, ju, diff, cond, label)
+    xm = solved[members]
+    lab = label[members]
+    mean = np.bincount(lab, xm, minlength=ncomp) / np.bincount(lab, minlength=ncomp)
+    x[members] = xm - mean[lab]
+    pick = np.argmin if match_down else np.argmax
+    reference = int(members[pick(x[members])])
+    x[members] -= x[reference]
+    return x, reference, components
 
-    residual = np.full(npairs, np.nan)
-    residual[used] = diff - (delta[iu] - delta[ju])
 
-    if ncomp > 1:
+def _solve_general(
+    n: int, row: np.ndarray, index: np.ndarray, coef: np.ndarray, value: np.ndarray,
+    weight: np.ndarray, used: np.ndarray,
+) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Minimum-norm weighted least squares by LSQR; the unknowns and the components.
+
+    ``row``, ``index`` and ``coef`` are the terms of the used equations only.
+    """
+    x = np.full(n, np.nan)
+    order = np.argsort(row, kind="stable")
+    r, k = row[order], index[order]
+    same = r[1:] == r[:-1]
+    # unknowns sharing an equation are linked (consecutive terms); every unknown with
+    # a term is a node (a self-link)
+    _, components = _label_components(n, np.concatenate([k[:-1][same], k]),
+                                      np.concatenate([k[1:][same], k]))
+    if not components:
+        return x, components
+    eqs = np.flatnonzero(used)
+    wmax = float(weight[used].max())
+    w = weight / wmax
+    compact = np.full(used.size, -1, dtype=np.intp)
+    compact[eqs] = np.arange(eqs.size)
+    matrix = sp.csr_array((coef * w[row], (compact[row], index)), shape=(eqs.size, n))
+    rhs = value[eqs] * w[eqs]
+    out = lsqr(matrix, rhs, atol=1e-14, btol=1e-14, conlim=1e14,
+               iter_lim=max(1000, 50 * n))
+    istop, itn = int(out[1]), int(out[2])
+    if istop in (3, 6, 7):
+        logger.warning("The equations were not solved to full accuracy (LSQR stopped "
+                       "with code %d after %d iterations)", istop, itn)
+    members = np.concatenate(components)
+    x[members] = out[0][members]
+    return x, components
+
+
+def _report(n: int, components: list[np.ndarray], nused: int, neq: int, what: str) -> None:
+    """Log the disconnected components and the unknowns in no used equation."""
+    ninside = int(sum(c.size for c in components))
+    if len(components) > 1:
         logger.warning(
             "The overlap graph has %d disconnected components; the sky offsets between "
-            "components are not constrained by the data (each component is centred on "
-            "its own mean and all share one reference).",
-            ncomp,
+            "components are not constrained by the data%s.",
+            len(components),
+            " (each component is centred on its own mean and all share one reference)"
+            if what == "pair" else "",
         )
-    logger.debug(
-        "match system: %d unknowns, %d of %d pairs used, %d in pairs, rank %d",
-        n,
-        iu.size,
-        npairs,
-        members.size,
-        members.size - ncomp,
-    )
-    nfree = n - members.size
+    logger.debug("%s system: %d unknowns, %d of %d %ss used, %d in %ss, rank %d",
+                 "match" if what == "pair" else "linear", n, nused, neq, what,
+                 ninside, what, ninside - len(components))
+    nfree = n - ninside
     if nfree:
-        lonely = np.flatnonzero(label < 0)
+        inside = np.zeros(n, dtype=bool)
+        if components:
+            inside[np.concatenate(components)] = True
+        lonely = np.flatnonzero(~inside)
         shown = ", ".join(str(k) for k in lonely[:10]) + (", ..." if nfree > 10 else "")
         logger.warning(
-            "%d of %d unknowns take part in no usable pair (indices %s); their match "
+            "%d of %d unknowns take part in no usable %s (indices %s); their match "
             "offsets cannot be computed.",
             nfree,
             n,
+            what,
             shown,
         )
-    return MatchSolution(
-        delta=delta,
-        valid=np.isfinite(delta),
-        components=components,
-        used=used,
-        weight=weight,
-        residual=residual,
-        reference=reference,
-    )
-
-
-def combine_global_match(local, delta) -> np.ndarray:
-    """Combine local skies and match deltas as the ``global+match`` method does.
-
-    Parameters
-    ----------
-    local : array_like of float
-        ``(n,)`` local (whole-image or whole-group) sky of every item; NaN where it
-        could not be computed.
-    delta : array_like of float
-        ``(n,)`` match deltas (``MatchSolution.delta``); NaN where invalid.
-
-    Returns
-    -------
-    numpy.ndarray
-        ``(n,)`` float64 sky ``d_k + b`` with ``d_k`` the delta (0 where invalid) and
-        the baseline ``b = min_m (local_m - d_m)`` over the items where that difference
-        is finite. All NaN if there is no such item (the reference then keeps the match
-        result alone; the caller decides).
-
-    Raises
-    ------
-    ValueError
-        If the inputs are not 1-D arrays of the same length.
-
-    Notes
-    -----
-    Items whose delta is invalid take part in the minimum with their full local sky
-    and end up at the baseline, so, as in the reference, every item gets a finite sky
-    when any local sky is finite. When every delta is valid, the result does not depend
-    on how the deltas were referenced (a common shift cancels), hence not on
-    ``match_down``. With invalid deltas it does, exactly as in the reference (checked
-    with stcal 1.20.0): an isolated image keeps ``d = 0`` whatever the reference, so
-    it can set the baseline differently for ``match_down=True`` and ``False``.
-
-    Examples
-    --------
-    >>> combine_global_match([100.0, 120.0, 50.0], [0.0, 20.0, float("nan")]).tolist()
-    [50.0, 70.0, 50.0]
-    """
-    loc = np.asarray(local, dtype=np.float64)
-    dlt = np.asarray(delta, dtype=np.float64)
-    if loc.ndim != 1 or dlt.shape != loc.shape:
-        raise ValueError(
-            f"'local' and 'delta' must be 1-D of the same length, got shapes "
-            f"{loc.shape} and {dlt.shape}"
-        )
-    d = np.where(np.isfinite(dlt), dlt, 0.0)
-    base = loc - d
-    ok = np.isfinite(base)
-    if not ok.any():
-        return np.full(loc.shape, np.nan)
-    return d + base[ok].min()

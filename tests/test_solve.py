@@ -1,4 +1,4 @@
-"""Tests of the pairwise match solver (skyeq.solve)."""
+"""Tests of the pairwise match solver: the match equations (skyeq._methods) and skyeq.solve."""
 
 import logging
 import math
@@ -9,12 +9,8 @@ import numpy as np
 import pytest
 from numpy.testing import assert_allclose, assert_array_equal
 
-from skyeq.solve import (
-    _AccurateLaplacianFactor,
-    _scatter_pairs,
-    combine_global_match,
-    solve_match,
-)
+from skyeq._methods import combine_global_match, solve_match
+from skyeq.solve import _AccurateLaplacianFactor, _scatter_pairs
 
 # --------------------------------------------------------------------------------------
 # helpers
