@@ -1,11 +1,16 @@
 """skyeq: fast sky (background) matching for mosaics of overlapping astronomical images.
 
-The public API is what this module exports; everything in modules whose names start
-with an underscore, and every name starting with an underscore, is private.
+The public API is what this module exports (``skyeq.__all__``, including the module
+`skyeq.synthetic`) and what `skyeq.io` exports (``skyeq.io.__all__``); the API page of
+the documentation lists every public name. Everything else is internal and may change
+without notice: the other modules (``skyeq.geometry``, ``skyeq.wcs``, ``skyeq.solve``,
+...) hold the stages the public functions are built from, and every name starting with
+an underscore or living in a module whose name does is private.
 """
 
 from importlib.metadata import PackageNotFoundError, version
 
+from . import synthetic
 from .geometry import Footprint, Overlap, footprints, overlap_graph
 from .result import SkyResult
 from .skymatch import match_sky
@@ -27,4 +32,5 @@ __all__ = [
     "match_sky",
     "overlap_graph",
     "sky_statistic",
+    "synthetic",
 ]
