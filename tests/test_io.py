@@ -11,7 +11,7 @@ from astropy.table import Table
 from fits_helpers import read_independently, snapshot, write_mosaic
 from numpy.testing import assert_allclose, assert_array_equal
 
-from skyeq import SkyStat, io, match_sky, synthetic
+from skyeq import SkyStat, _fits, io, match_sky, synthetic
 
 STAT = SkyStat("median", nclip=3)
 
@@ -147,7 +147,7 @@ def test_match_files_reads_each_image_inside_its_task_only(grid, tmp_path, monke
 
     paths = write_mosaic(grid, tmp_path / "in")
     count = {"loads": 0, "alive": 0, "peak": 0}
-    original = io._FileArray.__array__
+    original = _fits._FileArray.__array__
 
     def tracked(self, dtype=None, copy=None):
         out = original(self, dtype, copy)
@@ -157,7 +157,7 @@ def test_match_files_reads_each_image_inside_its_task_only(grid, tmp_path, monke
         weakref.finalize(out, lambda: count.__setitem__("alive", count["alive"] - 1))
         return out
 
-    monkeypatch.setattr(io._FileArray, "__array__", tracked)
+    monkeypatch.setattr(_fits._FileArray, "__array__", tracked)
     res = io.match_files(paths, method="global+match", stat=STAT, subtract=True)
     # one read of every SCI and every DQ array, one image (and its DQ) alive at a time
     assert count == {"loads": 2 * len(paths), "alive": 0, "peak": 2}
@@ -180,7 +180,7 @@ def test_match_files_on_a_process_pool_reads_the_files_in_the_workers(grid, tmp_
     paths = write_mosaic(grid, tmp_path / "in")
     monkeypatch.chdir(tmp_path / "in")
     names = [p.name for p in paths]  # relative names, made absolute at the scan
-    assert io._read_image(Path(names[0]), lazy=True).data.path == paths[0].absolute()
+    assert _fits._read_image(Path(names[0]), lazy=True).data.path == paths[0].absolute()
     serial = io.match_files(names, method="match", stat=STAT)
     spawn = multiprocessing.get_context("spawn")  # fresh workers, nothing inherited
     with ProcessPoolExecutor(2, mp_context=spawn) as pool:

@@ -23,7 +23,7 @@ from numpy.testing import assert_allclose, assert_array_equal
 from stdatamodels import fits_support
 from stdatamodels.jwst import datamodels
 
-from skyeq import SkyStat, cli, io, match_sky, synthetic
+from skyeq import SkyStat, _jwst, cli, io, match_sky, synthetic
 
 STAT = SkyStat("median", nclip=3)
 
@@ -174,7 +174,7 @@ def test_without_stdatamodels_the_header_wcs_is_used_and_a_warning_logged(
 ):
     paths, _ = write_models(grid, tmp_path, distortion=0.5, header_wcs=True)
     monkeypatch.setitem(sys.modules, "stdatamodels.jwst", None)  # import fails
-    monkeypatch.setattr(io, "_missing_stdatamodels_logged", False)
+    monkeypatch.setattr(_jwst, "_missing_stdatamodels_logged", False)
     with caplog.at_level("WARNING", logger="skyeq.io"):
         imgs = [io.read_image(p) for p in paths]
     assert not any(img.datamodel for img in imgs)
@@ -296,7 +296,7 @@ def test_a_plain_write_then_a_datamodel_write_leave_no_stale_keyword(
     paths, _ = write_models(grid, tmp_path, header_wcs=True)
     with monkeypatch.context() as mp:  # first run without stdatamodels: plain FITS
         mp.setitem(sys.modules, "stdatamodels.jwst", None)
-        mp.setattr(io, "_missing_stdatamodels_logged", True)
+        mp.setattr(_jwst, "_missing_stdatamodels_logged", True)
         first = io.match_files(paths, method="match", stat=STAT)
         io.write_results(first, in_place=True)
     with fits.open(paths[1]) as hdul:
@@ -349,7 +349,7 @@ def test_cli_groups_by_exposure_unless_ungrouped(tmp_path, capsys):
 def test_plain_fits_with_jwst_observation_keywords_is_grouped_too(tmp_path):
     m = synthetic.exposures(2, (2, 1), shape=(80, 80), seed=7, point_sources=0,
                             extended_sources=0)
-    keys = dict(zip(io._EXPOSURE_KEYWORDS, observation(0).values(), strict=True))
+    keys = dict(zip(_jwst._EXPOSURE_KEYWORDS, observation(0).values(), strict=True))
     paths = []
     for k, name in enumerate(m.names):
         primary = fits.PrimaryHDU()

@@ -5,8 +5,8 @@ import pytest
 from astropy.table import Table
 from numpy.testing import assert_allclose, assert_array_equal
 
-from skyeq.result import METHODS, PAIR_COLUMNS, SkyResult, make_pair_table
 from skyeq._methods import solve_match
+from skyeq.result import METHODS, PAIR_COLUMNS, SkyResult, make_pair_table
 
 # Table 2 of the skymatch documentation plus an isolated 8th image, method "match":
 # the isolated image is invalid and keeps sky 0.0 as in the reference.

@@ -1,0 +1,312 @@
+"""The FITS layout: science and DQ arrays, their WCS and keywords, in and out.
+
+`_read_image` (behind `skyeq.io.read_image` and `skyeq.io.match_files`) finds the
+science and DQ HDUs (`_find_sci`), reads the celestial WCS of the science header
+(`_read_wcs`; for a JWST datamodel file the gwcs, through `skyeq._jwst`), the background
+keywords already present (`_background_keywords`) and the JWST exposure, and returns a
+`FitsImage` whose arrays are read (native byte order) or lazy file-backed `_FileArray`
+objects. `_write_fits` writes a file with new background keywords (and data) to a
+temporary path, for the atomic writer of `skyeq.io`. Imports `skyeq._jwst` only.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import numbers
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from astropy.io import fits
+from astropy.wcs import WCS, FITSFixedWarning
+
+from ._jwst import _check_shape, _datamodel_wcs, _datamodels, _exposure_id, _write_datamodel
+
+#: The logger of the public file face `skyeq.io`: records keep the name users configure.
+log = logging.getLogger("skyeq.io")
+
+#: Comments of the background keywords, as written into the headers.
+_KEYWORD_COMMENTS = {
+    "BKGLEVEL": "sky background level (data units)",
+    "BKGMETH": "sky background method",
+    "BKGSUB": "sky background subtracted from the data",
+}
+
+_IMAGE_HDUS = (fits.PrimaryHDU, fits.ImageHDU, fits.CompImageHDU)
+
+
+# --------------------------------------------------------------------------- reading
+
+
+@dataclass(eq=False, repr=False)
+class FitsImage:
+    """One image read from a FITS file.
+
+    Parameters
+    ----------
+    path : pathlib.Path
+        The file.
+    data : numpy.ndarray
+        The 2-D science array, in native byte order (floating-point data keep their
+        precision; integer data become float64).
+    wcs : astropy.wcs.WCS or gwcs.WCS
+        The celestial WCS of the science array: the gwcs of a JWST datamodel file read
+        through stdatamodels, else the astropy WCS of the SCI header (two axes,
+        ``pixel_shape`` set).
+    dq : numpy.ndarray or None
+        The DQ array (native byte order), or None when the file has no DQ extension.
+    sci : int
+        Index of the HDU the science array came from (0 for a plain single-HDU file).
+    bkglevel : float or None
+        BKGLEVEL already in the file, or None.
+    bkgsub : bool or None
+        BKGSUB already in the file, or None.
+    bkgmeth : str or None
+        BKGMETH already in the file, or None.
+    exposure : str or None
+        The JWST exposure the image belongs to (images of one exposure share one sky):
+        ``meta.group_id`` of a datamodel, else built from the observation keywords
+        PROGRAM, OBSERVTN, VISIT, VISITGRP, SEQ_ID, ACT_ID and EXPOSURE of the primary
+        header as the JWST pipeline builds it; None when the file has neither.
+    datamodel : bool
+        Whether the file was read through stdatamodels (a JWST datamodel file).
+    """
+
+    path: Path
+    data: np.ndarray
+    wcs: Any
+    dq: np.ndarray | None
+    sci: int
+    bkglevel: float | None = None
+    bkgsub: bool | None = None
+    bkgmeth: str | None = None
+    exposure: str | None = None
+    datamodel: bool = False
+
+    def __repr__(self) -> str:
+        return (
+            f"<FitsImage {str(self.path)!r} shape={self.data.shape} dtype={self.data.dtype} "
+            f"hdu={self.sci} dq={self.dq is not None} BKGLEVEL={self.bkglevel} "
+            f"BKGSUB={self.bkgsub} exposure={self.exposure!r} datamodel={self.datamodel}>"
+        )
+
+
+def _require_file(path: Path, what: str, where: str = "") -> None:
+    """Raise FileNotFoundError (or IsADirectoryError) unless ``path`` is a file."""
+    if not path.exists():
+        raise FileNotFoundError(f"{what} {path}{where} does not exist")
+    if not path.is_file():
+        raise IsADirectoryError(f"{what} {path}{where} is not a file")
+
+
+def _find_sci(hdul: fits.HDUList, path: Path) -> int:
+    """Index of the science HDU: the SCI extension, else an image in the primary HDU."""
+    sci = [k for k, h in enumerate(hdul) if isinstance(h, _IMAGE_HDUS) and h.name == "SCI"]
+    if len(sci) > 1:
+        raise ValueError(
+            f"{path} has {len(sci)} SCI extensions; skyeq reads one image per file"
+        )
+    if sci:
+        return sci[0]
+    if int(hdul[0].header.get("NAXIS", 0)) > 0:
+        return 0
+    raise ValueError(f"{path} has no SCI extension and no image in its primary HDU")
+
+
+def _native(array: np.ndarray, *, to_float: bool) -> np.ndarray:
+    """Return a native-byte-order copy (integers become float64 when ``to_float``)."""
+    dtype = array.dtype
+    if to_float and dtype.kind in "biu":
+        dtype = np.dtype(np.float64)
+    return np.array(array, dtype=dtype.newbyteorder("="), order="C")
+
+
+def _read_wcs(header: fits.Header, hdul: fits.HDUList, path: Path, shape: tuple) -> WCS:
+    """Celestial astropy WCS of a header; ValueError naming the file if there is none."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            wcs = WCS(header, fobj=hdul)
+        except Exception as err:
+            raise ValueError(f"cannot read the WCS of image {path}: {err}") from err
+    for w in caught:
+        level = logging.DEBUG if issubclass(w.category, FITSFixedWarning) else logging.WARNING
+        log.log(level, "%s: WCS: %s", path, w.message)
+    if not wcs.has_celestial:
+        raise ValueError(f"image {path} has no celestial WCS")
+    if wcs.naxis != 2 or sorted((wcs.wcs.lng, wcs.wcs.lat)) != [0, 1]:
+        wcs = wcs.celestial
+        if wcs.naxis != 2:
+            raise ValueError(f"image {path} has no celestial WCS on its two pixel axes")
+    wcs.pixel_shape = (int(shape[1]), int(shape[0]))
+    return wcs
+
+
+def _keyword(headers: Sequence[fits.Header], key: str) -> Any:
+    """Return ``key`` from the first header holding it; None if none holds it.
+
+    Raises ValueError if two headers hold different values.
+    """
+    values = []
+    for hdr in headers:
+        if key in hdr:
+            value = hdr[key]
+            values.append(None if isinstance(value, fits.card.Undefined) else value)
+    if not values:
+        return None
+    if any(v != values[0] for v in values[1:]):
+        raise ValueError(f"{key} differs between the headers ({values[0]!r} vs {values[1]!r})")
+    return values[0]
+
+
+def _background_keywords(
+    headers: Sequence[fits.Header], path: Path
+) -> tuple[float | None, bool | None, str | None]:
+    """BKGLEVEL, BKGSUB and BKGMETH of a file, checked for type."""
+    try:
+        level = _keyword(headers, "BKGLEVEL")
+        sub = _keyword(headers, "BKGSUB")
+        meth = _keyword(headers, "BKGMETH")
+    except ValueError as err:
+        raise ValueError(f"image {path}: {err}") from None
+    if level is not None:
+        if isinstance(level, bool) or not isinstance(level, numbers.Real):
+            raise ValueError(f"image {path}: BKGLEVEL = {level!r} is not a number")
+        level = float(level)
+        if not math.isfinite(level):
+            raise ValueError(f"image {path}: BKGLEVEL = {level!r} is not finite")
+    if sub is not None and not isinstance(sub, bool):
+        raise ValueError(f"image {path}: BKGSUB = {sub!r} is not a FITS logical (T or F)")
+    return level, sub, None if meth is None else str(meth)
+
+
+class _FileArray:
+    """One 2-D array of a FITS file, read when converted with `numpy.asarray`.
+
+    What `skyeq.io.match_files` gives `skyeq.match_sky`, so that an image is in memory only
+    while its measurement task runs (DESIGN.md: memory bounded by one group, not by
+    the mosaic). Each conversion reads the HDU again (in native byte order) and
+    refuses a file that changed since it was scanned: a result
+    must never mix an image with its rewritten successor.
+    """
+
+    __slots__ = ("hdu", "path", "shape", "stamp", "to_float", "what")
+
+    def __init__(self, path: Path, hdu: int, shape: tuple[int, int], *, to_float: bool,
+                 what: str) -> None:
+        self.path = path.absolute()  # a task may run in another directory or process
+        self.hdu = hdu
+        self.shape = shape
+        self.to_float = to_float
+        self.what = what
+        self.stamp = _stamp(path)
+
+    @property
+    def ndim(self) -> int:
+        """Number of dimensions (2)."""
+        return len(self.shape)
+
+    def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
+        if _stamp(self.path) != self.stamp:
+            raise ValueError(
+                f"{self.path} has changed since it was read; read it again (e.g. after "
+                "writing results in place, call match_files anew)"
+            )
+        try:
+            with fits.open(self.path, memmap=False) as hdul:  # reads this HDU only
+                raw = hdul[self.hdu].data
+                if raw is None or raw.shape != self.shape:
+                    raise ValueError(f"shape {None if raw is None else raw.shape}, expected "
+                                     f"{self.shape}")
+                arr = _native(raw, to_float=self.to_float)
+                del raw
+        except (OSError, ValueError, TypeError) as err:
+            raise ValueError(f"cannot read the {self.what} of {self.path}: {err}") from err
+        return arr if dtype is None else arr.astype(dtype, copy=False)
+
+    def __repr__(self) -> str:
+        return f"<{self.what} of {str(self.path)!r}, HDU {self.hdu}, shape {self.shape}>"
+
+
+def _stamp(path: Path) -> tuple[int, int, int, int]:
+    """Identity of a file's content as the file system sees it (inode, size, times)."""
+    st = path.stat()
+    return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+def _read_image(path: Path, *, lazy: bool) -> FitsImage:
+    """`skyeq.io.read_image`; with ``lazy`` the arrays are `_FileArray` objects, not read yet."""
+    _require_file(path, "image file")
+    try:
+        hdul = fits.open(path, memmap=False)
+    except OSError as err:
+        raise ValueError(f"cannot read {path} as a FITS file: {err}") from err
+    with hdul:
+        k = _find_sci(hdul, path)
+        hdu = hdul[k]
+        shape = tuple(int(n) for n in hdu.shape)  # from the header: no data read
+        if len(shape) != 2:
+            raise ValueError(
+                f"the science array of {path} is not a 2-D image (ndim={len(shape)})"
+            )
+        data: Any = (_FileArray(path, k, shape, to_float=True, what="science array")
+                     if lazy else _native(hdu.data, to_float=True))
+        datamodels = _datamodels(hdul, path)
+        wcs = exposure = None
+        if datamodels is not None:
+            wcs, exposure = _datamodel_wcs(datamodels, path, shape)
+            if wcs is None:
+                log.debug("%s: the datamodel has no meta.wcs; using the SCI header", path)
+        if wcs is None:
+            wcs = _read_wcs(hdu.header, hdul, path, shape)
+        dq: Any = None
+        dq_at = [j for j, h in enumerate(hdul) if isinstance(h, _IMAGE_HDUS) and h.name == "DQ"]
+        if dq_at and int(hdul[dq_at[0]].header.get("NAXIS", 0)) > 0:
+            dq_shape = tuple(int(n) for n in hdul[dq_at[0]].shape)
+            if dq_shape != shape:
+                raise ValueError(
+                    f"the DQ array of {path} has shape {dq_shape}, the science array {shape}"
+                )
+            dq = (_FileArray(path, dq_at[0], shape, to_float=False, what="DQ array")
+                  if lazy else _native(hdul[dq_at[0]].data, to_float=False))
+        headers = [hdu.header] if k == 0 else [hdu.header, hdul[0].header]
+        level, sub, meth = _background_keywords(headers, path)
+        if exposure is None:
+            exposure = _exposure_id(hdul[0].header)
+    log.debug("read %s: HDU %d, shape %s, DQ %s, exposure %s, %s", path, k, shape,
+              dq is not None, exposure, type(wcs).__module__)
+    return FitsImage(path, data, wcs, dq, k, level, sub, meth, exposure,
+                     datamodels is not None)
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def _write_fits(
+    source: Path, tmp: Path, name: str, keywords: dict, data: np.ndarray | None
+) -> None:
+    """Write ``source`` with new background keywords (and SCI data) to ``tmp``.
+
+    A JWST datamodel file is written through stdatamodels when it is installed (see
+    `skyeq._jwst._write_datamodel`); ``name`` is the file name of the final target.
+    """
+    with fits.open(source, memmap=False) as hdul:
+        datamodels = _datamodels(hdul, source)
+        if datamodels is not None:
+            hdul.close()
+            _write_datamodel(datamodels, source, tmp, name, keywords, data)
+            return
+        k = _find_sci(hdul, source)
+        sci = hdul[k]
+        if data is not None:
+            _check_shape(source, data, sci.data.shape)
+            sci.data = data
+        headers = [sci.header] if k == 0 else [sci.header, hdul[0].header]
+        for hdr in headers:
+            for key, value in keywords.items():
+                hdr[key] = (value, _KEYWORD_COMMENTS[key])
+        hdul.writeto(tmp, overwrite=True)
