@@ -103,7 +103,7 @@ def _require_file(path: Path, what: str, where: str = "") -> None:
         raise IsADirectoryError(f"{what} {path}{where} is not a file")
 
 
-def _find_sci(hdul: fits.HDUList, path: Path) -> int:
+def _find_sci(hdul: fits.HDUList, path: Path | str) -> int:
     """Index of the science HDU: the SCI extension, else an image in the primary HDU."""
     sci = [k for k, h in enumerate(hdul) if isinstance(h, _IMAGE_HDUS) and h.name == "SCI"]
     if len(sci) > 1:
@@ -125,7 +125,7 @@ def _native(array: np.ndarray, *, to_float: bool) -> np.ndarray:
     return np.array(array, dtype=dtype.newbyteorder("="), order="C")
 
 
-def _read_wcs(header: fits.Header, hdul: fits.HDUList, path: Path, shape: tuple) -> WCS:
+def _read_wcs(header: fits.Header, hdul: fits.HDUList, path: Path | str, shape: tuple) -> WCS:
     """Celestial astropy WCS of a header; ValueError naming the file if there is none."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -238,6 +238,36 @@ def _stamp(path: Path) -> tuple[int, int, int, int]:
     return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
+def _find_dq(hdul: fits.HDUList, path: Path | str, shape: tuple) -> int | None:
+    """Index of the DQ extension holding an array of ``shape``; None when there is none."""
+    dq_at = [j for j, h in enumerate(hdul) if isinstance(h, _IMAGE_HDUS) and h.name == "DQ"]
+    if not dq_at or int(hdul[dq_at[0]].header.get("NAXIS", 0)) == 0:
+        return None
+    dq_shape = tuple(int(n) for n in hdul[dq_at[0]].shape)
+    if dq_shape != shape:
+        raise ValueError(
+            f"the DQ array of {path} has shape {dq_shape}, the science array {shape}"
+        )
+    return dq_at[0]
+
+
+def _hdulist_image(hdul: fits.HDUList, where: str) -> tuple[np.ndarray, Any, np.ndarray | None]:
+    """Read the science array, celestial WCS and DQ array (or None) of an open HDUList.
+
+    The arrays are copied in native byte order (integer science data as float64), so
+    they stay valid after the file is closed. ``where`` names the HDUList in errors.
+    """
+    k = _find_sci(hdul, where)
+    hdu = hdul[k]
+    shape = tuple(int(n) for n in hdu.shape)
+    if len(shape) != 2:
+        raise ValueError(f"the science array of {where} is not a 2-D image (ndim={len(shape)})")
+    wcs = _read_wcs(hdu.header, hdul, where, shape)
+    j = _find_dq(hdul, where, shape)
+    dq = None if j is None else _native(hdul[j].data, to_float=False)
+    return _native(hdu.data, to_float=True), wcs, dq
+
+
 def _read_image(path: Path, *, lazy: bool) -> FitsImage:
     """`skyeq.io.read_image`; with ``lazy`` the arrays are `_FileArray` objects, not read yet."""
     _require_file(path, "image file")
@@ -264,15 +294,10 @@ def _read_image(path: Path, *, lazy: bool) -> FitsImage:
         if wcs is None:
             wcs = _read_wcs(hdu.header, hdul, path, shape)
         dq: Any = None
-        dq_at = [j for j, h in enumerate(hdul) if isinstance(h, _IMAGE_HDUS) and h.name == "DQ"]
-        if dq_at and int(hdul[dq_at[0]].header.get("NAXIS", 0)) > 0:
-            dq_shape = tuple(int(n) for n in hdul[dq_at[0]].shape)
-            if dq_shape != shape:
-                raise ValueError(
-                    f"the DQ array of {path} has shape {dq_shape}, the science array {shape}"
-                )
-            dq = (_FileArray(path, dq_at[0], shape, to_float=False, what="DQ array")
-                  if lazy else _native(hdul[dq_at[0]].data, to_float=False))
+        j = _find_dq(hdul, path, shape)
+        if j is not None:
+            dq = (_FileArray(path, j, shape, to_float=False, what="DQ array")
+                  if lazy else _native(hdul[j].data, to_float=False))
         headers = [hdu.header] if k == 0 else [hdu.header, hdul[0].header]
         level, sub, meth = _background_keywords(headers, path)
         if exposure is None:

@@ -155,8 +155,8 @@ def make_plan(
         If a WCS cannot be used on its image (the error names it).
     """
     gid = inputs.gid
-    tasks = [_OutlineTask(w, inputs.shapes[k], stepsize, inputs.labels[k])
-             for k, w in enumerate(wcs)]
+    tasks = [_OutlineTask(w, r.shape, stepsize, r.label)
+             for w, r in zip(wcs, inputs.records, strict=True)]
     checked = _dispatch.run(_outline, tasks, executor,
                             progress if isinstance(progress, bool) else False,
                             phase="footprints")
@@ -210,14 +210,14 @@ def group_tasks(
         yield GroupTask(
             index=g,
             members=tuple(int(m) for m in members),
-            data=tuple(inputs.data[m] for m in members),
-            masks=tuple(inputs.masks[m] for m in members),
-            dq=tuple(inputs.dqs[m] for m in members),
+            data=tuple(inputs.records[m].data for m in members),
+            masks=tuple(inputs.records[m].mask for m in members),
+            dq=tuple(inputs.records[m].dq for m in members),
             dqbits=inputs.dqbits,
             neighbours=neighbours,
             pieces=pieces,
             adapters=tuple(plan.adapters[m] if plan is not None else None for m in members),
-            shapes=tuple(inputs.shapes[m] for m in members),
+            shapes=tuple(inputs.records[m].shape for m in members),
             stat=stat,
             want_local=want_local,
             label=inputs.group_label(g),

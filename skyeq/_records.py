@@ -1,8 +1,10 @@
 """The validation stage: every argument and image checked before any pixel is read.
 
-`make_inputs` validates the images and what is given per image (masks, DQ arrays,
-group ids, names) into `Inputs`; `check_wcs_list` checks that there is one WCS per image.
-Errors name the image, in one line.
+`make_records` opens every image's source (array, masked array, NDData/CCDData,
+HDUList, FITS path: headers only) and validates it with what is given per image (WCS,
+mask, DQ array, group id, name) into one `ImageRecord` per image; `check_wcs_list`
+checks that every image has a WCS for the match methods. Errors name the image, in one
+line.
 
 An image's good pixels are those its mask marks True (bool, or integers where nonzero
 means good) and, when it has a data-quality array, whose DQ flags are all among
@@ -15,19 +17,26 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from os import PathLike
+from pathlib import Path
+from typing import Any, NamedTuple
 
 import numpy as np
+from astropy.io import fits
+from astropy.nddata import NDData
 from astropy.nddata.bitmask import bitfield_to_boolean_mask
+
+from ._fits import _hdulist_image, _read_image
 
 __all__ = [
     "DEFAULT_DQBITS",
     "JWST_DQ_FLAGS",
+    "ImageRecord",
     "Inputs",
     "check_dqbits",
     "check_wcs_list",
     "good_pixels",
-    "make_inputs",
+    "make_records",
 ]
 
 #: JWST data-quality bit names (value = bit mask), for ``dqbits`` mnemonics.
@@ -105,42 +114,67 @@ def check_dqbits(dqbits: str | int | None) -> None:
 
 
 @dataclass(frozen=True, eq=False)
-class Inputs:
-    """The validated inputs of one `skyeq.match_sky` call: one entry per image, groups.
-
-    Images, masks and DQ arrays are kept as given: an array-like that is read when
-    converted (a file) is read only inside its measurement task.
+class ImageRecord:
+    """One validated image: what it is read from, how its good pixels are found, its name.
 
     Parameters
     ----------
-    data, masks, dqs : list
-        One entry per image (None where an image has no mask or DQ array).
+    index : int
+        Position in the call.
+    label : str
+        The name used in messages: the given name, else the file it came from, else
+        ``#<index>``.
+    data : array_like
+        The image: a numpy array, or an array-like read when converted (a file), which
+        is read only inside its measurement task.
+    shape : tuple of int
+        ``(ny, nx)``.
+    mask : array_like or None
+        Good-pixel mask (True = good): the given mask AND the source's own (a masked
+        array's or an NDData's mask, inverted); None when there is none.
+    dq : array_like or None
+        The DQ array (the given one, else the file's DQ extension).
+    wcs : object or None
+        The WCS: the given one, else the image's own (NDData ``.wcs``, the FITS
+        header); None when it has none.
+    """
+
+    index: int
+    label: str
+    data: Any
+    shape: tuple[int, int]
+    mask: Any = None
+    dq: Any = None
+    wcs: Any = None
+
+
+@dataclass(frozen=True, eq=False)
+class Inputs:
+    """The validated inputs of one `skyeq.match_sky` call: one record per image, groups.
+
+    Parameters
+    ----------
+    records : list of ImageRecord
+        One per image, in call order.
     dqbits : str, int or None
         The DQ flags that do not make a pixel bad.
-    labels : list of str
-        The image names used in messages: the given names, else ``#0``, ``#1``, ...
     names : list of str or None
-        The given names.
+        The image names of the result: the given names, else the file names when
+        every image came from a file, else None.
     groups : sequence or None
         The given group ids.
     gid : ndarray of int
         Group index (0, 1, ... in order of first appearance) of every image.
     members : list of ndarray
         The images of every group.
-    shapes : list of tuple of int
-        ``(ny, nx)`` of every image.
     """
 
-    data: list[Any]
-    masks: list[Any]
-    dqs: list[Any]
+    records: list[ImageRecord]
     dqbits: str | int | None
-    labels: list[str]
     names: list[str] | None
     groups: Any
     gid: np.ndarray
     members: list[np.ndarray]
-    shapes: list[tuple[int, int]]
 
     @property
     def ngroups(self) -> int:
@@ -149,43 +183,97 @@ class Inputs:
 
     def group_label(self, g: int) -> str:
         """Name the images of group ``g``, for messages."""
-        return ", ".join(self.labels[m] for m in self.members[g])
+        return ", ".join(self.records[m].label for m in self.members[g])
 
 
-def make_inputs(
+class _Source(NamedTuple):
+    """What an input image carries besides its pixels."""
+
+    data: Any
+    good: Any = None
+    dq: Any = None
+    wcs: Any = None
+    name: str | None = None
+
+
+def _source(k: int, item: Any) -> _Source:
+    """Open image ``k``'s source: array, masked array, NDData, HDUList or FITS path."""
+    if isinstance(item, (str, PathLike)):
+        img = _read_image(Path(item), lazy=True)  # headers and WCS only
+        return _Source(img.data, None, img.dq, img.wcs, str(item))
+    if isinstance(item, fits.HDUList):
+        where = item.filename() or f"image {k} (an HDUList)"
+        data, wcs, dq = _hdulist_image(item, where)
+        return _Source(data, None, dq, wcs, item.filename())
+    if isinstance(item, NDData):
+        good = None
+        if item.mask is not None:
+            bad = np.asarray(item.mask)
+            if bad.dtype != np.bool_ or bad.shape != np.shape(item.data):
+                raise ValueError(
+                    f"image {k}: an NDData mask must be a boolean array of the data's "
+                    f"shape (True = bad), got {bad.dtype} {bad.shape}"
+                )
+            good = ~bad if bad.any() else None
+        data = item.data
+        if isinstance(data, np.ma.MaskedArray):
+            return _masked(data, good, item.wcs)
+        return _Source(data, good, None, item.wcs)
+    if isinstance(item, np.ma.MaskedArray):
+        return _masked(item, None, None)
+    return _Source(item)
+
+
+def _masked(data: np.ma.MaskedArray, good: Any, wcs: Any) -> _Source:
+    """Split a masked array into data and good pixels (its unmasked ones AND ``good``)."""
+    bad = np.ma.getmaskarray(data)
+    if bad.any():
+        good = ~bad if good is None else good & ~bad
+    return _Source(np.ma.getdata(data), good, None, wcs)
+
+
+def make_records(
     data: Sequence[Any],
     *,
-    mask: Sequence[Any] | None,
-    dq: Sequence[Any] | None,
-    dqbits: str | int | None,
-    groups: Sequence[Any] | None,
-    names: Sequence[str] | None,
-    writable: bool,
+    wcs: Sequence[Any] | None = None,
+    mask: Sequence[Any] | None = None,
+    dq: Sequence[Any] | None = None,
+    dqbits: str | int | None = None,
+    groups: Sequence[Any] | None = None,
+    names: Sequence[str] | None = None,
+    writable: bool = False,
 ) -> Inputs:
     """Validate the images and everything given per image, before any pixel is read.
 
-    Only shapes are read (``numpy.shape``), so array-likes that load on demand are not
-    loaded here.
+    Only shapes, headers and WCSs are read, so a FITS file's pixels are not loaded
+    here (they are read inside the task that measures the image).
 
     Parameters
     ----------
     data : sequence
-        The images (2-D arrays or array-likes with ``shape`` and ``__array__``).
+        The images: 2-D arrays, masked arrays (their masks honoured), NDData or CCDData
+        (their ``mask``, True = bad, and ``wcs`` used), `astropy.io.fits.HDUList`
+        objects or FITS file paths (the SCI extension or the primary image, the DQ
+        extension and the header's WCS; a JWST datamodel's gwcs), or array-likes with
+        ``shape`` and ``__array__`` read when converted.
+    wcs : sequence or None
+        One WCS (or None: the image's own) per image.
     mask, dq : sequence or None
-        One mask / DQ array (or None) per image.
+        One mask (True or nonzero = good) / DQ array (or None) per image. A given mask
+        is ANDed with the image's own; a given DQ array replaces a file's.
     dqbits : str, int or None
-        See `good_pixels`; checked when DQ arrays are given.
+        See `good_pixels`; checked when there are DQ arrays.
     groups : sequence or None
         One group id per image.
     names : sequence of str or None
-        One name per image.
+        One name per image (default: the file names, else ``#0``, ``#1``, ...).
     writable : bool
-        The images must be writable numpy arrays (subtraction in place).
+        The images must be writable floating-point numpy arrays (subtraction in place).
 
     Returns
     -------
     Inputs
-        The validated inputs.
+        The records.
 
     Raises
     ------
@@ -193,63 +281,71 @@ def make_inputs(
         If ``data`` is a single 2-D array.
     ValueError
         For no image, an image that is not 2-D, lengths or shapes that do not match,
-        an image that cannot be written in place, or a ``dqbits`` that does not parse;
-        the message names the image.
+        an image that cannot be written in place, an unreadable file, or a ``dqbits``
+        that does not parse; the message names the image.
+    FileNotFoundError
+        If a FITS path does not exist.
     """
     if isinstance(data, np.ndarray) and data.ndim == 2:
         raise TypeError("data must be a sequence of 2-D images, not a single 2-D array")
-    data = list(data)
-    n = len(data)
+    items = list(data)
+    n = len(items)
     if n == 0:
         raise ValueError("data must contain at least one image")
-    shapes = []
-    for k, img in enumerate(data):
-        shape = np.shape(img)  # reads a .shape without converting
-        if len(shape) != 2:
-            raise ValueError(f"image {k} is not a 2-D array (ndim={len(shape)})")
-        shapes.append((int(shape[0]), int(shape[1])))
     given = None
     if names is not None:
         given = [str(s) for s in names]
         if len(given) != n:
             raise ValueError(f"names has {len(given)} entries for {n} images")
-    labels = given if given is not None else [f"#{k}" for k in range(n)]
-    if writable:
-        for k, img in enumerate(data):
-            if not (isinstance(img, np.ndarray) and img.flags.writeable
-                    and img.dtype.kind == "f"):
-                raise ValueError(
-                    f"inplace=True needs writable floating-point arrays; image {labels[k]} "
-                    "is not (an integer image is subtracted into a new float64 array)"
-                )
-    gid, members = _group_index(groups, n)
-    masks = _per_image("mask", mask, data, labels)
-    for k, img in enumerate(data):  # a masked array's mask joins the good-pixel rule
-        if isinstance(img, np.ma.MaskedArray):
-            data[k] = np.ma.getdata(img)
-            bad = np.ma.getmaskarray(img)
-            if bad.any():
-                user = True if masks[k] is None else np.asarray(masks[k]).astype(bool)
-                masks[k] = user & ~bad
-    dqs = _per_image("dq", dq, data, labels)
-    if dq is not None:  # parse before any task: fail fast
+    sources = [_source(k, item) for k, item in enumerate(items)]
+    labels = given or [s.name or f"#{k}" for k, s in enumerate(sources)]
+    if given is None and all(s.name for s in sources):
+        given = labels
+    wcs_list = _per_image("wcs", wcs, n, None, labels)
+    masks = _per_image("mask", mask, n, sources, labels)
+    dqs = _per_image("dq", dq, n, sources, labels)
+    records = []
+    for k, src in enumerate(sources):
+        shape = np.shape(src.data)  # reads a .shape without converting
+        if len(shape) != 2:
+            raise ValueError(f"image {labels[k]} is not a 2-D array (ndim={len(shape)})")
+        if writable and not (isinstance(items[k], np.ndarray) and items[k].flags.writeable
+                             and items[k].dtype.kind == "f"):
+            raise ValueError(
+                f"inplace=True needs writable floating-point arrays; image {labels[k]} "
+                "is not (an integer image is subtracted into a new float64 array)"
+            )
+        good = src.good
+        if masks[k] is not None:
+            good = masks[k] if good is None else np.asarray(masks[k]).astype(bool) & good
+        records.append(ImageRecord(
+            index=k, label=labels[k], data=src.data, shape=(int(shape[0]), int(shape[1])),
+            mask=good, dq=dqs[k] if dqs[k] is not None else src.dq,
+            wcs=wcs_list[k] if wcs_list[k] is not None else src.wcs,
+        ))
+    if any(r.dq is not None for r in records):  # parse before any task: fail fast
         check_dqbits(dqbits)
-    return Inputs(data, masks, dqs, dqbits, labels, given, groups, gid, members, shapes)
+    gid, members = _group_index(groups, n)
+    return Inputs(records, dqbits, given, groups, gid, members)
 
 
-def _per_image(what: str, seq: Sequence[Any] | None, data: list[Any],
-               labels: list[str]) -> list[Any]:
-    """Check one mask or DQ array (or None) per image, of the image's shape."""
-    n = len(data)
+def _per_image(what: str, seq: Sequence[Any] | None, n: int,
+               sources: list[_Source] | None, labels: list[str]) -> list[Any]:
+    """Check one ``what`` (or None) per image, of the image's shape when ``sources``."""
     if seq is None:
         return [None] * n
-    if len(seq) != n:
-        raise ValueError(f"{what} has {len(seq)} entries for {n} images")
+    if isinstance(seq, (str, bytes)) or len(seq) != n:
+        got = "a string" if isinstance(seq, (str, bytes)) else f"{len(seq)} entries"
+        hint = (" (skyeq needs one WCS per image, or None for an image's own)"
+                if what == "wcs" else "")
+        raise ValueError(f"{what} has {got} for {n} images{hint}")
     for k in range(n):
-        if seq[k] is not None and np.shape(seq[k]) != np.shape(data[k]):
+        if sources is not None and seq[k] is not None and (
+            np.shape(seq[k]) != np.shape(sources[k].data)
+        ):
             raise ValueError(
                 f"image {labels[k]!r}: {what} shape {np.shape(seq[k])} != data shape "
-                f"{np.shape(data[k])}"
+                f"{np.shape(sources[k].data)}"
             )
     return list(seq)
 
@@ -267,8 +363,8 @@ def _group_index(groups: Sequence[Any] | None, n: int) -> tuple[np.ndarray, list
     return gid, members
 
 
-def check_wcs_list(inputs: Inputs, wcs: Sequence[Any] | None, method: str) -> list[Any]:
-    """Check that there is one WCS per image; return them as a list.
+def check_wcs_list(inputs: Inputs, method: str) -> list[Any]:
+    """Return one WCS per image (given, or the image's own), or raise naming those without.
 
     Each WCS is checked on its image later, in the plan's footprint tasks (see
     `skyeq.wcs.as_wcs_adapter`), where the checks of several images can run at once.
@@ -277,8 +373,6 @@ def check_wcs_list(inputs: Inputs, wcs: Sequence[Any] | None, method: str) -> li
     ----------
     inputs : Inputs
         The images.
-    wcs : sequence or None
-        One WCS per image.
     method : str
         The method that needs them (for the message).
 
@@ -290,12 +384,14 @@ def check_wcs_list(inputs: Inputs, wcs: Sequence[Any] | None, method: str) -> li
     Raises
     ------
     ValueError
-        If there is not one WCS per image.
+        If an image has no WCS (none given, none of its own).
     """
-    n = len(inputs.data)
-    if wcs is None or len(wcs) != n:
+    missing = [r.label for r in inputs.records if r.wcs is None]
+    if missing:
+        shown = ", ".join(missing[:5]) + (", ..." if len(missing) > 5 else "")
         raise ValueError(
-            f"method {method!r} needs one WCS per image ({n}); got "
-            f"{'none' if wcs is None else len(wcs)}"
+            f"method {method!r} needs one WCS per image; {len(missing)} of "
+            f"{len(inputs.records)} have none ({shown}): pass wcs=[...] or images that "
+            "carry one (NDData, FITS)"
         )
-    return list(wcs)
+    return [r.wcs for r in inputs.records]

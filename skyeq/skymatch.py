@@ -23,7 +23,7 @@ from . import _dispatch
 from ._measure import measure_group
 from ._methods import METHODS, check_method, group_skies, match_offsets, subtracted
 from ._plan import group_tasks, make_plan
-from ._records import DEFAULT_DQBITS, JWST_DQ_FLAGS, Inputs, check_wcs_list, make_inputs
+from ._records import DEFAULT_DQBITS, JWST_DQ_FLAGS, Inputs, check_wcs_list, make_records
 from ._skylist import user_skies
 from .result import SkyResult, make_pair_table
 from .stats import SkyStat
@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 
 
 def match_sky(
-    data: Sequence[np.ndarray],
+    data: Sequence[Any],
     wcs: Sequence[Any] | None = None,
     mask: Sequence[np.ndarray | None] | None = None,
     groups: Sequence[Any] | None = None,
@@ -56,18 +56,24 @@ def match_sky(
 
     Parameters
     ----------
-    data : sequence of 2-D arrays
-        The images, in surface-brightness units. An image may also be an array-like
-        that is read when converted (anything with ``shape`` and ``__array__`` that is
-        not a numpy array, such as the file-backed images of `skyeq.io.match_files`):
-        it is then converted with `numpy.asarray` only inside its group's measurement
-        task and released after it, so memory holds one group per running task, not
-        the mosaic. ``mask`` and ``dq`` entries may be such array-likes too.
+    data : sequence of images
+        The images, in surface-brightness units: 2-D arrays; masked arrays (masked
+        pixels are not used); `astropy.nddata.NDData` or ``CCDData`` (their ``mask``,
+        True = bad, and their ``wcs`` are used); `astropy.io.fits.HDUList` objects or
+        FITS file paths (the SCI extension, else the primary image; the DQ extension;
+        the header's WCS, or a JWST datamodel's gwcs). A path is read lazily, like any
+        array-like that is read when converted (anything with ``shape`` and
+        ``__array__`` that is not a numpy array, such as the file-backed images of
+        `skyeq.io.match_files`): it is converted with `numpy.asarray` only inside its
+        group's measurement task and released after it, so memory holds one group per
+        running task, not the mosaic. ``mask`` and ``dq`` entries may be such
+        array-likes too.
     wcs : sequence, optional
-        One WCS per image: astropy.wcs.WCS, gwcs, any APE 14 low-level WCS, or a pair of
-        callables ``(fwd, inv)`` with ``fwd(x, y) -> (ra, dec)`` and
-        ``inv(ra, dec) -> (x, y)`` (degrees, zero-based pixels). Needed by the ``match``
-        methods; ignored by ``local``, ``global`` and ``user``.
+        One WCS per image (None for an image that carries its own): astropy.wcs.WCS,
+        gwcs, any APE 14 low-level WCS, or a pair of callables ``(fwd, inv)`` with
+        ``fwd(x, y) -> (ra, dec)`` and ``inv(ra, dec) -> (x, y)`` (degrees, zero-based
+        pixels). Needed by the ``match`` methods (default: each image's own);
+        ignored by ``local``, ``global`` and ``user``.
     mask : sequence of bool arrays or None, optional
         Good-pixel masks (True = use). NaN/inf pixels are never used either way.
     groups : sequence, optional
@@ -114,7 +120,9 @@ def match_sky(
         means "all bits but these"). Default ``'~DO_NOT_USE+NON_SCIENCE'``: a pixel is
         bad only when DO_NOT_USE or NON_SCIENCE is set. None: DQ is not used.
     names : sequence of str, optional
-        Image names (for messages, the result table and ``method='user'``).
+        Image names (for messages, the result table and ``method='user'``). Default:
+        the file names when every image comes from a file, else none (messages say
+        ``#0``, ``#1``, ...).
     inplace : bool, optional
         With ``subtract=True``, subtract from the input arrays themselves (they must be
         writable). Default False.
@@ -138,16 +146,16 @@ def match_sky(
         stat = SkyStat()
     elif not isinstance(stat, SkyStat):
         raise TypeError(f"stat must be a SkyStat, got {type(stat).__name__}")
-    inputs = make_inputs(data, mask=mask, dq=dq, dqbits=dqbits, groups=groups, names=names,
-                         writable=subtract and inplace)
+    inputs = make_records(data, wcs=wcs, mask=mask, dq=dq, dqbits=dqbits, groups=groups,
+                          names=names, writable=subtract and inplace)
     if meth == "user":
         if skylist is None:
             raise ValueError("method 'user' needs a skylist (a file path or a mapping)")
-        sky = user_skies(skylist, inputs.names, len(inputs.data))
+        sky = user_skies(skylist, inputs.names, len(inputs.records))
         return _result(inputs, meth, sky, np.isfinite(sky), subtract, inplace, t0)
     plan = None
     if "match" in meth:
-        plan = make_plan(inputs, check_wcs_list(inputs, wcs, meth), stepsize, executor,
+        plan = make_plan(inputs, check_wcs_list(inputs, meth), stepsize, executor,
                          progress)
     want_local = meth != "match"
     meas = _dispatch.run(measure_group, group_tasks(inputs, plan, stat, want_local), executor,
@@ -163,7 +171,7 @@ def match_sky(
                                                    inputs.group_label)
         pairs = make_pair_table(**columns)
     gsky, gvalid = group_skies(meth, local, delta)
-    image_local = np.full(len(inputs.data), np.nan)
+    image_local = np.full(len(inputs.records), np.nan)
     for r in meas:
         image_local[inputs.members[r.index]] = r.member_local
     return _result(
@@ -181,10 +189,11 @@ def _result(inputs: Inputs, method: str, sky: np.ndarray, valid: np.ndarray, sub
             components: list[np.ndarray] | None = None,
             footprints: list[np.ndarray] | None = None) -> SkyResult:
     """Subtract if asked, log the skies, and build the `SkyResult`."""
-    out_data = subtracted(inputs.data, sky, valid, inplace) if subtract else None
+    out_data = (subtracted([r.data for r in inputs.records], sky, valid, inplace)
+                if subtract else None)
     for k in np.flatnonzero(valid):
-        log.info("%s: sky background %.6g (%s)", inputs.labels[k], sky[k], method)
-    log.info("sky matching of %d images took %.3f s", len(inputs.data),
+        log.info("%s: sky background %.6g (%s)", inputs.records[k].label, sky[k], method)
+    log.info("sky matching of %d images took %.3f s", len(inputs.records),
              time.perf_counter() - t0)
     return SkyResult(
         sky=np.asarray(sky, dtype=np.float64),
