@@ -1,0 +1,72 @@
+"""Bit-identity of the skies across a change: save them before, compare after.
+
+Run from the repository root::
+
+    python -m benchmarks identity --save /tmp/before.npz     # on the old code
+    python -m benchmarks identity --compare /tmp/before.npz  # on the new code
+
+Matches every ``match`` benchmark mosaic (6x6 tiles, 8 dithers, the NIRCam gwcs, ACS
+SIP and TAN 6-dither layouts; see ``python -m benchmarks match --help``) with the
+methods ``local``, ``global``, ``match`` and ``global+match`` and the statistics
+``median`` and ``mode``, and stores every ``sky`` (and ``local``) array: 70 arrays.
+``--compare`` reports each array that is not bit-identical (NaN equal to NaN) and
+exits 1 if any differs. To save the skies of an older commit with this script, make a
+directory holding only a link to the old ``skyeq`` package and put it first on the
+path, run from outside the repository (the header says which ``skyeq`` was imported)::
+
+    git worktree add /tmp/old OLD_COMMIT && mkdir /tmp/oldpkg
+    ln -s /tmp/old/skyeq /tmp/oldpkg/skyeq
+    cd /tmp && PYTHONPATH=/tmp/oldpkg:$REPO python -m benchmarks identity --save before.npz
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+
+from .bench_match import CASES, _mosaic
+
+METHODS = ("local", "global", "match", "global+match")
+STATS = ("median", "mode")
+
+
+def skies() -> dict[str, np.ndarray]:
+    """Every sky array of the benchmark mosaics, keyed ``case-method-stat[-local]``."""
+    import skyeq
+
+    out = {}
+    for case in CASES:
+        m = _mosaic(case)
+        for meth in METHODS:
+            for stat in STATS:
+                r = skyeq.match_sky(m.data, m.wcs, method=meth, stat=skyeq.SkyStat(stat))
+                out[f"{case}-{meth}-{stat}"] = r.sky
+                if r.local is not None:
+                    out[f"{case}-{meth}-{stat}-local"] = r.local
+    return out
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks identity", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    what = parser.add_mutually_exclusive_group(required=True)
+    what.add_argument("--save", metavar="FILE", help="write the skies to FILE (.npz)")
+    what.add_argument("--compare", metavar="FILE", help="compare with the skies in FILE")
+    args = parser.parse_args(argv)
+    import skyeq
+
+    print(f"skyeq {skyeq.__version__} from {skyeq.__file__}")
+    now = skies()
+    if args.save:
+        np.savez(args.save, **now)
+        print(f"saved {len(now)} arrays to {args.save}")
+        return 0
+    with np.load(args.compare) as before:
+        keys = sorted(set(before.files) | set(now))
+        differ = [k for k in keys if k not in before.files or k not in now
+                  or not np.array_equal(before[k], now[k], equal_nan=True)]
+    print(f"{len(keys) - len(differ)} of {len(keys)} arrays bit-identical")
+    for k in differ:
+        print(f"  differs: {k}")
+    return 1 if differ else 0
