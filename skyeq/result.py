@@ -18,7 +18,7 @@ from astropy.table import Table
 
 from ._methods import METHODS
 
-__all__ = ["METHODS", "PAIR_COLUMNS", "SkyResult", "make_pair_table"]
+__all__ = ["PAIR_COLUMNS", "SkyResult", "make_pair_table"]
 
 
 #: Column names and dtypes of the pair table, in order.

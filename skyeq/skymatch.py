@@ -21,14 +21,14 @@ import numpy as np
 
 from . import _dispatch
 from ._measure import measure_group
-from ._methods import METHODS, check_method, group_skies, match_offsets, subtracted
+from ._methods import check_method, group_skies, match_offsets, subtracted
 from ._plan import group_tasks, make_plan
-from ._records import DEFAULT_DQBITS, JWST_DQ_FLAGS, Inputs, check_wcs_list, make_records
+from ._records import DEFAULT_DQBITS, Inputs, check_wcs_list, make_records
 from ._skylist import user_skies
 from .result import SkyResult, make_pair_table
 from .stats import SkyStat
 
-__all__ = ["JWST_DQ_FLAGS", "METHODS", "match_sky"]
+__all__ = ["match_sky"]
 
 log = logging.getLogger(__name__)
 
