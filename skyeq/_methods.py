@@ -337,19 +337,19 @@ def group_skies(method: str, local: np.ndarray, delta: np.ndarray) -> tuple[np.n
         The sky (NaN or anything where not valid) and whether it was computed.
     """
     ngroups = len(local)
+    has_pixels = np.isfinite(local)  # no usable pixel, no sky (whatever the method)
     if method == "local":
-        return local, np.isfinite(local)
+        return local, has_pixels
     if method == "global":
-        finite = local[np.isfinite(local)]
-        if finite.size:
-            return np.full(ngroups, finite.min()), np.ones(ngroups, bool)
+        if has_pixels.any():
+            return np.full(ngroups, local[has_pixels].min()), has_pixels
         log.warning('Unable to compute the "global" sky value')
         return np.full(ngroups, np.nan), np.zeros(ngroups, bool)
     if method == "match":
         return delta, np.isfinite(delta)
     combined = combine_global_match(local, delta)  # global+match
     if np.isfinite(combined).any():
-        return combined, np.isfinite(combined)
+        return combined, np.isfinite(combined) & has_pixels
     log.warning('Unable to compute the "global" sky value; keeping the match offsets')
     return delta, np.isfinite(delta)
 

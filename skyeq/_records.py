@@ -27,6 +27,7 @@ from astropy.nddata import NDData
 from astropy.nddata.bitmask import bitfield_to_boolean_mask
 
 from ._fits import _hdulist_image, _read_image
+from .stats import good_mask
 
 __all__ = [
     "DEFAULT_DQBITS",
@@ -66,7 +67,8 @@ def good_pixels(mask: Any, dq: Any, dqbits: str | int | None) -> np.ndarray | No
     Parameters
     ----------
     mask : array_like or None
-        The image's mask (True or nonzero = good).
+        The image's mask (True = good: boolean, or 0/1 integers; see
+        `skyeq.stats.good_mask`).
     dq : array_like of int or None
         Its data-quality array.
     dqbits : str, int or None
@@ -79,7 +81,7 @@ def good_pixels(mask: Any, dq: Any, dqbits: str | int | None) -> np.ndarray | No
     """
     good = None
     if mask is not None:
-        good = np.asarray(mask).astype(bool, copy=False)
+        good = good_mask(mask)
     if dq is not None and dqbits is not None:
         dqgood = bitfield_to_boolean_mask(
             np.asarray(dq), ignore_flags=dqbits, good_mask_value=True, dtype=bool,
@@ -208,12 +210,10 @@ def _source(k: int, item: Any) -> _Source:
     if isinstance(item, NDData):
         good = None
         if item.mask is not None:
-            bad = np.asarray(item.mask)
-            if bad.dtype != np.bool_ or bad.shape != np.shape(item.data):
-                raise ValueError(
-                    f"image {k}: an NDData mask must be a boolean array of the data's "
-                    f"shape (True = bad), got {bad.dtype} {bad.shape}"
-                )
+            bad = good_mask(item.mask, f"the NDData mask of image {k}", true_means="bad")
+            if bad.shape != np.shape(item.data):
+                raise ValueError(f"image {k}: the NDData mask has shape {bad.shape}, its "
+                                 f"data {np.shape(item.data)}")
             good = ~bad if bad.any() else None
         data = item.data
         if isinstance(data, np.ma.MaskedArray):
@@ -315,18 +315,69 @@ def make_records(
                 f"inplace=True needs writable floating-point arrays; image {labels[k]} "
                 "is not (an integer image is subtracted into a new float64 array)"
             )
-        good = src.good
-        if masks[k] is not None:
-            good = masks[k] if good is None else np.asarray(masks[k]).astype(bool) & good
+        good = _checked_mask(masks[k], labels[k])
+        if src.good is not None:
+            good = src.good if good is None else good & src.good
+        dq_k = dqs[k] if dqs[k] is not None else src.dq
+        _check_dq(dq_k, labels[k])
         records.append(ImageRecord(
             index=k, label=labels[k], data=src.data, shape=(int(shape[0]), int(shape[1])),
-            mask=good, dq=dqs[k] if dqs[k] is not None else src.dq,
-            wcs=wcs_list[k] if wcs_list[k] is not None else src.wcs,
+            mask=good, dq=dq_k, wcs=wcs_list[k] if wcs_list[k] is not None else src.wcs,
         ))
+    if writable:
+        _check_distinct(records)
     if any(r.dq is not None for r in records):  # parse before any task: fail fast
         check_dqbits(dqbits)
-    gid, members = _group_index(groups, n)
+    gid, members = _group_index(groups, labels)
     return Inputs(records, dqbits, given, groups, gid, members)
+
+
+def _loads_later(a: Any) -> bool:
+    """Whether ``a`` is an array-like read when converted (a file), not to be read now."""
+    return not isinstance(a, np.ndarray) and hasattr(a, "shape") and hasattr(a, "__array__")
+
+
+def _checked_mask(mask: Any, label: str) -> Any:
+    """Return a given mask as booleans (`skyeq.stats.good_mask`); leave a lazy one as is."""
+    if mask is None or _loads_later(mask):
+        return mask  # checked by the same rule when its task reads it
+    return good_mask(mask, f"the mask of image {label}")
+
+
+def _check_dq(dq: Any, label: str) -> None:
+    """Refuse a DQ array that does not hold integer bit flags (floats, booleans)."""
+    if dq is None:
+        return
+    dtype = getattr(dq, "dtype", None)
+    if dtype is None and not _loads_later(dq):
+        dtype = np.asarray(dq).dtype
+    if dtype is not None and np.dtype(dtype).kind not in "iu":
+        raise ValueError(
+            f"the DQ array of image {label} must hold integer bit flags, got dtype {dtype}"
+        )
+
+
+def _check_distinct(records: list[ImageRecord]) -> None:
+    """Refuse images that share memory when they are to be subtracted in place.
+
+    The same array given twice (or two overlapping views of one array) would lose two
+    skies. A sweep over the arrays' byte ranges finds the candidates; `numpy.shares_memory`
+    decides.
+    """
+    arrays = [r for r in records if isinstance(r.data, np.ndarray)]
+    spans = sorted((*np.lib.array_utils.byte_bounds(r.data), r.index) for r in arrays)
+    by_index = {r.index: r for r in arrays}
+    active: list[tuple[int, int]] = []  # (end, index) of the ranges still open
+    for lo, hi, k in spans:
+        active = [(end, j) for end, j in active if end > lo]
+        for _, j in active:
+            if np.shares_memory(by_index[j].data, by_index[k].data):
+                raise ValueError(
+                    f"images {by_index[j].label} and {by_index[k].label} share memory: "
+                    "subtracting in place would subtract from the same pixels twice "
+                    "(pass copies, or inplace=False)"
+                )
+        active.append((hi, k))
 
 
 def _per_image(what: str, seq: Sequence[Any] | None, n: int,
@@ -350,15 +401,30 @@ def _per_image(what: str, seq: Sequence[Any] | None, n: int,
     return list(seq)
 
 
-def _group_index(groups: Sequence[Any] | None, n: int) -> tuple[np.ndarray, list[np.ndarray]]:
+def _group_index(groups: Sequence[Any] | None, labels: list[str]
+                 ) -> tuple[np.ndarray, list[np.ndarray]]:
     """Map group ids to 0..G-1 in order of first appearance; members per group."""
+    n = len(labels)
     if groups is None:
         gid = np.arange(n)
     else:
+        if isinstance(groups, (str, bytes)) or not hasattr(groups, "__len__"):
+            raise ValueError(
+                f"groups must be a sequence of group ids, one per image; got {groups!r}"
+            )
         if len(groups) != n:
             raise ValueError(f"groups has {len(groups)} entries for {n} images")
         order: dict[Any, int] = {}
-        gid = np.array([order.setdefault(g, len(order)) for g in groups], dtype=np.intp)
+        ids = []
+        for k, g in enumerate(groups):
+            try:
+                ids.append(order.setdefault(g, len(order)))
+            except TypeError:
+                raise ValueError(
+                    f"the group id of image {labels[k]} ({g!r}) is not hashable: use "
+                    "strings or numbers"
+                ) from None
+        gid = np.array(ids, dtype=np.intp)
     members = [np.flatnonzero(gid == g) for g in range(int(gid.max()) + 1 if n else 0)]
     return gid, members
 

@@ -10,6 +10,7 @@ successors (`user_skies`).
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Mapping, Sequence
 from os import PathLike
 from pathlib import Path
@@ -38,31 +39,36 @@ def read_skylist(path: str | PathLike) -> dict[str, float]:
     Raises
     ------
     ValueError
-        For a line without exactly two columns, a value that is not a finite number, or
-        a name given twice; each message names the file and the line.
+        For text that is not UTF-8, a line without exactly two columns, a value that
+        is not a finite number, or a name given twice; each message names the file and
+        the line.
     """
     path = Path(path)
     out: dict[str, float] = {}
-    with path.open(encoding="utf-8") as fh:
-        for lineno, raw in enumerate(fh, start=1):
-            line = raw.split("#", 1)[0].strip()
-            if not line:
-                continue
-            cols = line.split()
-            if len(cols) != 2:
-                raise ValueError(
-                    f"{path}:{lineno}: expected 2 columns (name sky), got {len(cols)}"
-                )
-            name, text = cols
-            try:
-                value = float(text)
-            except ValueError:
-                raise ValueError(f"{path}:{lineno}: sky value {text!r} is not a number") from None
-            if not math.isfinite(value):
-                raise ValueError(f"{path}:{lineno}: sky value {text!r} is not finite")
-            if name in out:
-                raise ValueError(f"{path}:{lineno}: image {name!r} is listed twice")
-            out[name] = value
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        line = path.read_bytes()[: err.start].count(b"\n") + 1
+        raise ValueError(f"{path}:{line}: not UTF-8 text ({err.reason})") from None
+    for lineno, raw in enumerate(text.split("\n"), start=1):
+        line = raw.split("#", 1)[0].strip()
+        if not line:
+            continue
+        cols = line.split()
+        if len(cols) != 2:
+            raise ValueError(
+                f"{path}:{lineno}: expected 2 columns (name sky), got {len(cols)}"
+            )
+        name, word = cols
+        try:
+            value = float(word)
+        except ValueError:
+            raise ValueError(f"{path}:{lineno}: sky value {word!r} is not a number") from None
+        if not math.isfinite(value):
+            raise ValueError(f"{path}:{lineno}: sky value {word!r} is not finite")
+        if name in out:
+            raise ValueError(f"{path}:{lineno}: image {name!r} is listed twice")
+        out[name] = value
     return out
 
 
@@ -91,6 +97,24 @@ def _jwst_root(name: str) -> str:
     return stem
 
 
+def _checked_mapping(skylist: Mapping[str, float]) -> dict[str, float]:
+    """Check a skylist given as a mapping as a file is checked; return name -> float."""
+    out: dict[str, float] = {}
+    for name, value in skylist.items():
+        if isinstance(value, bool) or not isinstance(value, (numbers.Real, str)):
+            raise ValueError(f"skylist entry {name!r}: sky value {value!r} is not a number")
+        try:
+            number = float(value)
+        except ValueError:
+            raise ValueError(
+                f"skylist entry {name!r}: sky value {value!r} is not a number"
+            ) from None
+        if not math.isfinite(number):
+            raise ValueError(f"skylist entry {name!r}: sky value {value!r} is not finite")
+        out[str(name)] = number
+    return out
+
+
 def user_skies(
     skylist: str | PathLike | Mapping[str, float], names: Sequence[str] | None, n: int
 ) -> np.ndarray:
@@ -101,7 +125,7 @@ def user_skies(
     """
     if names is None:
         raise ValueError("method 'user' needs image names (names=...) to look up the skylist")
-    table = dict(skylist) if isinstance(skylist, Mapping) else read_skylist(skylist)
+    table = _checked_mapping(skylist) if isinstance(skylist, Mapping) else read_skylist(skylist)
     if len(table) != n:
         raise ValueError(f"the skylist has {len(table)} entries for {n} images")
     index: list[dict[str, list[str]]] = []

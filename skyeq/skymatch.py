@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from . import _dispatch
+from . import _dispatch, geometry
 from ._measure import measure_group
 from ._methods import check_method, group_skies, match_offsets, subtracted
 from ._plan import group_tasks, make_plan
@@ -43,7 +43,7 @@ def match_sky(
     match_down: bool = True,
     subtract: bool = False,
     skylist: str | PathLike | Mapping[str, float] | None = None,
-    stepsize: int | None = None,
+    stepsize: float | None = None,
     executor: Executor | None = None,
     progress: bool | Callable[[int, int], Any] = False,
     *,
@@ -99,9 +99,9 @@ def match_sky(
         For ``method='user'``: a two-column whitespace file (image name, sky) or a
         mapping name -> sky. Names are compared whole, then by file stem, then by file
         stem without a JWST suffix (``_cal``, ``_crf``, ``-bsub``, ...).
-    stepsize : int, optional
-        Sample the footprint edges every ``stepsize`` pixels (for distorted WCS).
-        Default None: the four corners.
+    stepsize : float, optional
+        Sample the footprint edges every ``stepsize`` pixels (>= 1; at most 129
+        points per side) for distorted WCSs. Default None: the four corners.
     executor : concurrent.futures.Executor, optional
         Runs the tasks: one per image that checks its WCS and outlines its footprint,
         then one per group that computes its overlap spans and measures its images
@@ -142,6 +142,7 @@ def match_sky(
     """
     t0 = time.perf_counter()
     meth = check_method(method)
+    stepsize = geometry.check_stepsize(stepsize)
     if stat is None:
         stat = SkyStat()
     elif not isinstance(stat, SkyStat):

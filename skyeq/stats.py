@@ -12,13 +12,13 @@ import math
 import numbers
 import threading
 from dataclasses import dataclass
-from typing import Literal, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 
 from . import _kernels
 
-__all__ = ["STATISTICS", "SkyStat", "SkyValue", "sky_statistic"]
+__all__ = ["STATISTICS", "SkyStat", "SkyValue", "good_mask", "sky_statistic"]
 
 #: The statistics a `SkyStat` can compute.
 STATISTICS = ("mean", "median", "mode", "midpt")
@@ -54,6 +54,11 @@ class SkyValue(NamedTuple):
 
     value: float
     npix: int
+
+
+#: Largest ``nclip`` (the kernels take a machine integer; clipping stops long before
+#: this anyway, as soon as an iteration clips nothing).
+_MAX_NCLIP = 2**31 - 1
 
 
 def _positive(name: str, value: float) -> float:
@@ -96,7 +101,7 @@ class SkyStat:
     lower, upper : float or None, optional
         Inclusive limits on usable pixel values, in data units. None (default): no limit.
     nclip : int, optional
-        Number of clipping iterations; 0 means no clipping. Default 5.
+        Number of clipping iterations, from 0 (no clipping) to 2**31 - 1. Default 5.
     lsigma, usigma : float, optional
         Lower and upper clipping limits, in units of the standard deviation. Default 4.
     binwidth : float, optional
@@ -140,8 +145,11 @@ class SkyStat:
         nclip = self.nclip
         if isinstance(nclip, bool) or not isinstance(nclip, numbers.Integral):
             raise TypeError(f"nclip must be an integer, got {nclip!r}")
-        if nclip < 0:
-            raise ValueError(f"nclip must be >= 0, got {nclip}")
+        if not 0 <= nclip <= _MAX_NCLIP:
+            raise ValueError(
+                f"nclip must be from 0 to {_MAX_NCLIP} (clipping stops once nothing more "
+                f"is clipped), got {nclip}"
+            )
         object.__setattr__(self, "nclip", int(nclip))
         for name in ("lsigma", "usigma", "binwidth"):
             object.__setattr__(self, name, _positive(name, getattr(self, name)))
@@ -166,7 +174,8 @@ class SkyStat:
         span_arr = _spans_array(spans) if use_spans else _NO_SPANS
         if use_spans and arr.ndim != 2:
             raise ValueError("spans need a 2-D image")
-        lower, upper = self._bounds()
+        arr, k = _rescaled(arr)
+        lower, upper = self._bounds(k)
         value, npix = _kernels.sky_stat(
             arr,
             _NO_MASK if good is None else good,
@@ -181,12 +190,12 @@ class SkyStat:
             self.binwidth,
             _CODES[self.statistic],
         )
-        return SkyValue(float(value), int(npix))
+        return SkyValue(math.ldexp(float(value), -k), int(npix))
 
-    def _bounds(self) -> tuple[float, float]:
-        """Return ``lower``/``upper`` as the finite bounds the kernels take."""
-        lower = -_BIG if self.lower is None else max(self.lower, -_BIG)
-        upper = _BIG if self.upper is None else min(self.upper, _BIG)
+    def _bounds(self, k: int = 0) -> tuple[float, float]:
+        """Return ``lower``/``upper`` (times ``2**k``) as the finite bounds the kernels take."""
+        lower = -_BIG if self.lower is None else max(math.ldexp(self.lower, k), -_BIG)
+        upper = _BIG if self.upper is None else min(math.ldexp(self.upper, k), _BIG)
         return lower, upper
 
 
@@ -231,7 +240,8 @@ def region_statistics(
         empty = SkyValue(math.nan, 0)
         return (empty if whole else None), [empty] * nreg
     npix = sum(int((s[:, 2] - s[:, 1] + 1).sum()) for s in spans)
-    lower, upper = stat._bounds()
+    arr, k = _rescaled(arr)
+    lower, upper = stat._bounds(k)
     reg_off = np.zeros(nreg + 1, dtype=np.int64)
     np.cumsum([len(s) for s in spans], out=reg_off[1:])
     all_spans = np.concatenate(spans) if nreg else _NO_SPANS
@@ -246,7 +256,8 @@ def region_statistics(
             arr, mask_arg, good is not None, all_spans, reg_off, whole, lower, upper,
             stat.nclip, stat.lsigma, stat.usigma, stat.binwidth, code,
         )
-        out = [SkyValue(float(v), int(c)) for v, c in zip(value, count, strict=True)]
+        out = [SkyValue(math.ldexp(float(v), -k), int(c))
+               for v, c in zip(value, count, strict=True)]
         return (out[nreg] if whole else None), out[:nreg]
     vals, cstart, cend, keys = _kernels.cell_partition(
         arr, mask_arg, good is not None, all_spans, reg_off, lower, upper, whole
@@ -259,8 +270,80 @@ def region_statistics(
         vals, p1, p2, poff, cstart, cend, keys, nreg, whole, shift, lower, upper, stat.nclip,
         stat.lsigma, stat.usigma, stat.binwidth, code,
     )
-    out = [SkyValue(float(v), int(c)) for v, c in zip(value, count, strict=True)]
+    out = [SkyValue(math.ldexp(float(v), -k), int(c)) for v, c in zip(value, count, strict=True)]
     return (out[nreg] if whole else None), out[:nreg]
+
+
+def good_mask(mask: Any, what: str = "mask", true_means: str = "good") -> np.ndarray:
+    """Return a good-pixel mask as a bool array: the one rule for every mask skyeq takes.
+
+    A mask is True (or 1) for good pixels: a boolean array, or an integer array holding
+    only 0 and 1. Anything else (floats, strings, other integers) is refused rather
+    than guessed at.
+
+    Parameters
+    ----------
+    mask : array_like
+        The mask.
+    what : str, optional
+        What it is, for the message (e.g. ``"mask of image #3"``).
+    true_means : str, optional
+        What True marks, for the message (``"bad"`` for an NDData mask, read by the
+        same rule and inverted by the caller).
+
+    Returns
+    -------
+    ndarray of bool
+        The mask itself when it is boolean, else a boolean copy.
+
+    Raises
+    ------
+    ValueError
+        If the mask is neither boolean nor 0/1 integers.
+    """
+    arr = np.asarray(mask)
+    if arr.dtype == np.bool_:
+        return arr
+    if arr.dtype.kind in "iu":
+        if arr.size and (arr.min() < 0 or arr.max() > 1):
+            raise ValueError(
+                f"{what} must be boolean or 0/1 integers (True/1 = {true_means} pixel); it "
+                f"holds values from {arr.min()} to {arr.max()}"
+            )
+        return arr.astype(bool)
+    raise ValueError(
+        f"{what} must be boolean or 0/1 integers (True/1 = {true_means} pixel), got dtype "
+        f"{arr.dtype}"
+    )
+
+
+#: Float64 data whose largest magnitude is outside this range are measured scaled by a
+#: power of two (exact), so that squares neither underflow nor overflow: data scaled
+#: by 1e-200 have the statistics of the same data unscaled, times 1e-200.
+_SAFE_MAGNITUDE = (2.0**-300, 2.0**300)
+
+
+def _rescaled(arr: np.ndarray) -> tuple[np.ndarray, int]:
+    """Return ``(arr * 2**k, k)``: ``k`` = 0 unless float64 data are extremely small or large.
+
+    A strided sample decides cheaply for ordinary data; only data outside
+    `_SAFE_MAGNITUDE` pay a full pass to find their largest finite magnitude.
+    """
+    if arr.dtype != np.float64 or arr.size == 0:
+        return arr, 0
+    lo, hi = _SAFE_MAGNITUDE
+    flat = arr.reshape(-1)
+    probe = np.abs(flat[:: max(1, flat.size // 4096)])
+    probe = probe[np.isfinite(probe)]
+    if probe.size and lo <= probe.max() <= hi:
+        return arr, 0
+    with np.errstate(invalid="ignore"):
+        mags = np.abs(flat[np.isfinite(flat)])
+    top = float(mags.max()) if mags.size else 0.0
+    if top == 0.0 or lo <= top <= hi:
+        return arr, 0
+    k = -int(np.frexp(top)[1])  # top * 2**k in [0.5, 1)
+    return np.ldexp(arr, k), k
 
 
 def _image_and_mask(data, mask) -> tuple[np.ndarray, np.ndarray | None]:
@@ -288,13 +371,9 @@ def _image_and_mask(data, mask) -> tuple[np.ndarray, np.ndarray | None]:
         arr = arr.astype(arr.dtype.newbyteorder("="))
     good = None
     if mask is not None:
-        good = np.asarray(mask)
+        good = good_mask(mask)
         if good.shape != arr.shape:
             raise ValueError(f"mask shape {good.shape} does not match data shape {arr.shape}")
-        if good.dtype != np.bool_:
-            if good.dtype.kind not in "iub":
-                raise TypeError(f"mask must be boolean (True = good), got dtype {good.dtype}")
-            good = good != 0
     if ma_bad is not np.ma.nomask and ma_bad.any():
         good = ~ma_bad if good is None else good & ~ma_bad
     if arr.ndim == 1:

@@ -90,7 +90,8 @@ def test_images_without_a_wcs_are_named(mosaic):
 
 def test_bad_sources_give_one_line_errors(mosaic, tmp_path):
     nd = NDData(mosaic.data[0], mask=np.zeros(mosaic.data[0].shape), wcs=mosaic.wcs[0])
-    with pytest.raises(ValueError, match="image 0: an NDData mask must be a boolean array"):
+    with pytest.raises(ValueError, match=r"the NDData mask of image 0 must be boolean or 0/1 "
+                       r"integers \(True/1 = bad pixel\), got dtype float64"):
         match_sky([nd, mosaic.data[1]], [None, mosaic.wcs[1]])
     missing = tmp_path / "nowhere.fits"
     with pytest.raises(FileNotFoundError, match=r"nowhere\.fits does not exist"):

@@ -64,7 +64,10 @@ STAT_MIDPT = 3
 _REASSOC = {"reassoc"}
 #: Largest histogram the mode/midpt kernels will build; a finer request is coarsened.
 _MAX_BINS = 1 << 22
-#: Relative width below which a histogram bin cannot be resolved in float32 data.
+#: Bin width (and data range) below which the histogram is one bin, in data units, as
+#: the reference tests it: an absolute threshold, so that the binning does not depend
+#: on the sky's size (a threshold relative to the values collapsed the histogram of
+#: a sky of 1e5 with noise 1 into one bin, the mode then 3.9 sigma low).
 _EPS10 = 10.0 * float(np.finfo(np.float32).eps)
 
 
@@ -523,12 +526,12 @@ def histogram_stat(buf, n, lo, hi, upper, std, binwidth, want_midpt):
 
     Bin rules (as the reference): ``hw = binwidth * std``; with ``mn``/``mx`` the
     smallest/largest values within the final clip bounds ``[lo, hi]`` and
-    ``drange = mx - mn``, one bin is used when ``hw`` or ``drange`` is below float32
-    resolution of the data or ``hw > drange``; otherwise ``nbins = int(drange / hw) + 1``
-    bins of width ``dz = drange / (nbins - 1)`` start at ``mn``, and every value of
-    ``buf[:n]`` in ``[mn, mn + nbins*dz)`` (and not above the user limit ``upper``) is
-    counted, with the bin index computed in the data's precision. Bin positions are
-    converted back to data values with ``hw``.
+    ``drange = mx - mn``, one bin is used when ``hw`` or ``drange`` is below
+    ``10 * float32 eps`` (an absolute threshold) or ``hw > drange``; otherwise
+    ``nbins = int(drange / hw) + 1`` bins of width ``dz = drange / (nbins - 1)``
+    start at ``mn``, and every value of ``buf[:n]`` in ``[mn, mn + nbins*dz)`` (and
+    not above the user limit ``upper``) is counted, with the bin index computed in the
+    data's precision. Bin positions are converted back to data values with ``hw``.
 
     Returns
     -------
@@ -556,8 +559,7 @@ def _hist_stat(kind, buf, n, vals, cstart, cend, cells, lo, hi, upper, std, binw
         return np.nan
     hw = binwidth * std
     drange = mx - mn
-    tiny = _EPS10 * max(abs(mn), abs(mx))
-    if hw <= tiny or drange <= tiny or hw > drange:
+    if hw < _EPS10 or drange < _EPS10 or hw > drange:
         if want_midpt:
             if kind == 0:
                 return median_within(buf, n, lo, hi)
