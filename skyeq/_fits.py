@@ -5,12 +5,16 @@ science and DQ HDUs (`_find_sci`), reads the celestial WCS of the science header
 (`_read_wcs`; for a JWST datamodel file the gwcs, through `skyeq._jwst`), the background
 keywords already present (`_background_keywords`) and the JWST exposure, and returns a
 `FitsImage` whose arrays are read (native byte order) or lazy file-backed `_FileArray`
-objects. `_write_fits` writes a file with new background keywords (and data) to a
-temporary path, for the atomic writer of `skyeq.io`. Imports `skyeq._jwst` only.
+objects. Every file is checked to be complete first (`_open_fits`): a file cut short (an
+interrupted copy or download) is a ValueError naming it, never a numpy reshape error
+later. `_write_fits` writes a file with new background keywords (and data) to a
+temporary path, for the atomic writer of `skyeq.io`; tile-compressed extensions it does
+not change are copied verbatim. Imports `skyeq._jwst` only.
 """
 
 from __future__ import annotations
 
+import importlib
 import logging
 import math
 import numbers
@@ -103,6 +107,114 @@ def _require_file(path: Path, what: str, where: str = "") -> None:
         raise IsADirectoryError(f"{what} {path}{where} is not a file")
 
 
+def _open_fits(path: Path) -> fits.HDUList:
+    """Open a FITS file (headers only) after checking that no part of it is missing.
+
+    The warnings astropy gives while reading the headers are logged (as warnings, each
+    once) unless the file is refused; a refused file is closed.
+
+    Raises
+    ------
+    ValueError
+        If the file is not FITS or is truncated (see `_check_complete`), naming it.
+    """
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            hdul = fits.open(path, memmap=False)
+        except OSError as err:
+            raise ValueError(f"cannot read {path} as a FITS file: {err}") from err
+        try:
+            _check_complete(hdul, path)
+        except BaseException:
+            hdul.close()
+            raise
+    for message in dict.fromkeys(" ".join(str(w.message).split()) for w in caught):
+        log.warning("%s: %s", path, message)
+    return hdul
+
+
+def _check_complete(hdul: fits.HDUList, path: Path) -> None:
+    """Raise ValueError naming ``path`` if the file is shorter than its headers say.
+
+    Reads every header (not the data). The data of every HDU must be in the file (its
+    final padding to a 2880-byte block may be missing: astropy reads such a file
+    whole), and no extension header may be cut off after the last complete HDU. A
+    file compressed as a whole (gzip, bzip2, xz: ``.fits.gz`` and the like), whose end
+    astropy cannot see, is decompressed once through to its end (`_stream_size`), since
+    astropy takes a stream that ends too soon for the end of the file and silently
+    drops the HDUs it lost.
+    """
+    with path.open("rb") as fh:
+        magic = fh.read(6)
+    if magic == b"SIMPLE":
+        size = path.stat().st_size
+    else:
+        size = _stream_size(path, magic)
+        if size is None:
+            return
+    count = len(hdul)  # reads every header
+    end = 0
+    for k in range(count):
+        info = hdul.fileinfo(k)
+        need = info["datLoc"] + _data_bytes(hdul, k, path)
+        if size < need:
+            raise ValueError(
+                f"{path} is truncated: the data of HDU {k} ({hdul[k].name or 'PRIMARY'}) "
+                f"end at byte {need} but the file has {size} bytes (an interrupted copy "
+                "or download?)"
+            )
+        end = info["datLoc"] + info["datSpan"]
+    if magic == b"SIMPLE" and size > end:
+        with path.open("rb") as fh:
+            fh.seek(end)
+            start = fh.read(8)
+        if start == b"XTENSION":
+            raise ValueError(
+                f"{path} is truncated: the header of HDU {count} is cut off at byte "
+                f"{size} (an interrupted copy or download?)"
+            )
+
+
+#: Decompressors of the whole-file compressions astropy reads, by their magic bytes.
+_STREAMS = {b"\x1f\x8b": ("gzip", "gzip"), b"BZh": ("bz2", "bzip2"),
+            b"\xfd7zXZ": ("lzma", "xz")}
+
+
+def _stream_size(path: Path, magic: bytes) -> int | None:
+    """Return the decompressed size of a gzip, bzip2 or xz file; None for other files.
+
+    Reads the whole stream (constant memory). Raises ValueError naming the file if the
+    stream ends too soon or is corrupt.
+    """
+    found = [kind for head, kind in _STREAMS.items() if magic.startswith(head)]
+    if not found:
+        return None
+    module, kind = found[0]
+    opener = importlib.import_module(module).open
+    size = 0
+    try:
+        with opener(path, "rb") as stream:
+            while chunk := stream.read(1 << 22):
+                size += len(chunk)
+    except Exception as err:  # EOFError, gzip.BadGzipFile, lzma.LZMAError, zlib.error...
+        raise ValueError(f"{path} is truncated or corrupt: its {kind} stream cannot be "
+                         f"decompressed to its end ({err})") from err
+    return size
+
+
+def _data_bytes(hdul: fits.HDUList, k: int, path: Path) -> int:
+    """Return the bytes of data (without padding) of HDU ``k``, as its header states.
+
+    A tile-compressed HDU's header is that of the image it holds, so its stored size is
+    read from its raw (binary table) header.
+    """
+    if not isinstance(hdul[k], fits.CompImageHDU):
+        return int(hdul[k].size)
+    with fits.open(path, memmap=False, disable_image_compression=True) as raw:
+        return int(raw[k].size)
+
+
 def _find_sci(hdul: fits.HDUList, path: Path | str) -> int:
     """Index of the science HDU: the SCI extension, else an image in the primary HDU."""
     sci = [k for k, h in enumerate(hdul) if isinstance(h, _IMAGE_HDUS) and h.name == "SCI"]
@@ -123,6 +235,26 @@ def _native(array: np.ndarray, *, to_float: bool) -> np.ndarray:
     if to_float and dtype.kind in "biu":
         dtype = np.dtype(np.float64)
     return np.array(array, dtype=dtype.newbyteorder("="), order="C")
+
+
+def _read_array(
+    hdul: fits.HDUList, k: int, path: Path, *, to_float: bool, what: str,
+    shape: tuple | None = None,
+) -> np.ndarray:
+    """Read the data of HDU ``k`` in native byte order (see `_native`).
+
+    Floating-point data keep their type (big-endian float32 becomes native float32);
+    integers become float64 when ``to_float``. Any failure (an I/O error, a compressed
+    file that ends too soon, a warning turned into an error, ...), or data of another
+    shape than ``shape``, is a ValueError naming the file and ``what`` was read.
+    """
+    try:
+        raw = hdul[k].data
+        if raw is None or (shape is not None and raw.shape != tuple(shape)):
+            raise ValueError(f"shape {None if raw is None else raw.shape}, expected {shape}")
+        return _native(raw, to_float=to_float)
+    except Exception as err:  # whatever astropy or a decompressor raises
+        raise ValueError(f"cannot read the {what} of {path}: {err}") from err
 
 
 def _read_wcs(header: fits.Header, hdul: fits.HDUList, path: Path | str, shape: tuple) -> WCS:
@@ -217,15 +349,12 @@ class _FileArray:
                 "writing results in place, call match_files anew)"
             )
         try:
-            with fits.open(self.path, memmap=False) as hdul:  # reads this HDU only
-                raw = hdul[self.hdu].data
-                if raw is None or raw.shape != self.shape:
-                    raise ValueError(f"shape {None if raw is None else raw.shape}, expected "
-                                     f"{self.shape}")
-                arr = _native(raw, to_float=self.to_float)
-                del raw
-        except (OSError, ValueError, TypeError) as err:
+            hdul = fits.open(self.path, memmap=False)  # reads this HDU only
+        except (OSError, Warning) as err:
             raise ValueError(f"cannot read the {self.what} of {self.path}: {err}") from err
+        with hdul:
+            arr = _read_array(hdul, self.hdu, self.path, to_float=self.to_float,
+                              what=self.what, shape=self.shape)
         return arr if dtype is None else arr.astype(dtype, copy=False)
 
     def __repr__(self) -> str:
@@ -271,11 +400,7 @@ def _hdulist_image(hdul: fits.HDUList, where: str) -> tuple[np.ndarray, Any, np.
 def _read_image(path: Path, *, lazy: bool) -> FitsImage:
     """`skyeq.io.read_image`; with ``lazy`` the arrays are `_FileArray` objects, not read yet."""
     _require_file(path, "image file")
-    try:
-        hdul = fits.open(path, memmap=False)
-    except OSError as err:
-        raise ValueError(f"cannot read {path} as a FITS file: {err}") from err
-    with hdul:
+    with _open_fits(path) as hdul:
         k = _find_sci(hdul, path)
         hdu = hdul[k]
         shape = tuple(int(n) for n in hdu.shape)  # from the header: no data read
@@ -284,7 +409,7 @@ def _read_image(path: Path, *, lazy: bool) -> FitsImage:
                 f"the science array of {path} is not a 2-D image (ndim={len(shape)})"
             )
         data: Any = (_FileArray(path, k, shape, to_float=True, what="science array")
-                     if lazy else _native(hdu.data, to_float=True))
+                     if lazy else _read_array(hdul, k, path, to_float=True, what="science array"))
         datamodels = _datamodels(hdul, path)
         wcs = exposure = None
         if datamodels is not None:
@@ -297,7 +422,7 @@ def _read_image(path: Path, *, lazy: bool) -> FitsImage:
         j = _find_dq(hdul, path, shape)
         if j is not None:
             dq = (_FileArray(path, j, shape, to_float=False, what="DQ array")
-                  if lazy else _native(hdul[j].data, to_float=False))
+                  if lazy else _read_array(hdul, j, path, to_float=False, what="DQ array"))
         headers = [hdu.header] if k == 0 else [hdu.header, hdul[0].header]
         level, sub, meth = _background_keywords(headers, path)
         if exposure is None:
@@ -318,6 +443,14 @@ def _write_fits(
 
     A JWST datamodel file is written through stdatamodels when it is installed (see
     `skyeq._jwst._write_datamodel`); ``name`` is the file name of the final target.
+
+    Tile-compressed extensions (`astropy.io.fits.CompImageHDU`) are copied verbatim,
+    their compressed bytes untouched: writing only keywords never re-quantizes an image
+    (re-compressing a lossy quantized float image would change its values). When the
+    sky-subtracted data go into a tile-compressed SCI extension, that extension is
+    written *uncompressed* (an image extension of the same name and header, holding
+    exactly the subtracted values): compressing them again would quantize them anew and
+    lose precision. That is logged as a warning naming the file; the file grows.
     """
     with fits.open(source, memmap=False) as hdul:
         datamodels = _datamodels(hdul, source)
@@ -327,10 +460,23 @@ def _write_fits(
             return
         k = _find_sci(hdul, source)
         sci = hdul[k]
+        compressed = isinstance(sci, fits.CompImageHDU)
         if data is not None:
-            _check_shape(source, data, sci.data.shape)
-            sci.data = data
-        headers = [sci.header] if k == 0 else [sci.header, hdul[0].header]
+            _check_shape(source, data, tuple(int(n) for n in sci.shape))
+        image_header = sci.header.copy() if compressed else None
+    # compressed HDUs as their raw binary tables: copied as they are in the file
+    with fits.open(source, memmap=False, disable_image_compression=True) as hdul:
+        if data is not None and compressed:
+            hdul[k] = fits.ImageHDU(data, image_header)
+            log.warning(
+                "writing %s from %s: its SCI extension is tile-compressed; the "
+                "sky-subtracted data are written uncompressed (the file grows), since "
+                "compressing them again would quantize them anew and lose precision",
+                name, source,
+            )
+        elif data is not None:
+            hdul[k].data = data
+        headers = [hdul[k].header] if k == 0 else [hdul[k].header, hdul[0].header]
         for hdr in headers:
             for key, value in keywords.items():
                 hdr[key] = (value, _KEYWORD_COMMENTS[key])

@@ -1,19 +1,25 @@
 """The ``skyeq`` command line: ``skyeq match FILES...`` and ``skyeq demo``.
 
-Uses only the public API of :mod:`skyeq` and :mod:`skyeq.io`. Exit codes: 0 success,
-1 a runtime failure (unreadable input, no WCS, bad skylist, ...), 2 a usage error. An
-error is reported as one line on stderr; ``--debug`` shows the traceback instead.
+Uses the public API of :mod:`skyeq` and :mod:`skyeq.io`, and the batch writer of
+`skyeq.io` (``_Batch``: the images, the table and the plot are replaced together or not
+at all). Exit codes: 0 success (also when the reader of stdout stops reading early, as
+``| head`` does: every file is written before anything is printed), 1 a runtime
+failure (unreadable or truncated input, no WCS, bad skylist, an output that cannot be
+written, ...), 2 a usage error, 130 interrupted (Ctrl-C). An error is reported as one
+line on stderr; ``--debug`` shows the traceback instead.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import os
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 import numpy as np
 
@@ -22,6 +28,9 @@ import skyeq
 from ._methods import METHODS
 from ._records import DEFAULT_DQBITS
 from .stats import STATISTICS, SkyStat
+
+if TYPE_CHECKING:
+    from . import io
 
 #: The statistic and clipping defaults, from their one home (`SkyStat`).
 _DEFAULT_STAT = SkyStat()
@@ -64,9 +73,15 @@ Methods:
   user          the values of a two-column file "image-name sky" (--skylist).
 
 Nothing is written unless --output-dir or --in-place is given: without them the
-skies are only printed (and written to --table). Every file is replaced atomically
-(written to a temporary file, then renamed), so an interrupted run leaves each file
-either unchanged or complete.
+skies are only printed (and written to --table). Every output path is checked
+before the first image is read. The files (images, --table, --plot) are replaced all
+together or not at all: each is first written completely to a hidden temporary file
+beside it (.NAME.<12 hex digits>.skyeq-tmp), and only when all are written are they
+renamed over their targets, so a failed or interrupted run (Ctrl-C) leaves every file
+as it was (this needs free disk space for one new copy of every file). Temporary files
+that a killed run left behind are removed by the next write of the same file once
+they are 10 minutes old. A tile-compressed SCI extension is written uncompressed when
+the subtracted data go into it (compressing them again would lose precision).
 
 Re-running on images that already carry BKGLEVEL/BKGSUB: BKGLEVEL without BKGSUB,
 BKGSUB without BKGLEVEL, or a BKGSUB that differs from --subtract is an error
@@ -77,8 +92,9 @@ keeps its keywords and data unchanged.
 """
 
 _MATCH_EPILOG = """\
-exit status: 0 on success, 1 if the run failed (an unreadable or malformed input, no
-celestial WCS, a bad skylist, ...), 2 for a usage error.
+exit status: 0 on success, 1 if the run failed (an unreadable, truncated or malformed
+input, no celestial WCS, a bad skylist, an output that cannot be written, ...), 2 for a
+usage error, 130 if interrupted.
 
 examples:
   skyeq match *_cal.fits --table skies.ecsv
@@ -281,85 +297,161 @@ def _demo(seed: int) -> int:
     return 0
 
 
-def _print_result(result: skyeq.SkyResult) -> None:
-    """Print one line per image: name, group, sky, whether it was computed."""
+def _result_lines(result: skyeq.SkyResult) -> list[str]:
+    """Return the report of a run: a line per image (name, group, sky, computed), a summary."""
     table = result.to_table()
     names = [str(v) for v in table["name"]]
     groups = [str(v) for v in table["group"]]
     wn = max([5, *map(len, names)])
     wg = max([5, *map(len, groups)])
-    print(f"{'image':<{wn}}  {'group':<{wg}}  {'BKGLEVEL':>20}  computed")
+    lines = [f"{'image':<{wn}}  {'group':<{wg}}  {'BKGLEVEL':>20}  computed"]
     for k in range(len(result)):
         sky = f"{result.sky[k]:.10g}" if result.valid[k] else "-"
-        print(f"{names[k]:<{wn}}  {groups[k]:<{wg}}  {sky:>20}  "
-              f"{'yes' if result.valid[k] else 'no (keywords left unchanged)'}")
+        lines.append(f"{names[k]:<{wn}}  {groups[k]:<{wg}}  {sky:>20}  "
+                     f"{'yes' if result.valid[k] else 'no (keywords left unchanged)'}")
     nvalid = int(np.count_nonzero(result.valid))
-    print(f"method {result.method}, subtracted {result.subtracted}: sky computed for "
-          f"{nvalid} of {len(result)} images, {len(result.components)} connected "
-          f"component(s)")
+    lines.append(f"method {result.method}, subtracted {result.subtracted}: sky computed for "
+                 f"{nvalid} of {len(result)} images, {len(result.components)} connected "
+                 f"component(s)")
+    return lines
 
 
-def _run_match(args: argparse.Namespace) -> int:
-    """Run ``skyeq match`` with parsed arguments (errors propagate)."""
+def _check_outputs(args: argparse.Namespace, paths: list[Path]) -> list[Path]:
+    """Check every output path before any image is read; return the image targets.
+
+    The image files (`skyeq.io.output_paths`), their directories, ``--table`` and
+    ``--plot`` (its directory, its format, matplotlib): each must be writable, and no
+    two outputs nor an output and an input may be the same file. Nothing is written.
+    """
     from . import io
 
-    # everything that can be checked cheaply fails before any image is read
+    targets: list[Path] = []
+    if args.output_dir is not None or args.in_place:
+        targets = io.output_paths(paths, output_dir=args.output_dir, in_place=args.in_place)
+        io._check_output_dirs(targets)
+    taken = {p.resolve(): f"the input image {p}" for p in paths}
+    for t in targets:  # in place, an image is its own output: named as the input
+        taken.setdefault(t.resolve(), f"the output image {t}")
+    for option, value in (("--table", args.table), ("--plot", args.plot)):
+        if value is None:
+            continue
+        what = f"{option} {value}"
+        if option == "--plot":
+            _plot_format(value)
+        created = [Path(args.output_dir)] if targets and args.output_dir is not None else []
+        real = io._check_output_file(value, what, created).resolve()
+        if real in taken:
+            raise ValueError(f"{what} would overwrite {taken[real]}")
+        taken[real] = what
+    return targets
+
+
+def _plot_format(path: str) -> str:
+    """Return the image format of a --plot file, from its extension (none: PNG).
+
+    Raises ImportError without matplotlib, ValueError for a format it cannot write.
+    """
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+    except ImportError:
+        raise ImportError('--plot needs matplotlib: pip install "skyeq[plot]"') from None
+    fmt = Path(path).suffix.lstrip(".").lower() or "png"
+    known = FigureCanvasAgg.get_supported_filetypes()
+    if fmt not in known:
+        raise ValueError(f"--plot {path}: unknown image format {fmt!r} (matplotlib writes "
+                         f"{', '.join(sorted(known))})")
+    return fmt
+
+
+def _run_match(args: argparse.Namespace) -> list[str]:
+    """Run ``skyeq match`` with parsed arguments; return the lines to print.
+
+    Everything that can be checked cheaply (inputs, every output path) fails before any
+    image is read. The image files, the table and the plot are then replaced together
+    or not at all (an error or an interruption leaves every file as it was), and only
+    then is anything printed: a closed standard output cannot lose an output file.
+    Errors propagate.
+    """
+    from . import io
+
     paths, _ = io.collect_inputs(args.inputs)
-    write = args.output_dir is not None or args.in_place
-    if write:
-        io.output_paths(paths, output_dir=args.output_dir, in_place=args.in_place)
+    targets = _check_outputs(args, paths)
     skylist = io.read_skylist(args.skylist) if args.skylist is not None else None
     executor = ThreadPoolExecutor(args.threads) if args.threads > 1 else None
     options = {"groups": None} if args.ungrouped else {}
+    batch = io._Batch()
     try:
         result = io.match_files(
             args.inputs, method=args.method, stat=args.skystat, match_down=args.match_down,
             subtract=args.subtract, skylist=skylist, stepsize=args.stepsize,
             dqbits=args.dqbits, executor=executor, **options,
         )
-        _print_result(result)
-        if write:
-            written = io.write_results(
-                result, paths, output_dir=args.output_dir, in_place=args.in_place,
-                executor=executor,
-            )
-            where = "in place" if args.in_place else f"to {args.output_dir}"
-            print(f"wrote {len(written)} file(s) {where}")
-        else:
-            print("no image file written (use --output-dir DIR or --in-place)")
+        lines = _result_lines(result)
+        if targets:
+            io._stage_results(batch, result, paths, output_dir=args.output_dir,
+                              in_place=args.in_place, executor=executor)
+        if args.table is not None:
+            batch.stage(args.table, lambda tmp: io._write_ecsv(result, tmp))
+            batch.note("wrote the table of %d images to %s", len(result), args.table)
+        if args.plot is not None:
+            _stage_plot(batch, result, args.plot)
+        batch.commit()
     finally:
         if executor is not None:
-            executor.shutdown()
+            executor.shutdown()  # first: no task may still be writing a temporary file
+        batch.abort()  # nothing left to do after a commit
+    if targets:
+        where = "in place" if args.in_place else f"to {args.output_dir}"
+        lines.append(f"wrote {len(targets)} file(s) {where}")
+    else:
+        lines.append("no image file written (use --output-dir DIR or --in-place)")
     if args.table is not None:
-        io.write_table(result, args.table)
-        print(f"wrote the table to {args.table}")
+        lines.append(f"wrote the table to {args.table}")
     if args.plot is not None:
-        _write_plot(result, args.plot)
-        print(f"wrote the plot to {args.plot}")
-    return 0
+        lines.append(f"wrote the plot to {args.plot}")
+    return lines
 
 
-def _write_plot(result: skyeq.SkyResult, path: str) -> None:
-    """Draw `SkyResult.plot` into ``path`` atomically, with the usual file permissions."""
-    try:
-        import matplotlib
-    except ImportError:
-        raise ImportError('--plot needs matplotlib: pip install "skyeq[plot]"') from None
+def _stage_plot(batch: io._Batch, result: skyeq.SkyResult, path: str) -> None:
+    """Draw `SkyResult.plot` into the temporary file of ``path`` in ``batch``."""
+    import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .io import _atomic_write  # the one atomic writer (temporary file + rename)
-
-    target = Path(path)
+    fmt = _plot_format(path)
     fig = result.plot()
     try:
-        _atomic_write(
-            target,
-            lambda tmp: fig.savefig(tmp, format=target.suffix.lstrip(".").lower() or "png"),
-            None,
-        )
+        batch.stage(path, lambda tmp: fig.savefig(tmp, format=fmt))
     finally:
         plt.close(fig)
+    batch.note("wrote the plot to %s", path)
+
+
+def _print_lines(lines: list[str]) -> None:
+    """Print ``lines`` on stdout; a reader that stopped reading (EPIPE) is no error.
+
+    ``skyeq match ... | head -1``: every output file is already written. After a
+    broken pipe, stdout is pointed at the null device so that the interpreter's final
+    flush does not fail again (the recipe of the Python documentation, signal module).
+    """
+    try:
+        for line in lines:
+            print(line)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        _silence_stdout()
+
+
+def _silence_stdout() -> None:
+    """Point stdout at the null device after a broken pipe (see `_print_lines`)."""
+    with contextlib.suppress(AttributeError, OSError, ValueError):
+        fd = sys.stdout.fileno()
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, fd)
+        finally:
+            os.close(devnull)
 
 
 def _check_match_args(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
@@ -414,7 +506,7 @@ def main(argv: list[str] | None = None) -> int:
     Returns
     -------
     int
-        The exit code: 0 success, 1 runtime failure, 2 usage error.
+        The exit code: 0 success, 1 runtime failure, 2 usage error, 130 interrupted.
     """
     parser, match_parser = _build_parser()
     try:
@@ -426,14 +518,19 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as done:  # --help, --version
         return done.code if isinstance(done.code, int) else 0
     if args.command == "demo":
-        return _demo(args.seed)
+        try:
+            return _demo(args.seed)
+        except BrokenPipeError:  # skyeq demo | head
+            _silence_stdout()
+            return 0
     logger, handler, old_level = _setup_logging(args.verbose, args.debug)
     try:
-        return _run_match(args)
+        _print_lines(_run_match(args))
+        return 0
     except KeyboardInterrupt:
         if args.debug:
             raise
-        sys.stderr.write("skyeq: error: interrupted\n")
+        sys.stderr.write("skyeq: interrupted\n")
         return 130
     except Exception as err:
         if args.debug:

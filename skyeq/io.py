@@ -30,11 +30,15 @@ association member's ``group_id`` takes precedence.
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import dataclasses
 import logging
 import os
+import re
 import stat
+import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
@@ -313,22 +317,259 @@ def match_files(
 
 # --------------------------------------------------------------------------- writing
 
+#: Suffix of the temporary files: ``.<target name>.<12 hex digits>.skyeq-tmp``.
+_TEMP_SUFFIX = ".skyeq-tmp"
 
-def _new_temp(target: Path) -> Path:
-    """Create an empty, uniquely named file beside ``target`` and return its path.
+#: Seconds without modification after which a temporary file of a target is stale.
+_STALE_TEMP_AGE = 600.0
 
-    Created with mode 0o666, so the process umask applies as for any new file (unlike
-    `tempfile.mkstemp`, whose 0o600 would need the umask read back, which is not
-    thread-safe).
+
+def _temp_name(target: Path, token: str | None = None) -> Path:
+    """Return the temporary file ``.<target name>.<token>.skyeq-tmp`` beside ``target``.
+
+    ``token`` is 12 hexadecimal digits (random when not given): the pattern that
+    `_remove_stale_temps` recognises.
     """
-    for _ in range(100):
-        tmp = target.parent / f".{target.name}.{os.urandom(6).hex()}.skyeq-tmp"
+    token = os.urandom(6).hex() if token is None else token
+    return target.parent / f".{target.name}.{token}{_TEMP_SUFFIX}"
+
+
+def _naming(err: OSError, target: Path) -> OSError:
+    """Return an OSError like ``err`` (same errno and subclass) that names ``target``.
+
+    A failure while writing a temporary file must name the file the user asked for,
+    not the hidden temporary file: ``[Errno 28] No space left on device: 'target'``.
+    """
+    if err.errno is None or not err.strerror:
         try:
-            os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+            return type(err)(f"cannot write {target}: {err}")
+        except Exception:  # a subclass with another constructor
+            return OSError(f"cannot write {target}: {err}")
+    return OSError(err.errno, err.strerror, str(target))  # the subclass of the errno
+
+
+def _remove_stale_temps(target: Path) -> list[Path]:
+    """Remove the temporary files of ``target`` that an interrupted run left behind.
+
+    A run killed while writing (SIGKILL, a power cut: an ordinary error or Ctrl-C
+    removes its own) leaves hidden files named ``.<target name>.<12 hex
+    digits>.skyeq-tmp`` beside its targets. Every write of a target first removes the
+    files of that exact pattern for that target that were last modified more than
+    `_STALE_TEMP_AGE` seconds (10 minutes) ago; a younger one may belong to another
+    run writing the same file right now and is left alone. Each removal is logged as a
+    warning; a file that cannot be removed is logged at debug level and skipped.
+
+    Returns
+    -------
+    list of pathlib.Path
+        The files removed.
+    """
+    prefix = f".{target.name}."
+    pattern = re.compile(rf"{re.escape(prefix)}[0-9a-f]{{12}}{re.escape(_TEMP_SUFFIX)}")
+    limit = time.time() - _STALE_TEMP_AGE
+    removed: list[Path] = []
+    try:
+        entries = list(os.scandir(target.parent))
+    except OSError:
+        return removed
+    for entry in entries:
+        if not entry.name.startswith(prefix) or not pattern.fullmatch(entry.name):
+            continue
+        try:
+            st = entry.stat(follow_symlinks=False)
+            if not stat.S_ISREG(st.st_mode) or st.st_mtime > limit:
+                continue
+            os.unlink(entry.path)
+        except OSError as err:
+            log.debug("could not remove the stale temporary file %s: %s", entry.path, err)
+            continue
+        log.warning("removed %s, a temporary file left by an interrupted run (last "
+                    "modified %s)", entry.path, time.strftime("%Y-%m-%d %H:%M:%S",
+                                                              time.localtime(st.st_mtime)))
+        removed.append(Path(entry.path))
+    return removed
+
+
+@dataclass(frozen=True)
+class _Slot:
+    """One file of a `_Batch`: the target as given, the real file and its temporary."""
+
+    shown: Path
+    target: Path
+    tmp: Path
+
+
+def _stage_file(slot: _Slot, write: Callable[[Path], None], mode_of: Path | None) -> None:
+    """Write the new content of ``slot.target`` completely into ``slot.tmp``.
+
+    Removes the stale temporary files of the target (`_remove_stale_temps`), creates
+    the temporary file (mode 0o666, so the process umask applies as for any new file;
+    `tempfile.mkstemp`'s 0o600 would need the umask read back, which is not
+    thread-safe), calls ``write(tmp)``, flushes the file to disk and gives it the
+    permissions of the existing target (else of ``mode_of``, else the umask default).
+    On any failure the temporary file is removed; an OSError is raised again naming
+    the target (`_naming`). Runs wherever the task runs (a thread, a process).
+    """
+    _remove_stale_temps(slot.target)
+    try:
+        os.close(os.open(slot.tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+    except OSError as err:
+        raise _naming(err, slot.shown) from err
+    try:
+        write(slot.tmp)
+        with slot.tmp.open("rb+") as fh:
+            os.fsync(fh.fileno())
+        like = slot.target if slot.target.exists() else mode_of
+        if like is not None and like.exists():
+            os.chmod(slot.tmp, stat.S_IMODE(like.stat().st_mode))
+    except BaseException as err:
+        with contextlib.suppress(OSError):
+            slot.tmp.unlink()
+        if isinstance(err, OSError):
+            raise _naming(err, slot.shown) from err
+        raise
+
+
+def _link_backup(target: Path) -> Path | None:
+    """Hard-link ``target`` under a temporary name, to restore it from; None if impossible."""
+    for _ in range(100):
+        backup = _temp_name(target)
+        try:
+            os.link(target, backup)
         except FileExistsError:
             continue
-        return tmp
-    raise FileExistsError(f"could not create a temporary file beside {target}")
+        except OSError as err:  # e.g. a file system without hard links
+            log.debug("%s: no hard link to restore it from (%s)", target, err)
+            return None
+        return backup
+    return None
+
+
+class _Batch:
+    """Replace several files all together, or leave every one of them as it was.
+
+    `add` reserves the temporary file of a target (``.<name>.<batch token>.skyeq-tmp``
+    in the target's directory); `_stage_file` writes it completely (anywhere: in a
+    thread or another process); `commit` renames every temporary file over its target
+    (`os.replace`, atomic on POSIX and Windows). If anything fails before or during
+    the commit, or the run is interrupted, `abort` removes every temporary file and the
+    directories `make_dirs` created (when empty), and a commit that fails half-way puts
+    back the targets it already replaced: each existing target is first hard-linked
+    under a temporary name, so it comes back with its bytes and modification time (on a
+    file system without hard links a replaced target cannot be put back; that is
+    logged as an error). Every file of a batch is on disk at the same time before the
+    commit: a batch needs free space for all its new files.
+    """
+
+    def __init__(self) -> None:
+        self.token = os.urandom(6).hex()
+        self._slots: list[_Slot] = []
+        self._targets: set[Path] = set()
+        self._made: list[Path] = []
+        self._notes: list[tuple[Any, ...]] = []
+        self._lock = threading.Lock()
+
+    def add(self, target: str | PathLike) -> _Slot:
+        """Reserve the temporary file of ``target`` (a symbolic link is followed)."""
+        shown = Path(target)
+        real = shown.resolve()  # through symbolic links: replace the real file
+        slot = _Slot(shown, real, _temp_name(real, self.token))
+        with self._lock:
+            if real in self._targets:
+                raise ValueError(f"{shown} is written twice in one batch")
+            self._targets.add(real)
+            self._slots.append(slot)
+        return slot
+
+    def stage(self, target: str | PathLike, write: Callable[[Path], None],
+              mode_of: Path | None = None) -> Path:
+        """`add` ``target`` and write its temporary file here (`_stage_file`)."""
+        slot = self.add(target)
+        _stage_file(slot, write, mode_of)
+        return slot.shown
+
+    def make_dirs(self, directory: str | PathLike) -> None:
+        """Create ``directory`` and its missing parents; `abort` removes them if empty."""
+        directory = Path(directory)
+        missing = []
+        p = directory
+        while not p.exists() and p != p.parent:
+            missing.append(p)
+            p = p.parent
+        directory.mkdir(parents=True, exist_ok=True)
+        self._made += reversed(missing)
+
+    def note(self, *args: Any) -> None:
+        """Keep a log message (format and arguments) to log at INFO once committed."""
+        self._notes.append(args)
+
+    def commit(self) -> None:
+        """Rename every temporary file over its target; all or nothing (see the class)."""
+        done: list[tuple[_Slot, bool, Path | None]] = []
+        try:
+            for slot in self._slots:
+                existed = slot.target.exists()
+                backup = _link_backup(slot.target) if existed else None
+                done.append((slot, existed, backup))  # before: an interruption may come
+                try:
+                    os.replace(slot.tmp, slot.target)
+                except OSError as err:  # not replaced: nothing to put back
+                    done.pop()
+                    if backup is not None:
+                        with contextlib.suppress(OSError):
+                            backup.unlink()
+                    raise _naming(err, slot.shown) from err
+        except BaseException:
+            self._roll_back(done)
+            self.abort()
+            raise
+        for _, _, backup in done:
+            if backup is not None:
+                with contextlib.suppress(OSError):
+                    backup.unlink()
+        for parent in dict.fromkeys(slot.target.parent for slot in self._slots):
+            _sync_directory(parent)
+        self._slots, self._made = [], []
+        for args in self._notes:
+            log.info(*args)
+        self._notes = []
+
+    def _roll_back(self, done: list[tuple[_Slot, bool, Path | None]]) -> None:
+        """Put back the targets of a failed commit (newest first)."""
+        for slot, existed, backup in reversed(done):
+            try:
+                if backup is not None:
+                    os.replace(backup, slot.target)
+                elif not existed:
+                    slot.target.unlink(missing_ok=True)
+                else:
+                    log.error("%s may have been replaced and cannot be restored (no hard "
+                              "link to it could be made)", slot.shown)
+            except OSError as err:
+                where = f" (its previous content is in {backup})" if backup is not None else ""
+                log.error("could not restore %s: %s%s", slot.shown, err, where)
+
+    def abort(self) -> None:
+        """Remove every temporary file and the directories made (if empty); idempotent."""
+        with self._lock:
+            slots, self._slots = self._slots, []
+        for slot in slots:
+            with contextlib.suppress(OSError):
+                slot.tmp.unlink()
+        for directory in reversed(self._made):
+            with contextlib.suppress(OSError):
+                directory.rmdir()
+        self._made, self._notes = [], []
+
+
+def _sync_directory(directory: Path) -> None:
+    """Flush a directory's entries to disk (makes renames durable on POSIX)."""
+    with contextlib.suppress(OSError):
+        dirfd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(dirfd)
+        finally:
+            os.close(dirfd)
 
 
 def _atomic_write(target: Path, write: Callable[[Path], None], mode_of: Path | None) -> None:
@@ -337,29 +578,82 @@ def _atomic_write(target: Path, write: Callable[[Path], None], mode_of: Path | N
     ``write(tmp)`` writes the complete new content to ``tmp``; the file is then flushed
     to disk, given the permissions of the existing target (else of ``mode_of``, else
     the umask default) and renamed over ``target`` with `os.replace` (a symbolic link is
-    followed: the file it points to is replaced, the link kept). On any failure the
-    temporary file is removed and ``target`` is left as it was.
+    followed: the file it points to is replaced, the link kept). On any failure, or an
+    interruption, the temporary file is removed and ``target`` is left as it was; an
+    OSError names ``target``. A one-file `_Batch`.
     """
-    target = Path(target).resolve()  # through symbolic links: replace the real file
-    tmp = _new_temp(target)
+    batch = _Batch()
     try:
-        write(tmp)
-        with tmp.open("rb+") as fh:
-            os.fsync(fh.fileno())
-        like = target if target.exists() else mode_of
-        if like is not None and like.exists():
-            os.chmod(tmp, stat.S_IMODE(like.stat().st_mode))
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
-    with contextlib.suppress(OSError):  # make the rename itself durable (POSIX)
-        dirfd = os.open(target.parent, os.O_RDONLY)
-        try:
-            os.fsync(dirfd)
-        finally:
-            os.close(dirfd)
+        batch.stage(target, write, mode_of)
+        batch.commit()
+    finally:
+        batch.abort()  # nothing left to do after a commit
+
+
+def _check_writable_dir(directory: Path, what: str) -> None:
+    """Raise an OSError naming ``what`` unless a file can be created in ``directory``.
+
+    Tries it: creates and removes a temporary file (as root, or with ACLs, permission
+    bits tell nothing).
+    """
+    probe = _temp_name(directory / ".skyeq-probe")
+    try:
+        os.close(os.open(probe, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+    except OSError as err:
+        raise type(err)(f"{what}: cannot create a file in {directory} "
+                        f"({err.strerror or err})") from None
+    with contextlib.suppress(OSError):
+        probe.unlink()
+
+
+def _check_output_file(
+    path: str | PathLike, what: str, created: Sequence[Path] = (),
+) -> Path:
+    """Check, before anything is written, that a file can be written at ``path``.
+
+    Nothing stays on disk. ``what`` names the path in errors, e.g. ``"--table
+    skies.ecsv"``. ``created``: directories that the run will create (already checked
+    with `_check_output_dirs`), where a file may go although they do not exist yet.
+
+    Raises
+    ------
+    IsADirectoryError
+        If ``path`` is a directory.
+    FileNotFoundError, NotADirectoryError
+        If its directory does not exist, or is not a directory.
+    PermissionError, OSError
+        If no file can be created in its directory.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{what} is a directory")
+    folder = path.resolve().parent
+    if not folder.exists() and folder in {Path(c).resolve() for c in created}:
+        return path
+    if not folder.exists():
+        raise FileNotFoundError(f"{what}: the directory {path.parent} does not exist")
+    if not folder.is_dir():
+        raise NotADirectoryError(f"{what}: {path.parent} is not a directory")
+    _check_writable_dir(folder, what)
+    return path
+
+
+def _check_output_dirs(targets: Sequence[Path]) -> None:
+    """Check that the image files `output_paths` returned can be created, writing nothing.
+
+    A directory that does not exist yet (``output_dir``) is checked at its nearest
+    existing parent, where it will be created.
+    """
+    for folder in dict.fromkeys(Path(t).resolve().parent for t in targets):
+        existing = folder
+        while not existing.exists() and existing != existing.parent:
+            existing = existing.parent
+        if not existing.is_dir():
+            raise NotADirectoryError(f"cannot write into {folder}: {existing} is not a "
+                                     "directory")
+        what = f"output directory {folder}" if existing == folder else (
+            f"output directory {folder} (to be created in {existing})")
+        _check_writable_dir(existing, what)
 
 
 def output_paths(
@@ -396,6 +690,8 @@ def output_paths(
         If an input file does not exist.
     NotADirectoryError
         If ``output_dir`` exists and is not a directory.
+    IsADirectoryError
+        If an output file would replace a directory.
     """
     if (output_dir is None) == (not in_place):
         raise ValueError("give exactly one of output_dir or in_place=True")
@@ -414,6 +710,8 @@ def output_paths(
     for t, r in zip(targets, resolved, strict=True):
         if r in seen:
             raise ValueError(f"two images would be written to the same file {t}")
+        if r.is_dir():
+            raise IsADirectoryError(f"output file {t} is a directory")
         seen.add(r)
     if not in_place:
         inputs = {p.resolve() for p in sources}
@@ -443,8 +741,21 @@ def write_results(
     go into the SCI header and the primary header, and when ``result.subtracted`` the
     SCI data are replaced by ``result.data``. The background keywords of an image whose
     sky is not valid are left as they were (as the JWST step does), and so are its data.
-    Every file is replaced atomically (temporary file in the same directory, then
-    `os.replace`).
+
+    The files are replaced all together or not at all: every new file is first written
+    completely to a temporary file beside its target (``.<name>.<12 hex
+    digits>.skyeq-tmp``), and only when all are written are they renamed over their
+    targets (`os.replace`, atomic). Any failure or interruption before that leaves every
+    target exactly as it was (bytes and modification time) and removes the temporary
+    files (and an ``output_dir`` this call created, if it is still empty); a rename
+    that fails half-way puts back the files already replaced (see ``_Batch``). The run
+    therefore needs free disk space for one new copy of every file at once. Temporary
+    files that a killed run left behind are removed by the next write of the same file
+    once they are 10 minutes old (logged as a warning).
+
+    A tile-compressed SCI extension is written uncompressed when the subtracted data go
+    into it (re-compressing would quantize them again and lose precision; logged as a
+    warning); tile-compressed extensions that are not changed are copied verbatim.
 
     Parameters
     ----------
@@ -480,6 +791,34 @@ def write_results(
         checked before any file is written.
     FileNotFoundError
         If an input file does not exist.
+    OSError
+        If a file cannot be written (no space left, no permission, ...): the message
+        names the target file, and no file has been changed.
+    """
+    batch = _Batch()
+    try:
+        targets = _stage_results(batch, result, paths, output_dir=output_dir,
+                                 in_place=in_place, executor=executor, progress=progress)
+        batch.commit()
+    finally:
+        batch.abort()  # nothing left to do after a commit
+    return targets
+
+
+def _stage_results(
+    batch: _Batch,
+    result: SkyResult,
+    paths: Sequence[str | PathLike] | None = None,
+    *,
+    output_dir: str | PathLike | None = None,
+    in_place: bool = False,
+    executor: Executor | None = None,
+    progress: bool | Callable[[int, int], Any] = False,
+) -> list[Path]:
+    """Write the new files of `write_results` to the temporary files of ``batch``.
+
+    Nothing is replaced until ``batch.commit()``: the command line commits the images,
+    the table and the plot together. Returns the target files, in image order.
     """
     if paths is None:
         if result.names is None:
@@ -492,19 +831,53 @@ def write_results(
         raise ValueError("the result says the sky was subtracted but holds no data")
     targets = output_paths(sources, output_dir=output_dir, in_place=in_place)
     if not in_place:
-        Path(output_dir).mkdir(parents=True, exist_ok=True)
+        batch.make_dirs(output_dir)  # type: ignore[arg-type]
     tasks = []
     for k, (src, dst) in enumerate(zip(sources, targets, strict=True)):
         keywords = result.keywords(k)
         data = result.data[k] if result.subtracted and keywords else None  # type: ignore[index]
-        tasks.append(_WriteTask(src, dst, keywords, data))
-    _dispatch.run(_write_one, tasks, executor, progress, phase="writing")
+        tasks.append(_WriteTask(src, batch.add(dst), keywords, data))
+        if keywords:
+            batch.note("wrote %s: BKGLEVEL = %.6g, BKGSUB = %s", dst, keywords["BKGLEVEL"],
+                       keywords["BKGSUB"])
+        else:
+            batch.note("wrote %s: sky not computed, background keywords left unchanged", dst)
+    tracked = None if executor is None else _TrackingExecutor(executor)
+    try:
+        _dispatch.run(_write_one, tasks, tracked, progress, phase="writing")
+    except BaseException:
+        if tracked is not None:  # let the running writes end before their files go
+            concurrent.futures.wait(tracked.futures)
+        raise
     return targets
+
+
+class _TrackingExecutor(Executor):
+    """An executor that runs on another one and keeps the futures it submits.
+
+    The dispatcher re-raises the first failure at once, cancelling the tasks not yet
+    started; the writes already running go on. `_stage_results` waits for them (their
+    futures) before the batch removes the temporary files, so that none is created
+    after the clean-up.
+    """
+
+    def __init__(self, inner: Executor) -> None:
+        self.inner = inner
+        self.futures: list[concurrent.futures.Future] = []
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+        """Submit to the wrapped executor; keep the future."""
+        future = self.inner.submit(fn, *args, **kwargs)
+        self.futures.append(future)
+        return future
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """Do nothing: the wrapped executor belongs to the caller."""
 
 
 @dataclass(frozen=True)
 class _WriteTask:
-    """One file to write: its source, destination, keywords and subtracted data.
+    """One file to write: its source, destination slot, keywords and subtracted data.
 
     ``data`` may be an array-like that reads the source and subtracts when converted
     (`match_files` with ``subtract=True``): it is converted inside the task, so a task
@@ -512,30 +885,24 @@ class _WriteTask:
     """
 
     source: Path
-    target: Path
+    slot: _Slot
     keywords: dict[str, Any]
     data: Any
 
     @property
     def label(self) -> str:
         """The file, for error messages."""
-        return str(self.target)
+        return str(self.slot.shown)
 
 
 def _write_one(task: _WriteTask) -> None:
-    """Write one file of `write_results` through the atomic writer."""
+    """Write the temporary file of one file of `write_results` (`_stage_file`)."""
     data = None if task.data is None else np.asarray(task.data)
-    _atomic_write(
-        task.target,
-        lambda tmp: _write_fits(task.source, tmp, task.target.name, task.keywords, data),
+    _stage_file(
+        task.slot,
+        lambda tmp: _write_fits(task.source, tmp, task.slot.shown.name, task.keywords, data),
         task.source,
     )
-    if task.keywords:
-        log.info("wrote %s: BKGLEVEL = %.6g, BKGSUB = %s", task.target,
-                 task.keywords["BKGLEVEL"], task.keywords["BKGSUB"])
-    else:
-        log.info("wrote %s: sky not computed, background keywords left unchanged",
-                 task.target)
 
 
 def write_table(result: SkyResult, path: str | PathLike) -> Path:
@@ -552,9 +919,19 @@ def write_table(result: SkyResult, path: str | PathLike) -> Path:
     -------
     pathlib.Path
         The file written.
+
+    Raises
+    ------
+    OSError
+        If ``path`` is a directory, its directory does not exist, or the file cannot be
+        written; the message names ``path``, which is left as it was.
     """
-    path = Path(path)
-    table = result.to_table()
-    _atomic_write(path, lambda tmp: table.write(tmp, format="ascii.ecsv", overwrite=True), None)
+    path = _check_output_file(path, f"table file {path}")
+    _atomic_write(path, lambda tmp: _write_ecsv(result, tmp), None)
     log.info("wrote the table of %d images to %s", len(result), path)
     return path
+
+
+def _write_ecsv(result: SkyResult, path: Path) -> None:
+    """Write `SkyResult.to_table` to ``path`` as ECSV (the one home of the table format)."""
+    result.to_table().write(path, format="ascii.ecsv", overwrite=True)

@@ -365,9 +365,9 @@ def _image_and_mask(data, mask) -> tuple[np.ndarray, np.ndarray | None]:
         raise ValueError(f"data must be a 1-D or 2-D array, got {arr.ndim} dimensions")
     if arr.dtype.kind not in "fiub":
         raise TypeError(f"data must hold real numbers, got dtype {arr.dtype}")
-    if arr.dtype not in (np.float32, np.float64):
+    if arr.dtype.kind != "f" or arr.dtype.itemsize not in (4, 8):
         arr = arr.astype(np.float64)
-    elif not arr.dtype.isnative:
+    elif not arr.dtype.isnative:  # big-endian float32 stays float32
         arr = arr.astype(arr.dtype.newbyteorder("="))
     good = None
     if mask is not None:

@@ -216,3 +216,13 @@ def test_bad_skylist_mappings_name_the_entry(mosaic, value, found):
     ok = match_sky(mosaic.data, method="user", skylist={"a": 1.0, "b": "2.5", "c": 2},
                    names=["a", "b", "c"])
     assert ok.sky.tolist() == [1.0, 2.5, 2.0]
+
+
+@pytest.mark.parametrize("statistic", ["mean", "median", "mode", "midpt"])
+def test_big_endian_float32_is_measured_as_float32(statistic):
+    # it was converted to float64, so the histogram statistics binned differently
+    rng = np.random.default_rng(6)
+    native = (100 + rng.normal(0, 1, (128, 128))).astype(np.float32)
+    big = native.astype(">f4")
+    st = SkyStat(statistic)
+    assert sky_statistic(big, stat=st) == sky_statistic(native, stat=st)

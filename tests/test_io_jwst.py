@@ -402,7 +402,10 @@ def test_subtracted_data_of_another_shape_are_refused(grid, tmp_path, datamodel)
                                          r"\(50, 96\)"):
         io.write_results(result, [paths[0], tmp_path / "in" / "small_cal.fits"],
                          output_dir=tmp_path / "out")
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [paths[0].name]
+    # all or nothing: the first file, complete, is not written either, nor the directory
+    assert not (tmp_path / "out").exists()
+    assert sorted(p.name for p in (tmp_path / "in").iterdir()) == sorted(
+        [*(p.name for p in paths), "small_cal.fits"])
 
 
 def test_cal_files_with_the_real_nircam_gwcs(tmp_path, capsys):
