@@ -17,6 +17,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import logging
 from collections.abc import Callable, Iterable
 from concurrent.futures import Executor
@@ -85,12 +86,8 @@ def run(
         try:
             for task in tasks:
                 submitted.append((executor.submit(fn, task), task))
-            for future, task in submitted:
-                try:
-                    results.append(future.result())
-                except Exception as err:
-                    raise _named(err, task) from err
-                report(len(results))
+            _wait_all(submitted, report)
+            results = [future.result() for future, _ in submitted]
         except BaseException:
             for future, _ in submitted:
                 future.cancel()
@@ -98,6 +95,32 @@ def run(
         return results
     finally:
         report(None)
+
+
+def _wait_all(submitted: list[tuple[Any, Any]], report: Callable[[int | None], None]) -> None:
+    """Wait for every future; raise the first failure (in task order) as soon as one fails.
+
+    Waiting on the futures in task order would notice a failure only once the tasks
+    before it were done, while the queued tasks kept starting.
+    """
+    order = {id(future): k for k, (future, _) in enumerate(submitted)}
+    pending = {future for future, _ in submitted}
+    done_count = 0
+    while pending:
+        done, pending = concurrent.futures.wait(
+            pending, return_when=concurrent.futures.FIRST_EXCEPTION
+        )
+        failed = [f for f in done if not f.cancelled() and f.exception() is not None]
+        if failed:
+            first = min(failed, key=lambda f: order[id(f)])
+            err = first.exception()
+            task = submitted[order[id(first)]][1]
+            if isinstance(err, Exception):
+                raise _named(err, task) from err
+            raise err
+        for _ in done:  # one report per task, as in the serial loop
+            done_count += 1
+            report(done_count)
 
 
 def _call(fn: Callable[[T], R], task: T) -> R:
@@ -111,11 +134,11 @@ def _call(fn: Callable[[T], R], task: T) -> R:
 def _named(err: Exception, task: Any) -> Exception:
     """Return ``err`` with a message that names ``task`` (the same type where possible).
 
-    An error that already names the task (its label is in the message) is returned as
-    it is; an exception type whose constructor does not take one message gets a note.
+    An error that already names the task (`_names`) is returned as it is; an exception
+    type whose constructor does not take one message gets a note.
     """
     label = getattr(task, "label", None)
-    if not label or label in str(err):
+    if not label or _names(str(err), label):
         return err
     try:
         named = type(err)(f"{label}: {err}")
@@ -123,6 +146,20 @@ def _named(err: Exception, task: Any) -> Exception:
         err.add_note(f"while running {label}")
         return err
     return named
+
+
+def _names(message: str, label: str) -> bool:
+    """Tell whether ``message`` already names the task.
+
+    It does when it starts with the label, says ``image <label>`` or ``images
+    <label>``, or holds the label, unless the label is a bare number (image ``5`` is
+    not named by "failed after 5 retries").
+    """
+    if message.startswith(label):
+        return True
+    if f"image {label}" in message or f"images {label}" in message:
+        return True
+    return not label.isdigit() and label in message
 
 
 def _reporter(progress: Progress, total: int | None, phase: str) -> Callable[[int | None], None]:

@@ -93,7 +93,7 @@ class NeedsTwo(Exception):
 def mosaic():
     m = synthetic.dithers(NIMAGES, shape=(32, 32), seed=4, point_sources=5)
     # compile the kernels now: a first task that compiles for seconds would delay
-    # noticing a failure (see the xfail below)
+    # noticing a failure
     match_sky(m.data[:2], m.wcs[:2], method="global+match", stat=STAT)
     return m
 
@@ -196,11 +196,6 @@ def test_a_failing_wcs_names_its_image(mosaic, kind):
     assert re.search(r"\bd9\b", _notes(info.value)), _notes(info.value)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="an error whose message merely contains the label (image '5', '... after 5 "
-           "retries') is taken as already naming it and is not named",
-)
 def test_a_label_that_occurs_in_the_message_is_still_named(mosaic):
     journal = Journal()
     data = lazy_images(mosaic, journal, 5, OSError("read failed after 5 retries"))
@@ -226,8 +221,7 @@ def test_serially_nothing_is_read_after_a_failure(mosaic):
 def test_on_threads_the_tasks_not_started_are_cancelled(mosaic):
     """After a failure each worker starts at most one more task (the race with the cancel).
 
-    The first task fails, so the dispatcher (which waits for the results in task order)
-    sees the failure at once; a failure behind a slower task is the xfail below.
+    The first task fails; a failure behind a slower task is the next test.
     """
     journal = Journal()
     slow = dict.fromkeys(range(NIMAGES), 0.05)  # reads long enough for the cancel to win
@@ -240,11 +234,6 @@ def test_on_threads_the_tasks_not_started_are_cancelled(mosaic):
     assert len(journal.reads()) <= WORKERS
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the dispatcher waits for results in task order: while an earlier, slow task "
-           "runs, a failure is not noticed and the queued tasks keep starting",
-)
 def test_on_threads_a_failure_behind_a_slow_task_cancels_the_rest(mosaic):
     journal = Journal()
     # image 0 takes 0.5 s to read; image 1 fails at once; the others take 10 ms each

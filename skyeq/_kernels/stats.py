@@ -64,11 +64,13 @@ STAT_MIDPT = 3
 _REASSOC = {"reassoc"}
 #: Largest histogram the mode/midpt kernels will build; a finer request is coarsened.
 _MAX_BINS = 1 << 22
-#: Bin width (and data range) below which the histogram is one bin, in data units, as
-#: the reference tests it: an absolute threshold, so that the binning does not depend
-#: on the sky's size (a threshold relative to the values collapsed the histogram of
-#: a sky of 1e5 with noise 1 into one bin, the mode then 3.9 sigma low).
-_EPS10 = 10.0 * float(np.finfo(np.float32).eps)
+#: Bin width (and data range), relative to the largest magnitude of the clipped data,
+#: at or below which the histogram is one bin: what float64 cannot resolve. Relative to
+#: the float64 resolution, so that the binning depends neither on the sky's size nor on
+#: the data's units (the reference's absolute 1.2e-6 fails data in small units, a
+#: float32-relative one collapsed a sky of 1e5 with noise 1 into one bin, the mode
+#: then 3.9 sigma low).
+_RES64 = 16.0 * float(np.finfo(np.float64).eps)
 
 
 @njit(cache=True, nogil=True)
@@ -526,8 +528,9 @@ def histogram_stat(buf, n, lo, hi, upper, std, binwidth, want_midpt):
 
     Bin rules (as the reference): ``hw = binwidth * std``; with ``mn``/``mx`` the
     smallest/largest values within the final clip bounds ``[lo, hi]`` and
-    ``drange = mx - mn``, one bin is used when ``hw`` or ``drange`` is below
-    ``10 * float32 eps`` (an absolute threshold) or ``hw > drange``; otherwise
+    ``drange = mx - mn``, one bin is used when ``hw`` or ``drange`` is not above
+    ``16 * float64 eps * max(|mn|, |mx|)`` (the reference: an absolute 1.2e-6) or
+    ``hw > drange``; otherwise
     ``nbins = int(drange / hw) + 1`` bins of width ``dz = drange / (nbins - 1)``
     start at ``mn``, and every value of ``buf[:n]`` in ``[mn, mn + nbins*dz)`` (and
     not above the user limit ``upper``) is counted, with the bin index computed in the
@@ -559,7 +562,8 @@ def _hist_stat(kind, buf, n, vals, cstart, cend, cells, lo, hi, upper, std, binw
         return np.nan
     hw = binwidth * std
     drange = mx - mn
-    if hw < _EPS10 or drange < _EPS10 or hw > drange:
+    tiny = _RES64 * max(abs(mn), abs(mx))
+    if hw <= tiny or drange <= tiny or hw > drange:
         if want_midpt:
             if kind == 0:
                 return median_within(buf, n, lo, hi)
