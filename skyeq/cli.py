@@ -1,4 +1,4 @@
-"""The ``skyeq`` command line: ``skyeq match FILES...`` and ``skyeq demo``.
+"""The ``skyeq`` command line: ``skyeq match FILES...``, ``skyeq demo`` and ``skyeq warmup``.
 
 Uses the public API of :mod:`skyeq` and :mod:`skyeq.io`, and the batch writer of
 `skyeq.io` (``_Batch``: the images, the table and the plot are replaced together or not
@@ -265,7 +265,29 @@ def _build_parser() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
     match = _add_match_parser(sub)
     demo = sub.add_parser("demo", help="run skyeq on a built-in synthetic example")
     demo.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
+    sub.add_parser(
+        "warmup",
+        help="compile the numba kernels now (the first use otherwise waits about a minute)",
+        description="Compile (or load from numba's cache) every skyeq kernel for float32 "
+        "and float64 images, so that the first match does not wait. Run it once after "
+        "installing or upgrading skyeq.",
+    )
     return parser, match
+
+
+def _warmup() -> int:
+    """Compile or load every kernel; say how long it took and where the cache is."""
+    from . import _kernels
+
+    was_warm = _kernels.warm()
+    t0 = time.perf_counter()
+    _kernels.warmup()
+    cache = getattr(_kernels.stats.sky_stat, "_cache", None)  # numba internals
+    where = getattr(cache, "_cache_path", None) or "numba's default"
+    verb = "loaded" if was_warm else "compiled"
+    print(f"skyeq {skyeq.__version__}: kernels {verb} in {time.perf_counter() - t0:.1f} s "
+          f"(numba cache: {where})")
+    return 0
 
 
 def _demo(seed: int) -> int:
@@ -517,6 +539,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except SystemExit as done:  # --help, --version
         return done.code if isinstance(done.code, int) else 0
+    if args.command == "warmup":
+        return _warmup()
     if args.command == "demo":
         try:
             return _demo(args.seed)

@@ -26,7 +26,7 @@ from ._plan import group_tasks, make_plan
 from ._records import DEFAULT_DQBITS, Inputs, check_wcs_list, make_records
 from ._skylist import user_skies
 from .result import SkyResult, make_pair_table
-from .stats import SkyStat
+from .stats import SkyStat, notice_first_compile
 
 __all__ = ["match_sky"]
 
@@ -156,6 +156,7 @@ def match_sky(
         return _result(inputs, meth, sky, np.isfinite(sky), subtract, inplace, t0)
     plan = None
     if "match" in meth:
+        notice_first_compile()  # before the geometry kernels compile
         plan = make_plan(inputs, check_wcs_list(inputs, meth), stepsize, executor,
                          progress)
     want_local = meth != "match"

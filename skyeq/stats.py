@@ -8,6 +8,7 @@ numba kernels in :mod:`skyeq._kernels`; this module only checks and converts inp
 
 from __future__ import annotations
 
+import logging
 import math
 import numbers
 import threading
@@ -18,7 +19,10 @@ import numpy as np
 
 from . import _kernels
 
-__all__ = ["STATISTICS", "SkyStat", "SkyValue", "good_mask", "sky_statistic"]
+__all__ = ["STATISTICS", "SkyStat", "SkyValue", "good_mask", "notice_first_compile",
+           "sky_statistic"]
+
+log = logging.getLogger(__name__)
 
 #: The statistics a `SkyStat` can compute.
 STATISTICS = ("mean", "median", "mode", "midpt")
@@ -167,6 +171,7 @@ class SkyStat:
         spans: np.ndarray | None = None,
     ) -> SkyValue:
         """Compute the statistic of ``data`` (see `sky_statistic`)."""
+        notice_first_compile()
         arr, good = _image_and_mask(data, mask)
         if arr.size == 0:
             return SkyValue(math.nan, 0)
@@ -233,6 +238,7 @@ def region_statistics(
     values : list of SkyValue
         One per region.
     """
+    notice_first_compile()
     arr, good = _image_and_mask(data, mask)
     spans = [_spans_array(s) for s in regions]
     nreg = len(spans)
@@ -321,6 +327,30 @@ def good_mask(mask: Any, what: str = "mask", true_means: str = "good") -> np.nda
 #: power of two (exact), so that squares neither underflow nor overflow: data scaled
 #: by 1e-200 have the statistics of the same data unscaled, times 1e-200.
 _SAFE_MAGNITUDE = (2.0**-300, 2.0**300)
+
+
+_NOTICE = threading.Lock()
+_noticed = False
+
+
+def notice_first_compile() -> None:
+    """Say once per process, before the wait, that the kernels are about to be compiled.
+
+    On a fresh install numba compiles the kernels on their first call (about a minute
+    on two cores, then loaded from its cache in well under a second): without a word
+    the first call looks hung. ``python -m skyeq warmup`` compiles them ahead of time.
+    """
+    global _noticed
+    with _NOTICE:
+        if _noticed:
+            return
+        _noticed = True
+    if _kernels.warm() is False:
+        log.warning(
+            "skyeq: compiling the numba kernels (first use only: about a minute on two "
+            "cores; later runs load them from the cache; `python -m skyeq warmup` does "
+            "this ahead of time)"
+        )
 
 
 def _rescaled(arr: np.ndarray) -> tuple[np.ndarray, int]:

@@ -1,6 +1,7 @@
 """The ``skyeq match`` command: same numbers as the library, options, exit codes, errors."""
 
 import json
+import logging
 import re
 import subprocess
 import sys
@@ -12,6 +13,7 @@ from astropy.table import Table
 from fits_helpers import read_independently, snapshot, write_mosaic
 from numpy.testing import assert_allclose, assert_array_equal
 
+import skyeq
 from skyeq import SkyStat, match_sky, synthetic
 from skyeq.cli import main
 
@@ -252,3 +254,31 @@ def test_demo_recovers_the_relative_skies(capsys):
     assert np.abs(err - np.median(err)).max() < 0.02
     assert np.abs(local - np.array([float(r[1]) for r in rows])).max() < 0.1  # sources bias
     assert "largest error of the relative skies" in out
+
+
+def test_warmup_compiles_or_loads_the_kernels(capsys):
+    assert main(["warmup"]) == 0
+    out = capsys.readouterr().out
+    assert re.match(r"skyeq \S+: kernels (loaded|compiled) in \d+\.\d s \(numba cache: ", out)
+
+
+def test_the_first_compile_is_announced_once(monkeypatch, caplog):
+    from skyeq import _kernels, stats
+
+    monkeypatch.setattr(stats, "_noticed", False)
+    monkeypatch.setattr(_kernels, "warm", lambda: False)
+    m = synthetic.tile_grid(1, 2, shape=(32, 32), seed=1)
+    with caplog.at_level(logging.WARNING, logger="skyeq"):
+        skyeq.match_sky(m.data, m.wcs)
+        skyeq.match_sky(m.data, m.wcs)
+        skyeq.sky_statistic(m.data[0])
+    notes = [r for r in caplog.records if "compiling the numba kernels" in r.message]
+    assert len(notes) == 1
+    assert "python -m skyeq warmup" in notes[0].message
+    # a warm cache says nothing
+    monkeypatch.setattr(stats, "_noticed", False)
+    monkeypatch.setattr(_kernels, "warm", lambda: True)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="skyeq"):
+        skyeq.match_sky(m.data, m.wcs)
+    assert not [r for r in caplog.records if "compiling" in r.message]

@@ -57,6 +57,7 @@ __all__ = [
     "sky_stat",
     "sort_cells",
     "stats",
+    "warm",
     "warmup",
 ]
 
@@ -65,3 +66,17 @@ def warmup() -> None:
     """Compile (or load from the cache) every kernel for float32 and float64 images."""
     stats.warmup()
     geometry.warmup()
+
+
+def warm() -> bool | None:
+    """Tell whether the compiled kernels are in numba's cache (nothing to compile).
+
+    Looks at the cache index of the statistics kernel every call needs: True when it
+    holds compiled code for the current source, False when the first call will compile,
+    None when numba's cache cannot be inspected (its internals are not a public API).
+    """
+    try:
+        index = stats.sky_stat._cache._cache_file._load_index()
+    except Exception:  # any change of numba internals: unknown
+        return None
+    return bool(index)
