@@ -34,3 +34,8 @@ __all__ = [
     "sky_statistic",
     "synthetic",
 ]
+
+
+def __dir__() -> list[str]:
+    """List the public API only (the internal modules stay importable, not advertised)."""
+    return sorted(__all__)

@@ -26,7 +26,7 @@ from ._plan import group_tasks, make_plan
 from ._records import DEFAULT_DQBITS, Inputs, check_wcs_list, make_records
 from ._skylist import user_skies
 from .result import SkyResult, make_pair_table
-from .stats import SkyStat, notice_first_compile
+from .stats import SkyStat, as_skystat, notice_first_compile
 
 __all__ = ["match_sky"]
 
@@ -39,7 +39,7 @@ def match_sky(
     mask: Sequence[np.ndarray | None] | None = None,
     groups: Sequence[Any] | None = None,
     method: str = "match",
-    stat: SkyStat | None = None,
+    stat: SkyStat | str | None = None,
     match_down: bool = True,
     subtract: bool = False,
     skylist: str | PathLike | Mapping[str, float] | None = None,
@@ -86,8 +86,9 @@ def match_sky(
         referenced to the lowest (``match_down``) or highest offset. ``global+match``:
         the match offsets plus the smallest ``local - offset``. ``user``: values from
         ``skylist``. Default ``'match'`` (as the JWST step).
-    stat : SkyStat, optional
-        The statistic. Default ``SkyStat("median", nclip=5, lsigma=4, usigma=4)``.
+    stat : SkyStat or str, optional
+        The statistic: a `SkyStat`, or a statistic name (``"mode"`` means
+        ``SkyStat("mode")``). Default ``SkyStat("median", nclip=5, lsigma=4, usigma=4)``.
     match_down : bool, optional
         Reference match offsets to the lowest (True, default) or highest sky.
     subtract : bool, optional
@@ -143,10 +144,7 @@ def match_sky(
     t0 = time.perf_counter()
     meth = check_method(method)
     stepsize = geometry.check_stepsize(stepsize)
-    if stat is None:
-        stat = SkyStat()
-    elif not isinstance(stat, SkyStat):
-        raise TypeError(f"stat must be a SkyStat, got {type(stat).__name__}")
+    stat = as_skystat(stat)
     inputs = make_records(data, wcs=wcs, mask=mask, dq=dq, dqbits=dqbits, groups=groups,
                           names=names, writable=subtract and inplace)
     if meth == "user":
@@ -154,12 +152,13 @@ def match_sky(
             raise ValueError("method 'user' needs a skylist (a file path or a mapping)")
         sky = user_skies(skylist, inputs.names, len(inputs.records))
         return _result(inputs, meth, sky, np.isfinite(sky), subtract, inplace, t0)
+    rule = _nothing_to_match(inputs) if meth == "match" else meth  # how skies are made
     plan = None
-    if "match" in meth:
+    if "match" in rule:
         notice_first_compile()  # before the geometry kernels compile
         plan = make_plan(inputs, check_wcs_list(inputs, meth), stepsize, executor,
                          progress)
-    want_local = meth != "match"
+    want_local = rule != "match"
     meas = _dispatch.run(measure_group, group_tasks(inputs, plan, stat, want_local), executor,
                          progress, total=inputs.ngroups, phase="measuring")
     local = np.array([r.local for r in meas])
@@ -172,7 +171,7 @@ def match_sky(
         delta, components, columns = match_offsets(meas, plan.neighbours, match_down,
                                                    inputs.group_label)
         pairs = make_pair_table(**columns)
-    gsky, gvalid = group_skies(meth, local, delta)
+    gsky, gvalid = group_skies(rule, local, delta)
     image_local = np.full(len(inputs.records), np.nan)
     for r in meas:
         image_local[inputs.members[r.index]] = r.member_local
@@ -184,6 +183,22 @@ def match_sky(
         footprints=None if plan is None else [np.column_stack(f.radec)
                                               for f in plan.footprints],
     )
+
+
+def _nothing_to_match(inputs: Inputs) -> str:
+    """Return ``"match"``, or ``"global"`` (with a warning) when there is one group only.
+
+    One image (or one group) has nothing to match its sky to: its sky is then its own
+    local sky, as ``method="global"`` gives it, rather than an offset that no overlap
+    defines.
+    """
+    if inputs.ngroups != 1:
+        return "match"
+    what = "one image" if len(inputs.records) == 1 else "one group of images"
+    log.warning("nothing to match: %s (%s); its sky is its local sky, as method='global' "
+                "gives it (match needs two or more overlapping images or groups)", what,
+                inputs.group_label(0))
+    return "global"
 
 
 def _result(inputs: Inputs, method: str, sky: np.ndarray, valid: np.ndarray, subtract: bool,

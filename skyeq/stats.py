@@ -19,8 +19,8 @@ import numpy as np
 
 from . import _kernels
 
-__all__ = ["STATISTICS", "SkyStat", "SkyValue", "good_mask", "notice_first_compile",
-           "sky_statistic"]
+__all__ = ["STATISTICS", "SkyStat", "SkyValue", "as_skystat", "good_mask",
+           "notice_first_compile", "sky_statistic"]
 
 log = logging.getLogger(__name__)
 
@@ -427,7 +427,7 @@ def _spans_array(spans) -> np.ndarray:
 def sky_statistic(
     data: np.ndarray,
     mask: np.ndarray | None = None,
-    stat: SkyStat | None = None,
+    stat: SkyStat | str | None = None,
     *,
     spans: np.ndarray | None = None,
 ) -> SkyValue:
@@ -441,9 +441,9 @@ def sky_statistic(
         NaN and infinite pixels are never used.
     mask : array_like of bool, optional
         Good-pixel mask of the same shape (True = use the pixel). Default: all pixels.
-    stat : SkyStat, optional
-        The statistic and its clipping settings. Default ``SkyStat()`` (median, nclip=5,
-        lsigma = usigma = 4).
+    stat : SkyStat or str, optional
+        The statistic and its clipping settings, or a statistic name (its defaults).
+        Default ``SkyStat()`` (median, nclip=5, lsigma = usigma = 4).
     spans : array_like of int, shape (k, 3), optional
         Read only these row spans ``(row, first column, last column)``, inclusive and
         non-overlapping; clipped to the image. Default: the whole image.
@@ -464,8 +464,37 @@ def sky_statistic(
     >>> sky_statistic(img, spans=[[1, 0, 2]])
     SkyValue(value=7.0, npix=3)
     """
+    return as_skystat(stat)(data, mask, spans)
+
+
+def as_skystat(stat: SkyStat | str | None) -> SkyStat:
+    """Return ``stat`` as a `SkyStat`: None is the default, a name its statistic's default.
+
+    Parameters
+    ----------
+    stat : SkyStat, str or None
+        A `SkyStat`, a statistic name (``"mean"``, ``"median"``, ``"mode"``,
+        ``"midpt"``) or None (``SkyStat()``).
+
+    Returns
+    -------
+    SkyStat
+        The statistic.
+
+    Raises
+    ------
+    TypeError
+        For anything else.
+    ValueError
+        For an unknown statistic name.
+    """
     if stat is None:
-        stat = SkyStat()
-    elif not isinstance(stat, SkyStat):
-        raise TypeError(f"stat must be a SkyStat, got {type(stat).__name__}")
-    return stat(data, mask, spans)
+        return SkyStat()
+    if isinstance(stat, str):
+        return SkyStat(stat)
+    if not isinstance(stat, SkyStat):
+        raise TypeError(
+            f"stat must be a SkyStat or a statistic name ({', '.join(STATISTICS)}), got "
+            f"{type(stat).__name__}"
+        )
+    return stat

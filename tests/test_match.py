@@ -459,3 +459,29 @@ def test_subtracting_images_read_on_demand_returns_lazy_differences():
         assert out.dtype == np.float32
         assert_array_equal(out, want.data[k])
     assert _OnDemand.loads == 2 * len(m.data)
+
+
+def test_one_image_has_nothing_to_match(caplog):
+    m = synthetic.tile_grid(1, 2, shape=(48, 48), seed=3)
+    with caplog.at_level(logging.WARNING, logger="skyeq"):
+        one = match_sky(m.data[:1], m.wcs[:1], stat="median")
+    assert "nothing to match: one image (#0)" in caplog.text
+    assert "method='global'" in caplog.text
+    glob = match_sky(m.data[:1], method="global")
+    assert one.valid.tolist() == [True] and one.method == "match"
+    assert one.sky.tolist() == glob.sky.tolist() and one.local is not None
+    # two images of one group: the group's sky
+    with caplog.at_level(logging.WARNING, logger="skyeq"):
+        grouped = match_sky(m.data, m.wcs, groups=["a", "a"])
+    assert "nothing to match: one group of images (#0, #1)" in caplog.text
+    assert_array_equal(grouped.sky, match_sky(m.data, groups=["a", "a"], method="global").sky)
+
+
+def test_a_statistic_name_is_accepted_and_dir_lists_the_public_api():
+    m = synthetic.tile_grid(1, 2, shape=(48, 48), seed=3)
+    assert_array_equal(match_sky(m.data, m.wcs, stat="mode").sky,
+                       match_sky(m.data, m.wcs, stat=SkyStat("mode")).sky)
+    with pytest.raises(ValueError, match="statistic"):
+        match_sky(m.data, m.wcs, stat="average")
+    assert dir(skyeq) == sorted(skyeq.__all__)
+    assert "_kernels" not in dir(skyeq) and skyeq.geometry is not None

@@ -244,8 +244,13 @@ def test_bad_inputs_raise_clearly():
         sky_statistic(np.ones((2, 2, 2)))
     with pytest.raises(TypeError, match="real numbers"):
         sky_statistic(np.array(["a", "b"]))
-    with pytest.raises(TypeError, match="SkyStat"):
-        sky_statistic(np.ones(3), stat="median")
+    with pytest.raises(TypeError, match="SkyStat or a statistic name"):
+        sky_statistic(np.ones(3), stat=3)
+    with pytest.raises(ValueError, match="statistic"):
+        sky_statistic(np.ones(3), stat="average")
+    # a statistic name is that statistic with its defaults (issue 14)
+    img = np.arange(12.0).reshape(3, 4)
+    assert sky_statistic(img, stat="mode") == sky_statistic(img, stat=SkyStat("mode"))
     with pytest.raises(ValueError, match="spans"):
         sky_statistic(np.ones((3, 3)), spans=np.ones((2, 2), int))
 
