@@ -232,7 +232,8 @@ def _add_match_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParse
     o.add_argument(
         "--table", metavar="FILE",
         help="also write one row per image (name, group, sky, valid, component, method, "
-        "subtracted, local sky) as an ECSV table to FILE",
+        "subtracted, local sky) as a table to FILE, in the format of its extension: "
+        ".ecsv, .csv, .fits, .html or .txt (aligned columns)",
     )
     o.add_argument(
         "--plot", metavar="FILE",
@@ -341,8 +342,9 @@ def _result_lines(result: skyeq.SkyResult) -> list[str]:
 def _check_outputs(args: argparse.Namespace, paths: list[Path]) -> list[Path]:
     """Check every output path before any image is read; return the image targets.
 
-    The image files (`skyeq.io.output_paths`), their directories, ``--table`` and
-    ``--plot`` (its directory, its format, matplotlib): each must be writable, and no
+    The image files (`skyeq.io.output_paths`), their directories, ``--table`` (its
+    directory, its format from the extension) and ``--plot`` (its directory, its
+    format, matplotlib): each must be writable, and no
     two outputs nor an output and an input may be the same file. Nothing is written.
     """
     from . import io
@@ -358,9 +360,12 @@ def _check_outputs(args: argparse.Namespace, paths: list[Path]) -> list[Path]:
         if value is None:
             continue
         what = f"{option} {value}"
-        if option == "--plot":
-            _plot_format(value)
         created = [Path(args.output_dir)] if targets and args.output_dir is not None else []
+        if not Path(value).is_dir():  # "is a directory" says more than "no extension"
+            if option == "--plot":
+                _plot_format(value)
+            else:
+                io._table_format(value, what)
         real = io._check_output_file(value, what, created).resolve()
         if real in taken:
             raise ValueError(f"{what} would overwrite {taken[real]}")
@@ -413,7 +418,8 @@ def _run_match(args: argparse.Namespace) -> list[str]:
             io._stage_results(batch, result, paths, output_dir=args.output_dir,
                               in_place=args.in_place, executor=executor)
         if args.table is not None:
-            batch.stage(args.table, lambda tmp: io._write_ecsv(result, tmp))
+            fmt = io._table_format(args.table)
+            batch.stage(args.table, lambda tmp: io._write_table(result, tmp, fmt))
             batch.note("wrote the table of %d images to %s", len(result), args.table)
         if args.plot is not None:
             _stage_plot(batch, result, args.plot)

@@ -905,15 +905,62 @@ def _write_one(task: _WriteTask) -> None:
     )
 
 
+#: The table formats of `write_table`: file extension -> astropy ``Table.write`` format.
+#: ``.txt`` is astropy's ``ascii.fixed_width_two_line``: aligned columns under a
+#: dashed header line, for reading by eye, read back with that format name.
+_TABLE_FORMATS = {
+    ".ecsv": "ascii.ecsv",
+    ".csv": "ascii.csv",
+    ".fits": "fits",
+    ".html": "ascii.html",
+    ".txt": "ascii.fixed_width_two_line",
+}
+
+
+def _table_format(path: str | PathLike, what: str | None = None) -> str:
+    """Return the astropy format of a table file from its extension (``_TABLE_FORMATS``).
+
+    The extension is compared without regard to case. ``what`` names the path in the
+    error (default ``"table file <path>"``; the command line gives ``"--table
+    <path>"``). Reads and writes nothing: call it before any work.
+
+    Raises
+    ------
+    ValueError
+        If the extension is not one of ``_TABLE_FORMATS``.
+    """
+    suffix = Path(path).suffix.lower()
+    if suffix not in _TABLE_FORMATS:
+        what = f"table file {path}" if what is None else what
+        shown = f"extension {suffix!r}" if suffix else "no extension"
+        raise ValueError(f"{what}: unknown table format ({shown}); use one of "
+                         f"{', '.join(_TABLE_FORMATS)}")
+    return _TABLE_FORMATS[suffix]
+
+
 def write_table(result: SkyResult, path: str | PathLike) -> Path:
-    """Write `SkyResult.to_table` as an ECSV file, atomically.
+    """Write `SkyResult.to_table` to a file, in the format of its extension, atomically.
+
+    The extension chooses the format (in any case): ``.ecsv`` (ECSV),
+    ``.csv`` (comma-separated values), ``.fits`` (a FITS binary table), ``.html`` (an
+    HTML table) or ``.txt`` (astropy's ``ascii.fixed_width_two_line``: aligned columns
+    under a dashed line). The table's metadata (``BKGMETH``, ``BKGSUB``) is kept by ECSV
+    (with the column descriptions) and FITS (as header keywords); every format has the
+    ``method`` and ``subtracted`` columns. Read the file back with
+    ``astropy.table.Table.read(path, format=...)`` and the same format name. In FITS a
+    ``local`` sky that was not measured is NaN, which astropy masks on reading unless
+    ``mask_invalid=False``; the text formats write ``nan``.
+
+    The file is written to a temporary file beside it and renamed over ``path`` (as
+    `write_results` writes images): an existing file is replaced whole or left as it
+    was.
 
     Parameters
     ----------
     result : SkyResult
         The result.
     path : path
-        The ECSV file; an existing file is replaced.
+        The table file; an existing file is replaced.
 
     Returns
     -------
@@ -922,16 +969,41 @@ def write_table(result: SkyResult, path: str | PathLike) -> Path:
 
     Raises
     ------
+    ValueError
+        If the extension of ``path`` is not one of ``.ecsv``, ``.csv``, ``.fits``,
+        ``.html``, ``.txt`` (checked first: nothing is written).
     OSError
         If ``path`` is a directory, its directory does not exist, or the file cannot be
         written; the message names ``path``, which is left as it was.
+
+    Examples
+    --------
+    >>> import skyeq, tempfile, pathlib
+    >>> res = skyeq.SkyResult(sky=[0.0, 2.5], method="match", subtracted=False,
+    ...                       valid=[True, True])
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     path = write_table(res, pathlib.Path(d) / "skies.csv")
+    ...     print(path.read_text().splitlines()[1])
+    0,image 0,0,0.0,True,-1,match,False,nan
     """
+    fmt = _table_format(path)
     path = _check_output_file(path, f"table file {path}")
-    _atomic_write(path, lambda tmp: _write_ecsv(result, tmp), None)
+    _atomic_write(path, lambda tmp: _write_table(result, tmp, fmt), None)
     log.info("wrote the table of %d images to %s", len(result), path)
     return path
 
 
-def _write_ecsv(result: SkyResult, path: Path) -> None:
-    """Write `SkyResult.to_table` to ``path`` as ECSV (the one home of the table format)."""
-    result.to_table().write(path, format="ascii.ecsv", overwrite=True)
+def _write_table(result: SkyResult, path: Path, fmt: str) -> None:
+    """Write `SkyResult.to_table` to ``path`` in the astropy format ``fmt``.
+
+    The one home of the table writing (`write_table`, ``skyeq match --table``).
+    ``path`` is a temporary file whose name says nothing of the format: ``fmt`` is
+    always given. For FITS, text columns are stored as UTF-8 bytes: astropy would
+    refuse a name that is not ASCII, and decodes UTF-8 when reading back.
+    """
+    table = result.to_table()
+    if fmt == "fits":
+        for name in table.colnames:
+            if table[name].dtype.kind == "U":
+                table[name] = np.char.encode(np.asarray(table[name]), "utf-8")
+    table.write(path, format=fmt, overwrite=True)

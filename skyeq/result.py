@@ -25,8 +25,8 @@ __all__ = ["PAIR_COLUMNS", "SkyResult", "make_pair_table"]
 PAIR_COLUMNS = (
     ("i", np.int64),
     ("j", np.int64),
-    ("npix_i", np.float64),
-    ("npix_j", np.float64),
+    ("npix_i", np.int64),
+    ("npix_j", np.int64),
     ("sky_i", np.float64),
     ("sky_j", np.float64),
     ("weight", np.float64),
@@ -54,8 +54,9 @@ def make_pair_table(
     i, j : array_like of int
         Indices of the two matched items (images, or group numbers when images are
         grouped) of every measured pair.
-    npix_i, npix_j : array_like of float
-        Pixels of each side that survived masking and clipping in the overlap.
+    npix_i, npix_j : array_like of int
+        Pixels of each side that survived masking and clipping in the overlap (whole
+        numbers; floats holding whole numbers are accepted and stored as integers).
     sky_i, sky_j : array_like of float
         Statistic of each side inside the overlap (NaN if it could not be computed).
     weight : array_like of float
@@ -73,7 +74,8 @@ def make_pair_table(
     Raises
     ------
     ValueError
-        If the arrays are not 1-D or differ in length.
+        If the arrays are not 1-D or differ in length, or a pixel count is not a whole
+        number.
 
     Examples
     --------
@@ -87,11 +89,40 @@ def make_pair_table(
         arr = np.asarray(value)
         if arr.ndim != 1:
             raise ValueError(f"pair column '{name}' must be 1-D, got shape {arr.shape}")
+        if np.issubdtype(dtype, np.integer):
+            arr = _whole_numbers(name, arr)
         columns.append(arr.astype(dtype, copy=False))
     lengths = {c.size for c in columns}
     if len(lengths) > 1:
         raise ValueError(f"pair columns differ in length: {sorted(lengths)}")
     return Table(columns, names=[name for name, _ in PAIR_COLUMNS], copy=False)
+
+
+def _whole_numbers(name: str, arr: np.ndarray) -> np.ndarray:
+    """Return ``arr`` unchanged after checking that it holds whole numbers only.
+
+    Parameters
+    ----------
+    name : str
+        Column name, used in the error message.
+    arr : numpy.ndarray
+        The values (integers, or floats such as ``353.0``).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``arr``.
+
+    Raises
+    ------
+    ValueError
+        If a value is not a finite whole number (``353.5``, NaN), or not a number.
+    """
+    if arr.dtype.kind in "iub":
+        return arr
+    if arr.dtype.kind != "f" or not np.all(np.isfinite(arr) & (arr == np.round(arr))):
+        raise ValueError(f"pair column '{name}' must hold whole pixel counts")
+    return arr
 
 
 def _check_length(name: str, arr, n: int) -> None:
@@ -350,27 +381,63 @@ class SkyResult:
     def to_table(self) -> Table:
         """Return one row per image.
 
+        The same columns for every method, so that tables of different runs can be
+        stacked and compared.
+
         Returns
         -------
         astropy.table.Table
-            Columns ``index``, ``name`` (empty strings without names), ``group`` (the
-            image index when images are not grouped), ``sky``, ``valid``,
-            ``component`` (-1 for none), ``method``, ``subtracted``, and ``local``
-            when the local skies are known.
+            Columns, in this order:
+
+            - ``index`` (int): the image index;
+            - ``name`` (str): the image name, ``"image 0"``, ``"image 1"``, ... when the
+              result has no names (in-memory arrays);
+            - ``group`` (int, or the group labels): the group of the image, its index
+              when images are not grouped;
+            - ``sky`` (float): BKGLEVEL (0.0 where not computed, see ``valid``);
+            - ``valid`` (bool): whether the sky was computed;
+            - ``component`` (int): the connected component, -1 for none;
+            - ``method`` (str) and ``subtracted`` (bool): BKGMETH and BKGSUB;
+            - ``local`` (float): the local sky of the image (its whole-image
+              statistic, as ``local`` gives it), NaN where it was not measured (every
+              image with ``method="match"``, which measures overlaps only) or could
+              not be computed. A float column with NaN rather than a masked column, so
+              that it reads back the same from every table format.
+
+            ``meta`` holds ``BKGMETH`` (the method) and ``BKGSUB`` (whether the sky was
+            subtracted), which file formats with metadata (ECSV, FITS) keep.
+
+        Examples
+        --------
+        >>> res = SkyResult(sky=[0.0, 20.0], method="match", subtracted=False,
+        ...                 valid=[True, True])
+        >>> t = res.to_table()
+        >>> t["name"].tolist(), t["index"].dtype.kind, bool(np.isnan(t["local"]).all())
+        (['image 0', 'image 1'], 'i', True)
         """
         n = len(self)
-        index = np.arange(n)
-        table = Table()
-        table["index"] = index
-        table["name"] = np.array(self.names if self.names is not None else [""] * n, dtype=str)
-        table["group"] = self.groups if self.groups is not None else index
-        table["sky"] = self.sky
-        table["valid"] = self.valid
-        table["component"] = self.component_id
-        table["method"] = np.full(n, self.method)
-        table["subtracted"] = np.full(n, self.subtracted)
-        if self.local is not None:
-            table["local"] = self.local
+        index = np.arange(n, dtype=np.int64)
+        names = self.names if self.names is not None else [f"image {k}" for k in index]
+        groups = index if self.groups is None else self.groups
+        if groups.dtype == object:  # labels of mixed types: as text, writable everywhere
+            groups = groups.astype(str)
+        local = self.local if self.local is not None else np.full(n, np.nan)
+        columns = (
+            ("index", index, "image index"),
+            ("name", np.array(names, dtype=str), "image name"),
+            ("group", groups, "group of the image (its index when not grouped)"),
+            ("sky", self.sky, "sky level BKGLEVEL (0.0 where not computed)"),
+            ("valid", self.valid, "whether the sky was computed"),
+            ("component", self.component_id.astype(np.int64),
+             "connected component of the overlap graph, -1 for none"),
+            ("method", np.full(n, self.method), "sky method BKGMETH"),
+            ("subtracted", np.full(n, self.subtracted), "whether the sky was subtracted"),
+            ("local", local, "local sky of the image, NaN where not measured"),
+        )
+        table = Table(meta={"BKGMETH": self.method, "BKGSUB": self.subtracted})
+        for name, values, description in columns:
+            table[name] = values
+            table[name].description = description
         return table
 
     def plot(self, ax: Any = None, **kw: Any) -> Any:

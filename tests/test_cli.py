@@ -14,6 +14,7 @@ from fits_helpers import read_independently, snapshot, write_mosaic
 from numpy.testing import assert_allclose, assert_array_equal
 
 import skyeq
+import skyeq.io
 from skyeq import SkyStat, match_sky, synthetic
 from skyeq.cli import main
 
@@ -130,6 +131,61 @@ def test_association_and_user_skylist(tmp_path, capsys):
     assert code == 0, err
     assert_array_equal(Table.read(table, format="ascii.ecsv")["sky"],
                        [100.25, 101.25, 102.25, 103.25])
+
+
+@pytest.mark.parametrize("ext", ["ecsv", "csv", "fits", "html", "txt"])
+def test_table_format_follows_the_extension(small, tmp_path, capsys, ext):
+    _, paths = small
+    table = tmp_path / f"skies.{ext}"
+    code, out, err = run(capsys, *paths, "--method", "global+match", "--table", table)
+    assert code == 0, err
+    assert f"wrote the table to {table}" in out
+    lib = skyeq.io.match_files(paths, method="global+match")
+    same = skyeq.io.write_table(lib, tmp_path / f"library.{ext}")
+    assert table.read_bytes() == same.read_bytes()  # the library's writer, same numbers
+    if ext == "html":  # reading HTML back needs bs4: test_io reads it without
+        assert table.read_text().lstrip().startswith("<html>")
+        assert all(f"<td>{p}</td>" in table.read_text() for p in paths)
+        return
+    fmt = {"ecsv": "ascii.ecsv", "csv": "ascii.csv", "fits": "fits",
+           "txt": "ascii.fixed_width_two_line"}[ext]
+    got = Table.read(table, format=fmt, **({"mask_invalid": False} if ext == "fits" else {}))
+    want = lib.to_table()
+    assert got.colnames == want.colnames
+    assert [str(v) for v in got["name"].tolist()] == [str(p) for p in paths]
+    assert_array_equal(got["sky"], lib.sky)
+    assert_array_equal(got["local"], lib.local)
+    assert got["index"].dtype.kind == "i" and got["component"].dtype.kind == "i"
+    assert got["index"].tolist() == list(range(len(paths)))
+    assert got["component"].tolist() == want["component"].tolist()
+    assert [str(v) for v in got["group"].tolist()] == [str(v) for v in want["group"]]
+    assert [str(v) for v in got["valid"].tolist()] == [str(v) for v in want["valid"]]
+    if ext in ("ecsv", "fits"):
+        assert got.meta["BKGMETH"] == "global+match" and got.meta["BKGSUB"] is False
+
+
+@pytest.mark.parametrize("table", ["skies.xlsx", "skies", "out/skies.fits.gz"])
+@pytest.mark.parametrize("dest", ["--in-place", "--output-dir"])
+def test_unknown_table_extension_fails_before_any_image(small, tmp_path, capsys, monkeypatch,
+                                                        table, dest):
+    m, _ = small
+    paths = write_mosaic(m, tmp_path / "in")
+    before = snapshot(paths)
+
+    def no_reading(*args, **kwargs):
+        raise AssertionError("an image was read")
+
+    monkeypatch.setattr(skyeq.io, "match_files", no_reading)
+    monkeypatch.chdir(tmp_path)
+    where = [dest] if dest == "--in-place" else [dest, tmp_path / "out"]
+    code, out, err = run(capsys, *paths, *where, "--table", table)
+    line = _one_error_line(err)
+    assert code == 1 and out == ""
+    assert line.startswith(f"skyeq: error: --table {table}: unknown table format")
+    assert line.endswith("use one of .ecsv, .csv, .fits, .html, .txt")
+    assert snapshot(paths) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in"]  # no out/, no table
+    assert sorted(p.name for p in (tmp_path / "in").iterdir()) == sorted(p.name for p in paths)
 
 
 def test_help_explains_every_option(capsys):

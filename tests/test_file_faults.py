@@ -433,11 +433,11 @@ def test_disk_full_while_writing_the_table(files, tmp_path, monkeypatch):
     table = tmp_path / "t.ecsv"
     table.write_text("old table\n")
 
-    def full(result, path):
+    def full(result, path, fmt):
         Path(path).write_text("# %ECSV 1.0\n")
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(io, "_write_ecsv", full)
+    monkeypatch.setattr(io, "_write_table", full)
     with pytest.raises(OSError, match=rf"No space left on device: '{re.escape(str(table))}'"):
         io.write_table(res, table)
     assert table.read_text() == "old table\n" and temp_files(tmp_path) == []

@@ -1,7 +1,10 @@
 """skyeq.io: FITS images in and out, associations, the re-run rules, atomic writes."""
 
+import csv
+import io as io_text
 import json
 import os
+from html.parser import HTMLParser
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +14,7 @@ from astropy.table import Table
 from fits_helpers import read_independently, snapshot, write_mosaic
 from numpy.testing import assert_allclose, assert_array_equal
 
-from skyeq import SkyStat, _fits, io, match_sky, synthetic
+from skyeq import SkyResult, SkyStat, _fits, io, match_sky, synthetic
 
 STAT = SkyStat("median", nclip=3)
 
@@ -240,6 +243,173 @@ def test_write_table_is_exact_ecsv(grid, tmp_path):
     assert_array_equal(table["sky"], res.sky)
     assert_array_equal(table["local"], res.local)
     assert list(table["name"]) == [str(p) for p in paths]
+
+
+# --------------------------------------------------------------------------- tables
+
+TABLE_READ_FORMATS = {
+    "ecsv": "ascii.ecsv",
+    "csv": "ascii.csv",
+    "fits": "fits",
+    "html": "ascii.html",
+    "txt": "ascii.fixed_width_two_line",
+}
+
+
+@pytest.fixture(scope="module")
+def row_results():
+    m = synthetic.tile_grid(1, 3, shape=(64, 64), seed=1)
+    return {meth: match_sky(m.data, m.wcs, method=meth) for meth in ("global+match", "match")}
+
+
+class _HtmlCells(HTMLParser):
+    """The text of every header and data cell of an HTML table, row by row (stdlib)."""
+
+    def __init__(self):
+        super().__init__()
+        self.rows, self._cell = [], None
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "tr":
+            self.rows.append([])
+        elif tag in ("td", "th"):
+            self._cell = ""
+
+    def handle_data(self, data):
+        if self._cell is not None:
+            self._cell += data
+
+    def handle_endtag(self, tag):
+        if tag in ("td", "th"):
+            self.rows[-1].append(self._cell)
+            self._cell = None
+
+
+def _read_html_without_bs4(path):
+    """Read an HTML table with the standard library (astropy's reader needs bs4)."""
+    parser = _HtmlCells()
+    parser.feed(Path(path).read_text())
+    text = io_text.StringIO()
+    csv.writer(text).writerows(parser.rows)
+    return Table.read(text.getvalue(), format="ascii.csv")
+
+
+def _read_table(path, ext):
+    if ext == "fits":  # NaN stays NaN (astropy masks it by default)
+        return Table.read(path, format="fits", mask_invalid=False)
+    if ext == "html":
+        try:
+            import bs4  # noqa: F401
+        except ImportError:
+            return _read_html_without_bs4(path)
+    return Table.read(path, format=TABLE_READ_FORMATS[ext])
+
+
+def _as_bools(values):
+    return [v if isinstance(v, bool) else {"True": True, "False": False}[v] for v in values]
+
+
+def assert_same_table(got, want):
+    """Every column and value of ``want`` in ``got``, with its kind (int, float, ...)."""
+    assert got.colnames == want.colnames
+    assert len(got) == len(want)
+    for name in want.colnames:
+        g, w = got[name], want[name]
+        kind = w.dtype.kind
+        if kind == "f":
+            assert g.dtype.kind == "f", name
+            assert_array_equal(np.asarray(g, dtype=np.float64), np.asarray(w), err_msg=name)
+        elif kind in "iu":
+            assert g.dtype.kind in "iu", (name, g.dtype)
+            assert g.tolist() == w.tolist(), name
+        elif kind == "b":  # the text formats give 'True' and 'False'
+            assert _as_bools(g.tolist()) == w.tolist(), name
+        else:
+            assert [str(v) for v in g.tolist()] == w.tolist(), name
+
+
+@pytest.mark.parametrize("method", ["global+match", "match"])
+@pytest.mark.parametrize("ext", list(TABLE_READ_FORMATS))
+def test_write_table_format_from_the_extension(row_results, tmp_path, ext, method):
+    res = row_results[method]
+    want = res.to_table()
+    out = io.write_table(res, tmp_path / f"skies.{ext}")
+    assert out == tmp_path / f"skies.{ext}"
+    got = _read_table(out, ext)
+    assert_same_table(got, want)
+    assert got["name"].tolist() == ["image 0", "image 1", "image 2"]
+    assert_array_equal(got["sky"], res.sky)
+    if method == "global+match":
+        assert np.all(np.isfinite(res.local))
+        assert_array_equal(got["local"], res.local)
+    else:  # match measures no local sky: NaN in every format
+        assert np.all(np.isnan(np.asarray(got["local"], dtype=np.float64)))
+    if ext in ("ecsv", "fits"):  # the formats with metadata keep it
+        assert got.meta["BKGMETH"] == method and got.meta["BKGSUB"] is False
+    if ext == "fits":
+        with fits.open(out) as hdul:
+            assert isinstance(hdul[1], fits.BinTableHDU)
+            assert hdul[1].header["BKGMETH"] == method
+    if ext == "ecsv":
+        assert "local sky of the image" in got["local"].description
+    assert _no_temp_files(tmp_path) == []
+
+
+def test_write_table_txt_is_aligned_text(row_results, tmp_path):
+    out = io.write_table(row_results["global+match"], tmp_path / "skies.txt")
+    lines = out.read_text().splitlines()
+    assert lines[0].split() == ["index", "name", "group", "sky", "valid", "component",
+                                "method", "subtracted", "local"]
+    assert set(lines[1]) <= {"-", " "}  # the dashed line under the header
+    assert len({len(line.rstrip()) for line in lines[1:]}) == 1  # aligned columns
+    assert lines[2].split()[:3] == ["0", "image", "0"]
+
+
+def test_write_table_extension_any_case_and_replaces_a_file(row_results, tmp_path):
+    res = row_results["global+match"]
+    path = tmp_path / "SKIES.FITS"
+    path.write_text("an old file\n")
+    io.write_table(res, path)
+    assert_same_table(_read_table(path, "fits"), res.to_table())
+    with fits.open(path) as hdul:
+        assert hdul[1].header["BKGMETH"] == "global+match"
+
+
+@pytest.mark.parametrize("ext", list(TABLE_READ_FORMATS))
+def test_write_table_names_that_are_not_ascii(tmp_path, ext):
+    names = ["čas_é.fits", "日本.fits"]
+    res = SkyResult(sky=[0.0, 2.5], method="match", subtracted=False,
+                    valid=np.array([True, True]), names=names, groups=["é", "b"])
+    got = _read_table(io.write_table(res, tmp_path / f"t.{ext}"), ext)
+    assert_same_table(got, res.to_table())
+    assert [str(v) for v in got["name"].tolist()] == names
+
+
+@pytest.mark.parametrize("name", ["skies.xlsx", "skies", "skies.fits.gz", "skies.dat"])
+def test_write_table_unknown_extension_fails_first(row_results, tmp_path, name):
+    path = tmp_path / "missing_dir" / name  # the extension is checked before the directory
+    with pytest.raises(ValueError) as info:
+        io.write_table(row_results["match"], path)
+    message = str(info.value)
+    assert "\n" not in message
+    assert str(path) in message
+    for ext in (".ecsv", ".csv", ".fits", ".html", ".txt"):
+        assert ext in message
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_write_table_failure_keeps_the_old_file(row_results, tmp_path, monkeypatch):
+    path = tmp_path / "skies.csv"
+    path.write_text("old table\n")
+
+    def fail(self, *args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Table, "write", fail)
+    with pytest.raises(OSError, match=r"skies\.csv"):
+        io.write_table(row_results["match"], path)
+    assert path.read_text() == "old table\n"
+    assert _no_temp_files(tmp_path) == []
 
 
 def test_new_files_get_the_umask_mode_and_rewrites_keep_theirs(grid, tmp_path):

@@ -329,13 +329,15 @@ def test_bad_arguments_raise_before_work():
     with pytest.raises(ValueError, match="mask shape"):
         match_sky(m.data, m.wcs, mask=[np.ones((3, 3), bool), None])
     with pytest.raises(TypeError, match="SkyStat"):
-        match_sky(m.data, m.wcs, stat="median")
+        match_sky(m.data, m.wcs, stat=3)  # a statistic name is fine since issue 14
 
 
 def test_single_image():
+    # nothing to match: its sky is its local sky, as global gives it (issue 14; it was
+    # invalid with sky 0)
     m = synthetic.constant_mosaic([7.0], layout=(1, 1))
     res = match_sky(m.data, m.wcs, method="match")
-    assert_array_equal(res.sky, [0.0]) and not res.valid[0]
+    assert_array_equal(res.sky, [7.0]) and res.valid[0]
     res = match_sky(m.data, m.wcs, method="global+match")
     assert_allclose(res.sky, [7.0]) and res.valid[0]
 

@@ -5,6 +5,7 @@ import pytest
 from astropy.table import Table
 from numpy.testing import assert_allclose, assert_array_equal
 
+from skyeq import match_sky, synthetic
 from skyeq._methods import solve_match
 from skyeq.result import METHODS, PAIR_COLUMNS, SkyResult, make_pair_table
 
@@ -37,7 +38,8 @@ def test_make_pair_table_columns_and_values():
                         [10.5, 0.0], [0.25, np.nan])
     assert t.colnames == [name for name, _ in PAIR_COLUMNS]
     assert t.colnames == ["i", "j", "npix_i", "npix_j", "sky_i", "sky_j", "weight", "residual"]
-    assert t["i"].dtype == np.int64 and t["npix_i"].dtype == np.float64
+    assert t["i"].dtype == np.int64
+    assert t["npix_i"].dtype == np.int64 and t["npix_j"].dtype == np.int64  # counts
     assert_array_equal(t["j"], [1, 2])
     assert_array_equal(t["npix_j"], [11.0, 21.0])
     assert_array_equal(t["weight"], [10.5, 0.0])
@@ -55,6 +57,16 @@ def test_make_pair_table_errors():
         make_pair_table([0, 1], [1], [1], [1], [1.0], [1.0], [1.0], [1.0])
     with pytest.raises(ValueError, match="'sky_i' must be 1-D"):
         make_pair_table([0], [1], [1], [1], [[1.0]], [1.0], [1.0], [1.0])
+    for bad in (10.5, np.nan, "ten"):
+        with pytest.raises(ValueError, match="'npix_j' must hold whole pixel counts"):
+            make_pair_table([0], [1], [10], [bad], [1.0], [1.0], [1.0], [1.0])
+
+
+def test_make_pair_table_whole_float_counts_become_integers():
+    t = make_pair_table([0], [1], [353.0], [np.float32(360.0)], [1.0], [2.0], [356.5], [0.0])
+    assert t["npix_i"].dtype == np.int64 and t["npix_j"].dtype == np.int64
+    assert t["npix_i"].tolist() == [353] and t["npix_j"].tolist() == [360]
+    assert t["weight"].dtype == np.float64 and t["weight"][0] == 356.5
 
 
 def test_pair_table_from_solution():
@@ -106,17 +118,56 @@ def test_to_table():
     assert set(t["method"]) == {"match"}
     assert not np.any(t["subtracted"])
     assert_array_equal(t["local"], local)
+    for name in ("index", "group", "component"):  # counts and indices are integers
+        assert t[name].dtype == np.int64, name
+    assert t["valid"].dtype == bool and t["subtracted"].dtype == bool
+    assert t["sky"].dtype == np.float64 and t["local"].dtype == np.float64
+    assert t.meta == {"BKGMETH": "match", "BKGSUB": False}
+    assert all(t[name].description for name in t.colnames)
 
 
 def test_to_table_with_groups_and_without_names():
     groups = np.array(["g0", "g0", "g1", "g1", "g2", "g2", "g3", "g4"])
     res = _result(names=None, groups=groups, method="global+match", subtracted=True)
     t = res.to_table()
-    assert "local" not in t.colnames
-    assert list(t["name"]) == [""] * 8
+    # the same columns without local skies: NaN where not measured
+    assert t.colnames == [
+        "index", "name", "group", "sky", "valid", "component", "method", "subtracted",
+        "local",
+    ]
+    assert t["local"].dtype == np.float64 and np.all(np.isnan(t["local"]))
+    assert t["name"].tolist() == [f"image {k}" for k in range(8)]  # no names: "image k"
     assert list(t["group"]) == list(groups)
     assert set(t["method"]) == {"global+match"}
     assert np.all(t["subtracted"])
+    assert t.meta == {"BKGMETH": "global+match", "BKGSUB": True}
+
+
+def test_to_table_local_nan_where_not_computed_and_object_groups():
+    local = np.array([100.0, np.nan, 105.0, 110.0, 95.0, 90.0, 100.0, np.nan])
+    groups = np.array([0, 0, "b", "b", 2, 2, 3, 4], dtype=object)
+    t = _result(local=local, groups=groups).to_table()
+    assert_array_equal(t["local"], local)  # NaN kept where the local sky failed
+    assert t["group"].tolist() == ["0", "0", "b", "b", "2", "2", "3", "4"]
+
+
+def test_to_table_of_a_real_run():
+    m = synthetic.tile_grid(1, 3, shape=(64, 64), seed=1)
+    res = match_sky(m.data, m.wcs, method="global+match")
+    t = res.to_table()
+    assert t["name"].tolist() == ["image 0", "image 1", "image 2"]
+    assert np.all(np.isfinite(res.local))
+    assert_array_equal(t["local"], res.local)
+    assert_array_equal(t["sky"], res.sky)
+    assert t["index"].dtype == np.int64 and t["component"].tolist() == [0, 0, 0]
+    assert len(res.pairs) == 2
+    for name in ("npix_i", "npix_j"):
+        assert res.pairs[name].dtype == np.int64 and np.all(res.pairs[name] > 0)
+    # match measures overlaps only: the local column is there, all NaN
+    t = match_sky(m.data, m.wcs, method="match").to_table()
+    assert np.all(np.isnan(t["local"]))
+    named = match_sky(m.data, m.wcs, method="match", names=["a", "b", "c"]).to_table()
+    assert named["name"].tolist() == ["a", "b", "c"]
 
 
 def test_keywords_valid_image():
