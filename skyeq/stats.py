@@ -347,7 +347,7 @@ def notice_first_compile() -> None:
         _noticed = True
     if _kernels.warm() is False:
         log.warning(
-            "skyeq: compiling the numba kernels (first use only: about a minute on two "
+            "skyeq is compiling its numba kernels (first use only: about a minute on two "
             "cores; later runs load them from the cache; `python -m skyeq warmup` does "
             "this ahead of time)"
         )

@@ -328,7 +328,7 @@ def test_the_first_compile_is_announced_once(monkeypatch, caplog):
         skyeq.match_sky(m.data, m.wcs)
         skyeq.match_sky(m.data, m.wcs)
         skyeq.sky_statistic(m.data[0])
-    notes = [r for r in caplog.records if "compiling the numba kernels" in r.message]
+    notes = [r for r in caplog.records if "skyeq is compiling its numba kernels" in r.message]
     assert len(notes) == 1
     assert "python -m skyeq warmup" in notes[0].message
     # a warm cache says nothing
