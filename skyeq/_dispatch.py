@@ -9,7 +9,8 @@
 * tasks may be a lazy iterable: with an executor each task is submitted as soon as it
   is made, so making the next task overlaps running the previous ones;
 * ``progress=True`` shows a tqdm bar when tqdm is installed (the optional extra
-  ``skyeq[progress]``) and logs a line per tenth of the work otherwise; a callable is
+  ``skyeq[progress]``) and otherwise a line per tenth of the work, logged at INFO, or
+  printed to stderr when INFO messages of skyeq would not be shown; a callable is
   called as ``progress(done, total)`` after each task;
 * the first failure is re-raised with the name of its task (a task's ``label``
   attribute: its image, group or pair), and the tasks not yet started are cancelled.
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import logging
+import sys
 from collections.abc import Callable, Iterable
 from concurrent.futures import Executor
 from typing import Any, TypeVar
@@ -54,7 +56,8 @@ def run(
     executor : concurrent.futures.Executor, optional
         Where the tasks run; None (default) runs them here, one after the other.
     progress : bool or callable, optional
-        False (default): nothing. True: a tqdm bar (or log lines without tqdm). A
+        False (default): nothing. True: a tqdm bar (without tqdm, a line per tenth of
+        the work: logged at INFO, or on stderr when INFO is not shown). A
         callable: ``progress(done, total)`` after each task.
     total : int, optional
         Number of tasks, for the progress report (default: ``len(tasks)`` when known).
@@ -172,10 +175,15 @@ def _reporter(progress: Progress, total: int | None, phase: str) -> Callable[[in
         from tqdm.auto import tqdm
     except ImportError:
         step = max(1, (total or 10) // 10)
+        shown = log.isEnabledFor(logging.INFO)  # else the lines go to stderr: asked for
 
         def log_lines(done: int | None) -> None:
             if done is not None and (done % step == 0 or done == total):
-                log.info("%s: %d of %s done", phase, done, total if total else "?")
+                line = f"{phase}: {done} of {total if total else '?'} done"
+                if shown:
+                    log.info("%s", line)
+                else:
+                    print(f"skyeq: {line}", file=sys.stderr, flush=True)
 
         return log_lines
     bar = tqdm(total=total, desc=phase, unit="task", leave=False)

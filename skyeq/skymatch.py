@@ -112,8 +112,9 @@ def match_sky(
         the tasks not started are cancelled.
     progress : bool or callable, optional
         True: a progress bar for each phase (footprints, measuring; with tqdm, the
-        extra ``skyeq[progress]``; log lines at INFO without it). A callable is called
-        as ``progress(done, total)`` after each group's measurement. Default False.
+        extra ``skyeq[progress]``; without it a line per tenth of the work, logged at
+        INFO or printed on stderr when INFO is not shown). A callable is called as
+        ``progress(done, total)`` after each group's measurement. Default False.
     dq : sequence of int arrays, optional
         Data-quality arrays, turned into masks with ``dqbits`` (ANDed with ``mask``).
     dqbits : str, int or None, optional

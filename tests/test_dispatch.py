@@ -137,3 +137,13 @@ def test_match_sky_names_the_group_whose_task_failed():
     # and a working run is unchanged by the dispatcher
     res = match_sky(m.data, m.wcs)
     assert np.isfinite(res.sky).all()
+
+
+def test_progress_without_tqdm_or_info_logging_prints_to_stderr(capsys, monkeypatch):
+    # progress=True was silent unless logging was at INFO (issue 14)
+    monkeypatch.setitem(sys.modules, "tqdm", None)
+    monkeypatch.setitem(sys.modules, "tqdm.auto", None)
+    monkeypatch.setattr(_dispatch.log, "isEnabledFor", lambda level: level > logging.INFO)
+    _dispatch.run(lambda t: t.k, [Task(k) for k in range(5)], progress=True, phase="writing")
+    err = capsys.readouterr().err.splitlines()
+    assert err == [f"skyeq: writing: {k} of 5 done" for k in range(1, 6)]
