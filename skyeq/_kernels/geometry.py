@@ -820,6 +820,21 @@ def _add_span(spans, ns, row, x0, x1, nx):
     return spans, ns + 1
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _edge_rows(ya, yb, r0, r1, ny):
+    """Rows ``lo..hi`` (within ``r0..r1``) whose centres an edge from ``ya`` to ``yb`` crosses.
+
+    The edge covers the rows ``ceil(min(ya, yb)) .. ceil(max(ya, yb)) - 1`` (half-open
+    in y, so a vertex on a row counts once), with ``y`` clamped to ``[-1, ny]`` before
+    the integer conversion. Shared by the counting and the filling pass of the scan.
+    """
+    ylo = min(ya, yb)
+    yhi = max(ya, yb)
+    lo = max(r0, int(np.ceil(min(max(ylo, -1.0), float(ny)))))
+    hi = min(r1, int(np.ceil(max(min(yhi, float(ny)), -1.0))) - 1)
+    return lo, hi
+
+
 @njit(cache=True, nogil=True)
 def _scan_piece(px, py, ny, nx, spans, ns):
     """Append the spans of pixel centres inside one closed polygon.
@@ -867,10 +882,7 @@ def _scan_piece(px, py, ny, nx, spans, ns):
         yb = py[j]
         if ya == yb:
             continue
-        ylo = min(ya, yb)
-        yhi = max(ya, yb)
-        lo = max(r0, int(np.ceil(min(max(ylo, -1.0), float(ny)))))
-        hi = min(r1, int(np.ceil(max(min(yhi, float(ny)), -1.0))) - 1)
+        lo, hi = _edge_rows(ya, yb, r0, r1, ny)
         for r in range(lo, hi + 1):
             cnt[r - r0 + 1] += 1
     for r in range(nr):
@@ -885,10 +897,7 @@ def _scan_piece(px, py, ny, nx, spans, ns):
         yb = py[j]
         if ya == yb:
             continue
-        ylo = min(ya, yb)
-        yhi = max(ya, yb)
-        lo = max(r0, int(np.ceil(min(max(ylo, -1.0), float(ny)))))
-        hi = min(r1, int(np.ceil(max(min(yhi, float(ny)), -1.0))) - 1)
+        lo, hi = _edge_rows(ya, yb, r0, r1, ny)
         for r in range(lo, hi + 1):
             xs[fill[r - r0]] = xa + (r - ya) * (xb - xa) / (yb - ya)
             fill[r - r0] += 1
