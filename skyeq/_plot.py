@@ -1,9 +1,11 @@
 """Pictures of a sky-matching run (needs matplotlib: ``pip install "skyeq[plot]"``).
 
-Private: the public entry point is `skyeq.SkyResult.plot`. `plot_footprints` draws the
-image footprints on the sky filled with their sky level and the overlap graph coloured
-by the pair residuals; `plot_preview` shows a mosaic before and after sky subtraction,
-resampled (nearest neighbour, downsampled) onto one tangent-plane grid.
+Private: the public entry points are `skyeq.SkyResult.plot` and
+`skyeq.SkyResult.preview`. `plot_footprints` draws the image footprints on the sky
+filled with their sky level and the overlap graph in the colours of its connected
+components; `plot_residuals` the pair residuals on the overlap graph; `plot_preview` a
+mosaic before and after sky subtraction, resampled (nearest neighbour, downsampled) onto
+one tangent-plane grid.
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ import numpy as np
 
 from .wcs import as_wcs_adapter
 
-__all__ = ["plot_footprints", "plot_preview", "preview_grid"]
+__all__ = ["COMPONENT_COLOURS", "plot_footprints", "plot_preview", "plot_residuals",
+           "preview_grid"]
 
 
 def _pyplot():
@@ -46,24 +49,146 @@ def _unwrap(ra: np.ndarray, ra0: float) -> np.ndarray:
     return (np.asarray(ra) - ra0 + 180.0) % 360.0 - 180.0 + ra0
 
 
+#: Colour-blind-safe categorical colours (Okabe & Ito 2008, without its yellow, which
+#: vanishes on the bright end of viridis): the connected components, in order.
+COMPONENT_COLOURS = ("#000000", "#D55E00", "#0072B2", "#009E73", "#CC79A7", "#E69F00",
+                     "#56B4E9")
+
+#: Colour of the pairs that were measured but not used in the solve.
+_UNUSED = "#7f7f7f"
+
+
+def _geometry(result: Any) -> dict[str, Any]:
+    """Plane coordinates of a result's footprints, image centres and pair sides.
+
+    RA is unwrapped around the mosaic centre (no jump at 0/360 degrees).
+
+    Returns
+    -------
+    dict
+        ``polygons`` (one ``(m, 2)`` array of (RA, Dec) per image), ``centres``
+        (``(n, 2)``), ``dec0`` (Dec of the mosaic centre), ``segments`` (``(p, 2, 2)``:
+        the two side centres of every pair; a side is an image, or a group's members'
+        mean direction when grouped) and ``pair_component`` (component number of every
+        pair's first side, -1 for none).
+    """
+    if result.footprints is None:
+        raise ValueError("the result has no footprints (only the match methods compute them)")
+    vectors = [_unit(fp[:, 0], fp[:, 1]) for fp in result.footprints]
+    centres = np.array([v.mean(axis=0) for v in vectors])
+    ra0, dec0 = _radec(np.concatenate(vectors).sum(axis=0))
+    centre_radec = np.array([_radec(c) for c in centres]).reshape(-1, 2)
+    centre_radec[:, 0] = _unwrap(centre_radec[:, 0], ra0)
+    polygons = [np.column_stack([_unwrap(fp[:, 0], ra0), fp[:, 1]])
+                for fp in result.footprints]
+    component = result.component_id
+    if result.groups is not None:  # pair sides are groups, numbered by first appearance
+        order: dict[Any, int] = {}
+        gid = np.array([order.setdefault(g, len(order)) for g in result.groups.tolist()])
+        side = np.array([_radec(centres[gid == g].sum(axis=0))
+                         for g in range(len(order))]).reshape(-1, 2)
+        side[:, 0] = _unwrap(side[:, 0], ra0)
+        first = np.array([np.flatnonzero(gid == g)[0] for g in range(len(order))],
+                         dtype=np.intp)
+        side_component = component[first]
+    else:
+        side, side_component = centre_radec, component
+    i = np.asarray(result.pairs["i"], dtype=np.intp)
+    j = np.asarray(result.pairs["j"], dtype=np.intp)
+    segments = np.stack([side[i], side[j]], axis=1) if i.size else np.zeros((0, 2, 2))
+    return {"polygons": polygons, "centres": centre_radec, "dec0": dec0,
+            "segments": segments, "pair_component": side_component[i]}
+
+
+def _size_points(ax: Any, polygons: list[np.ndarray]) -> float:
+    """Median width of the footprints on ``ax``, in points (before the final layout)."""
+    widths = []
+    for xy in polygons:
+        disp = ax.transData.transform(xy)
+        widths.append(np.ptp(disp, axis=0).min())
+    return float(np.median(widths)) * 72.0 / ax.figure.dpi if widths else 0.0
+
+
+def _sky_axes(ax: Any, dec0: float, polygons: list[np.ndarray]) -> None:
+    """RA/Dec axes: RA increasing to the left, aspect cos(Dec), few readable ticks."""
+    from matplotlib.ticker import MaxNLocator
+
+    allxy = np.concatenate(polygons)
+    lo, hi = allxy.min(axis=0), allxy.max(axis=0)
+    pad = 0.03 * (hi - lo)
+    ax.set_xlim(hi[0] + pad[0], lo[0] - pad[0])  # inverted: RA increases to the left
+    ax.set_ylim(lo[1] - pad[1], hi[1] + pad[1])
+    ax.set_aspect(1.0 / max(np.cos(np.radians(dec0)), 1e-3))
+    ax.xaxis.set_major_locator(MaxNLocator(nbins=4, steps=[1, 2, 2.5, 5, 10]))
+    ax.yaxis.set_major_locator(MaxNLocator(nbins=5, steps=[1, 2, 2.5, 5, 10]))
+    ax.ticklabel_format(useOffset=False)  # plain degrees, no "+1.5e2" offset
+    ax.set_xlabel("RA (deg)")
+    ax.set_ylabel("Dec (deg)")
+
+
+def _label_images(ax: Any, result: Any, centres: np.ndarray, polygons: list[np.ndarray],
+                  labels: bool | str) -> None:
+    """Write each image's name, else its index, at its centre where it fits.
+
+    ``labels='auto'`` lays the figure out once, then keeps a label only if its box is at
+    most half the footprint's width and height on the axes (so that the picture is not
+    covered with text) and does not overlap a label kept before it (a name that does
+    not fit is replaced by the image index, which may). True keeps every label (the
+    name, else the index), False writes none.
+    """
+    if labels is False or len(result) == 0:
+        return
+    if labels not in (True, "auto"):
+        raise ValueError(f"labels must be True, False or 'auto', got {labels!r}")
+    style = {"ha": "center", "va": "center", "fontsize": 8, "zorder": 5,
+             "bbox": {"boxstyle": "round,pad=0.15", "facecolor": "white", "alpha": 0.8,
+                      "linewidth": 0}}
+    names = result.names if result.names is not None else [str(k) for k in range(len(result))]
+    texts = [ax.text(*centres[k], names[k], **style) for k in range(len(result))]
+    if labels is True:
+        return
+    fig = ax.figure
+    fig.draw_without_rendering()  # final positions (constrained layout, colorbars)
+    renderer = fig.canvas.get_renderer()
+    # every index label counts as wide as the widest, so that footprints of one size
+    # are all labelled or none is (not just the one-digit ones)
+    texts[-1].set_text(str(len(result) - 1))
+    widest = texts[-1].get_window_extent(renderer).width
+    kept: list[Any] = []
+    for k, text in enumerate(texts):
+        room = np.ptp(ax.transData.transform(polygons[k]), axis=0)
+        box = None
+        for candidate in dict.fromkeys((names[k], str(k))):
+            text.set_text(candidate)
+            ext = text.get_window_extent(renderer)
+            width = max(ext.width, widest) if candidate == str(k) else ext.width
+            if width <= 0.5 * room[0] and ext.height <= 0.5 * room[1]:
+                box = ext
+                break
+        if box is None or any(box.overlaps(other) for other in kept):
+            text.remove()
+        else:
+            kept.append(box)
+
+
 def plot_footprints(
     result: Any,
     ax: Any = None,
     *,
     cmap: Any = "viridis",
-    edge_cmap: Any = "plasma",
-    labels: bool = False,
+    labels: bool | str = "auto",
 ) -> Any:
-    """Draw the footprints of a `skyeq.SkyResult` coloured by sky, and its overlap graph.
+    """Draw the footprints of a `skyeq.SkyResult` filled with their sky, and its overlap graph.
 
     The axes are RA and Dec in degrees, RA increasing to the left, with the aspect ratio
     scaled by cos(Dec) at the mosaic centre. Every image is one
-    `matplotlib.patches.Polygon` (in image order), filled with
-    ``cmap(Normalize(min, max)(sky))`` over the valid images' skies; an invalid image is
-    light grey and hatched. One line per row of ``result.pairs`` joins the centres of the
-    two sides (group centres when the images are grouped), in one
-    `matplotlib.collections.LineCollection` coloured by ``|residual|`` (grey where the
-    residual is NaN, i.e. the pair was not used).
+    `matplotlib.patches.Polygon` (the first ``len(result)`` patches, in image order),
+    filled with ``cmap(Normalize(min, max)(sky))`` over the valid images' skies; an
+    invalid image is light grey and hatched. One line per row of ``result.pairs`` joins
+    the centres of the two sides (group centres when the images are grouped), in one
+    `matplotlib.collections.LineCollection` with a white halo: a used pair in the colour
+    of its connected component (`COMPONENT_COLOURS`, in component order, repeating after
+    seven components; a legend when there are several), a pair not used dashed grey.
 
     Parameters
     ----------
@@ -72,11 +197,12 @@ def plot_footprints(
     ax : matplotlib.axes.Axes, optional
         Axes to draw into. Default: a new figure.
     cmap : str or matplotlib.colors.Colormap, optional
-        Colormap of the sky levels. Default ``'viridis'``.
-    edge_cmap : str or matplotlib.colors.Colormap, optional
-        Colormap of the absolute pair residuals. Default ``'plasma'``.
-    labels : bool, optional
-        Write each image's name (or index) at its centre. Default False.
+        Colormap of the sky levels. Default ``'viridis'`` (colour-blind safe).
+    labels : bool or 'auto', optional
+        Write each image's name (its index if it has none, or if the name does not fit)
+        at its centre: ``'auto'`` (default) only where the label fits inside the
+        footprint without overlapping another, decided at the figure's size when drawn
+        here; True always; False never.
 
     Returns
     -------
@@ -86,79 +212,190 @@ def plot_footprints(
     Raises
     ------
     ValueError
-        If ``result.footprints`` is None.
+        If ``result.footprints`` is None or ``labels`` is not True, False or 'auto'.
     """
     plt = _pyplot()
     from matplotlib import colors
     from matplotlib.cm import ScalarMappable
-    from matplotlib.collections import LineCollection
-    from matplotlib.patches import Polygon
+    from matplotlib.layout_engine import ConstrainedLayoutEngine
+    from matplotlib.lines import Line2D
 
-    if result.footprints is None:
-        raise ValueError("the result has no footprints (only the match methods compute them)")
+    geo = _geometry(result)
     if ax is None:
-        fig, ax = plt.subplots(figsize=(7.0, 5.5), layout="constrained")
+        _, ax = plt.subplots(figsize=(7.0, 5.5), layout="constrained")
     fig = ax.figure
-    n = len(result)
-    vectors = [_unit(fp[:, 0], fp[:, 1]) for fp in result.footprints]
-    centres = np.array([v.mean(axis=0) for v in vectors])
-    ra0, dec0 = _radec(np.concatenate(vectors).sum(axis=0))
-    centre_radec = np.array([_radec(c) for c in centres])
-    centre_radec[:, 0] = _unwrap(centre_radec[:, 0], ra0)
-
     sky_cmap = plt.get_cmap(cmap)
     valid = np.asarray(result.valid)
     good = result.sky[valid]
     lo, hi = (float(good.min()), float(good.max())) if good.size else (0.0, 1.0)
-    norm = colors.Normalize(lo, hi)
-    for k, fp in enumerate(result.footprints):
-        xy = np.column_stack([_unwrap(fp[:, 0], ra0), fp[:, 1]])
+    norm = colors.Normalize(lo, hi if hi > lo else lo + 1.0)
+    _draw_polygons(ax, geo["polygons"], valid,
+                   [sky_cmap(norm(s)) for s in result.sky], edgecolor="black")
+    _sky_axes(ax, geo["dec0"], geo["polygons"])
+    width = _line_width(ax, geo["polygons"])
+
+    used = _used_pairs(result)
+    comp = geo["pair_component"]
+    edge_colours = [COMPONENT_COLOURS[c % len(COMPONENT_COLOURS)] if u and c >= 0
+                    else _UNUSED for u, c in zip(used, comp, strict=True)]
+    _draw_pairs(ax, geo["segments"], edge_colours, used, width)
+
+    if len(result.components) > 1:
+        shown = result.components[: len(COMPONENT_COLOURS)]
+        handles = [Line2D([], [], color=COMPONENT_COLOURS[k], linewidth=2,
+                          label=f"component {k} ({len(idx)} images)")
+                   for k, idx in enumerate(shown)]
+        more = len(result.components) - len(shown)
+        title = f"{more} more (colours repeat)" if more else None
+        style = {"handles": handles, "fontsize": 8, "title": title, "title_fontsize": 8,
+                 "ncols": min(len(shown), 3), "frameon": False}
+        if isinstance(fig.get_layout_engine(), ConstrainedLayoutEngine):
+            fig.legend(loc="outside lower center", **style)  # off the footprints
+        else:
+            ax.legend(loc="best", **style)
+    what = "sky offset" if result.method == "match" else "sky"
+    ax.set_title(_title(result))
+    fig.colorbar(ScalarMappable(norm=norm, cmap=sky_cmap), ax=ax, shrink=0.8,
+                 label=f"{what}, BKGLEVEL (data units)")
+    _label_images(ax, result, geo["centres"], geo["polygons"], labels)
+    return fig
+
+
+def plot_residuals(
+    result: Any,
+    ax: Any = None,
+    *,
+    cmap: Any = "PuOr",
+    labels: bool | str = "auto",
+) -> Any:
+    """Draw the pair residuals of a `skyeq.SkyResult` on its overlap graph.
+
+    The footprints (the first ``len(result)`` patches, in image order) are mid-grey,
+    hatched where the image is invalid. One line per row of ``result.pairs`` joins the
+    centres of its two sides, in one `matplotlib.collections.LineCollection` coloured
+    by the signed residual ``(sky_i - sky_j) - (delta_i - delta_j)`` on a diverging
+    scale symmetric about 0, up to the largest ``|residual|`` (the 98th percentile from
+    50 pairs on, the colorbar then extended, so that a few outliers do not wash out the
+    rest). The lines are in order of increasing ``|residual|`` (the largest on top), a
+    pair with a NaN residual (not used) first, dashed dark grey. Axes, ticks and labels
+    as in `plot_footprints`.
+
+    Parameters
+    ----------
+    result : skyeq.SkyResult
+        A result with ``footprints`` (a match method).
+    ax : matplotlib.axes.Axes, optional
+        Axes to draw into. Default: a new figure.
+    cmap : str or matplotlib.colors.Colormap, optional
+        Diverging colormap of the residuals. Default ``'PuOr'`` (colour-blind safe).
+    labels : bool or 'auto', optional
+        Image labels, as in `plot_footprints`. Default ``'auto'``.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        The figure of ``ax``.
+
+    Raises
+    ------
+    ValueError
+        If ``result.footprints`` is None or ``labels`` is not True, False or 'auto'.
+    """
+    plt = _pyplot()
+    from matplotlib import colors
+
+    geo = _geometry(result)
+    if ax is None:
+        _, ax = plt.subplots(figsize=(7.0, 5.5), layout="constrained")
+    fig = ax.figure
+    valid = np.asarray(result.valid)
+    _draw_polygons(ax, geo["polygons"], valid, ["0.82"] * len(result), edgecolor="0.55")
+    _sky_axes(ax, geo["dec0"], geo["polygons"])
+    width = _line_width(ax, geo["polygons"])
+
+    resid = np.asarray(result.pairs["residual"], dtype=np.float64)
+    finite = np.abs(resid[np.isfinite(resid)])
+    # a few outliers must not wash out the other pairs' colours: with many pairs the
+    # scale ends at the 98th percentile of |residual| (the colorbar is then extended)
+    big = finite.size >= 50
+    rmax = float(np.percentile(finite, 98.0) if big else finite.max()) if finite.size else 0.0
+    rmax = rmax if rmax > 0.0 else 1.0
+    extend = "both" if finite.size and finite.max() > rmax else "neither"
+    norm = colors.Normalize(-rmax, rmax)
+    edge_map = plt.get_cmap(cmap).with_extremes(bad=_UNUSED)
+    # largest residuals drawn last (on top); not used (NaN) first
+    order = np.argsort(np.where(np.isfinite(resid), np.abs(resid), -1.0), kind="stable")
+    resid = resid[order]
+    lines = _draw_pairs(ax, geo["segments"][order], None, np.isfinite(resid), width * 1.5,
+                        halo=False)
+    lines.set_cmap(edge_map)
+    lines.set_norm(norm)
+    lines.set_array(np.ma.masked_invalid(resid))
+    ax.set_title(_title(result))
+    fig.colorbar(lines, ax=ax, shrink=0.8, extend=extend,
+                 label="pair residual after the solve (data units)")
+    _label_images(ax, result, geo["centres"], geo["polygons"], labels)
+    return fig
+
+
+def _title(result: Any) -> str:
+    """``"6 images, 11 pairs, 1 component, method match"``."""
+    nc = len(result.components)
+    return (f"{len(result)} images, {len(result.pairs)} pairs, {nc} component"
+            f"{'' if nc == 1 else 's'}, method {result.method}")
+
+
+def _used_pairs(result: Any) -> np.ndarray:
+    """Whether every pair of ``result.pairs`` was used in the solve (finite residual)."""
+    return np.isfinite(np.asarray(result.pairs["residual"], dtype=np.float64))
+
+
+def _draw_polygons(ax: Any, polygons: list[np.ndarray], valid: np.ndarray,
+                   facecolors: Sequence[Any], edgecolor: Any) -> None:
+    """Add one patch per footprint (invalid: light grey, hatched), then all outlines.
+
+    The outlines are one `matplotlib.collections.PolyCollection` above every fill, so
+    that where footprints overlap both edges show.
+    """
+    from matplotlib.collections import PolyCollection
+    from matplotlib.patches import Polygon
+
+    lw = 0.6 if len(polygons) <= 50 else 0.3
+    for k, xy in enumerate(polygons):
         if valid[k]:
-            patch = Polygon(xy, closed=True, facecolor=sky_cmap(norm(result.sky[k])),
-                            edgecolor="black", linewidth=0.6)
+            patch = Polygon(xy, closed=True, facecolor=facecolors[k], edgecolor=edgecolor,
+                            linewidth=lw)
         else:
             patch = Polygon(xy, closed=True, facecolor="lightgrey", edgecolor="dimgrey",
-                            hatch="///", linewidth=0.6)
+                            hatch="///", linewidth=lw)
         ax.add_patch(patch)
-        if labels:
-            name = result.names[k] if result.names is not None else str(k)
-            ax.annotate(name, centre_radec[k], ha="center", va="center", fontsize=7)
+    ax.add_collection(PolyCollection(polygons, facecolors="none", edgecolors=edgecolor,
+                                     linewidths=lw, zorder=2))
 
-    # pair sides are images, or groups (numbered in order of first appearance)
-    if result.groups is not None:
-        order: dict[Any, int] = {}
-        gid = np.array([order.setdefault(g, len(order)) for g in result.groups.tolist()])
-        side = np.array([
-            _radec(centres[gid == g].sum(axis=0)) for g in range(len(order))
-        ]).reshape(-1, 2)
-        side[:, 0] = _unwrap(side[:, 0], ra0)
-    else:
-        side = centre_radec
-    i = np.asarray(result.pairs["i"], dtype=np.intp)
-    j = np.asarray(result.pairs["j"], dtype=np.intp)
-    segments = np.stack([side[i], side[j]], axis=1) if i.size else np.zeros((0, 2, 2))
-    resid = np.abs(np.asarray(result.pairs["residual"], dtype=np.float64))
-    finite = resid[np.isfinite(resid)]
-    rmax = float(finite.max()) if finite.size else 0.0
-    edge_norm = colors.Normalize(0.0, rmax if rmax > 0.0 else 1.0)
-    edge_map = plt.get_cmap(edge_cmap).with_extremes(bad="grey")
-    lines = LineCollection(list(segments), cmap=edge_map, norm=edge_norm, linewidths=2.0,
-                           zorder=3)
-    lines.set_array(np.ma.masked_invalid(resid))
+
+def _line_width(ax: Any, polygons: list[np.ndarray]) -> float:
+    """Width of the graph lines in points: thinner as the footprints get smaller."""
+    return float(np.clip(_size_points(ax, polygons) / 60.0, 0.4, 1.5))
+
+
+def _draw_pairs(ax: Any, segments: np.ndarray, edge_colours: Sequence[Any] | None,
+                used: np.ndarray, width: float, halo: bool = True) -> Any:
+    """Add the pair lines (not used: dashed) as one LineCollection, with a white halo."""
+    from matplotlib import patheffects
+    from matplotlib.collections import LineCollection
+
+    styles = ["solid" if u else (0, (2, 2)) for u in used]
+    lines = LineCollection(list(segments), linewidths=width, linestyles=styles, zorder=3,
+                           capstyle="round")
+    if edge_colours is not None:
+        lines.set_color(list(edge_colours))
+    if halo:
+        lines.set_path_effects([
+            patheffects.Stroke(linewidth=2.2 * width, foreground="white"),
+            patheffects.Normal(),
+        ])
     ax.add_collection(lines)
-
-    ax.set_aspect(1.0 / max(np.cos(np.radians(dec0)), 1e-3))
-    ax.autoscale_view()
-    if not ax.xaxis_inverted():
-        ax.invert_xaxis()
-    ax.ticklabel_format(useOffset=False)  # plain degrees, no "+1.5e2" offset
-    ax.set_xlabel("RA (deg)")
-    ax.set_ylabel("Dec (deg)")
-    ax.set_title(f"{n} images, method {result.method}, {len(result.pairs)} pairs")
-    sm = ScalarMappable(norm=norm, cmap=sky_cmap)
-    fig.colorbar(sm, ax=ax, label="BKGLEVEL", shrink=0.8)
-    fig.colorbar(lines, ax=ax, label="|pair residual|", shrink=0.8)
-    return fig
+    return lines
 
 
 def preview_grid(

@@ -440,23 +440,32 @@ class SkyResult:
             table[name].description = description
         return table
 
-    def plot(self, ax: Any = None, **kw: Any) -> Any:
-        """Draw the image footprints coloured by sky, and the overlap graph.
+    def plot(self, ax: Any = None, *, kind: str = "footprints", **kw: Any) -> Any:
+        """Draw the image footprints on the sky: their sky, or the pair residuals.
 
-        Each footprint is filled with the colour of its sky (a colorbar labelled
-        BKGLEVEL); images whose sky was not computed are grey and hatched. A line joins
-        the centres of the two sides of every row of `pairs`, coloured by the absolute
-        pair residual (a second colorbar). Needs matplotlib (``pip install
+        RA and Dec in degrees, RA increasing to the left (as on the sky), every image
+        outlined where it lies. With ``kind='footprints'`` each footprint is filled with
+        the colour of its sky (a colorbar labelled BKGLEVEL, viridis) and a line joins
+        the two sides of every measured pair (the overlap graph), drawn in the colour of
+        its connected component (colour-blind-safe colours, a legend when there are
+        several components) or dashed grey for a pair not used; images whose sky was not
+        computed are grey and hatched. With ``kind='residuals'`` the footprints are grey
+        and each line is coloured by the pair's residual after the solve, on a diverging
+        scale centred on 0. Images are labelled with their name (or index) where the
+        label fits inside the footprint. Needs matplotlib (``pip install
         "skyeq[plot]"``).
 
         Parameters
         ----------
         ax : matplotlib.axes.Axes, optional
             Axes to draw into. Default: a new figure.
+        kind : {'footprints', 'residuals'}, optional
+            What to show. Default ``'footprints'``.
         **kw
-            Passed to ``skyeq._plot.plot_footprints``: ``cmap`` (sky colormap, default
-            ``'viridis'``), ``edge_cmap`` (residual colormap, default ``'plasma'``),
-            ``labels`` (write the image names, default False).
+            ``cmap``: the colormap of the sky (default ``'viridis'``) or of the
+            residuals (default ``'PuOr'``); ``labels``: ``'auto'`` (default: only the
+            labels that fit at the figure's size, so none for hundreds of small
+            images), True (every image) or False (none).
 
         Returns
         -------
@@ -469,8 +478,18 @@ class SkyResult:
             If matplotlib is not installed.
         ValueError
             If the result has no footprints (methods ``local``, ``global`` and
-            ``user`` do not compute them).
+            ``user`` do not compute them), or ``kind`` is unknown.
+
+        Examples
+        --------
+        >>> from skyeq import match_sky, synthetic
+        >>> m = synthetic.tile_grid(2, 3, shape=(64, 64), seed=1)
+        >>> res = match_sky(m.data, m.wcs, method="match")
+        >>> fig = res.plot()                    # doctest: +SKIP
+        >>> fig = res.plot(kind="residuals")    # doctest: +SKIP
         """
+        if kind not in ("footprints", "residuals"):
+            raise ValueError(f"kind must be 'footprints' or 'residuals', got {kind!r}")
         if self.footprints is None:
             raise ValueError(
                 f"this result (method {self.method!r}) has no footprints to plot; only "
@@ -482,9 +501,58 @@ class SkyResult:
             raise ImportError(
                 'SkyResult.plot needs matplotlib: pip install "skyeq[plot]"'
             ) from err
-        from ._plot import plot_footprints
+        from ._plot import plot_footprints, plot_residuals
 
-        return plot_footprints(self, ax=ax, **kw)
+        draw = plot_footprints if kind == "footprints" else plot_residuals
+        return draw(self, ax=ax, **kw)
+
+    def preview(self, data: Any, wcs: Any, *, downsample: int = 8, cmap: Any = "gray",
+                percentiles: tuple[float, float] = (1.0, 99.0)) -> Any:
+        """Show the images before and after subtracting this result's sky.
+
+        Two panels on one colour scale (the given percentiles of both together): the
+        images, and the images minus `sky`, block-averaged by ``downsample`` and placed
+        by nearest neighbour on one tangent-plane grid (a quick look, not a resampled
+        mosaic; RA increases to the left, north is up). Where images overlap, the last
+        one is shown. Needs matplotlib (``pip install "skyeq[plot]"``).
+
+        Parameters
+        ----------
+        data : sequence of 2-D arrays
+            The images this result was computed from (with ``subtract=False``).
+        wcs : sequence
+            One WCS per image (anything `skyeq.match_sky` accepts).
+        downsample : int, optional
+            Block size, in image pixels, of one preview pixel. Default 8.
+        cmap : str or matplotlib.colors.Colormap, optional
+            Colormap. Default ``'gray'``.
+        percentiles : (float, float), optional
+            Lower and upper percentiles of the colour scale. Default (1, 99).
+
+        Returns
+        -------
+        matplotlib.figure.Figure
+            The figure: the two image axes first, then a shared colorbar.
+
+        Raises
+        ------
+        ImportError
+            If matplotlib is not installed.
+        ValueError
+            If ``data`` or ``wcs`` does not have one entry per image, or
+            ``downsample < 1``.
+        """
+        _check_length("data", data, len(self))
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError as err:
+            raise ImportError(
+                'SkyResult.preview needs matplotlib: pip install "skyeq[plot]"'
+            ) from err
+        from ._plot import plot_preview
+
+        return plot_preview(data, wcs, self.sky, downsample=downsample, cmap=cmap,
+                            percentiles=percentiles)
 
     def __repr__(self) -> str:
         n = len(self)
