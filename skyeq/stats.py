@@ -36,12 +36,13 @@ _CODES = {
 _BIG = float(np.finfo(np.float64).max)
 _NO_MASK = np.zeros((0, 0), dtype=np.bool_)
 _NO_SPANS = np.zeros((0, 3), dtype=np.int64)
-#: `region_statistics` switches to the sorted-cell kernels when the regions' pixels add
-#: up to more than this many images: then sorting each pixel once beats reading it in
-#: every clipping pass of every region that holds it.
+#: `region_statistics` switches to the bucketed-cell kernels when the regions' pixels
+#: add up to more than this many images: then bucketing each pixel once beats reading
+#: it in every clipping pass of every region that holds it.
 _CELL_COVERAGE = 2.5
-# Per-thread scratch memory of the cell sort, kept between calls: fresh memory costs a
-# page fault per 4 KiB on first touch (~30 ms for the 16 MB of a 2048x2048 image).
+# Per-thread scratch memory of the cell buckets (one array per dtype), kept between
+# calls: fresh memory costs a page fault per 4 KiB on first touch (~30 ms for the
+# 16 MB of a 2048x2048 image).
 _SCRATCH = threading.local()
 
 
@@ -216,9 +217,10 @@ def region_statistics(
     The results are those of ``stat(data, mask, spans)`` for every region (and of
     ``stat(data, mask)`` when ``whole``), up to the last bits of the sums. When the
     regions overlap heavily (their pixels add up to more than `_CELL_COVERAGE` images)
-    the image is cut once into cells of equal region coverage whose values are sorted,
-    so that every clipping pass of every region costs a few binary searches instead of
-    a pass over its pixels (see the "sorted cells" kernels in `skyeq._kernels`).
+    the image is cut once into cells of equal region coverage whose values are
+    distributed into value buckets, so that every clipping pass of every region reads
+    prefix sums and two buckets per cell instead of all its pixels (see the "bucketed
+    cells" kernels in `skyeq._kernels`).
 
     Parameters
     ----------
@@ -265,16 +267,13 @@ def region_statistics(
         out = [SkyValue(math.ldexp(float(v), -k), int(c))
                for v, c in zip(value, count, strict=True)]
         return (out[nreg] if whole else None), out[:nreg]
-    vals, cstart, cend, keys = _kernels.cell_partition(
-        arr, mask_arg, good is not None, all_spans, reg_off, lower, upper, whole
-    )
-    _SCRATCH.buf = _kernels.sort_cells(vals, cstart, cend, getattr(_SCRATCH, "buf", None))
-    big = int(np.argmax(cend - cstart))
-    shift = float(vals[(cstart[big] + cend[big]) // 2]) if cend[big] > cstart[big] else 0.0
-    p1, p2, poff = _kernels.cell_prefix(vals, cstart, cend, shift)
+    scratch = getattr(_SCRATCH, arr.dtype.char, None)
+    if scratch is None or scratch.size < arr.size:
+        scratch = np.empty(arr.size, dtype=arr.dtype)
+        setattr(_SCRATCH, arr.dtype.char, scratch)
     value, count = _kernels.cell_stats(
-        vals, p1, p2, poff, cstart, cend, keys, nreg, whole, shift, lower, upper, stat.nclip,
-        stat.lsigma, stat.usigma, stat.binwidth, code,
+        arr, mask_arg, good is not None, all_spans, reg_off, whole, lower, upper, stat.nclip,
+        stat.lsigma, stat.usigma, stat.binwidth, code, scratch,
     )
     out = [SkyValue(math.ldexp(float(v), -k), int(c)) for v, c in zip(value, count, strict=True)]
     return (out[nreg] if whole else None), out[:nreg]

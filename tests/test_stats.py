@@ -399,7 +399,7 @@ def test_skyvalue_is_a_tuple():
 
 
 # --------------------------------------------------------------------------------------
-# many regions of one image: the direct kernel and the sorted-cell kernels
+# many regions of one image: the direct kernel and the bucketed-cell kernels
 # --------------------------------------------------------------------------------------
 
 
@@ -442,7 +442,7 @@ def test_region_statistics_equal_one_call_per_region(name, monkeypatch):
         np.testing.assert_array_equal(
             np.array([whole, *got], dtype=float), np.array([expect_whole, *expect], dtype=float)
         )
-        # sorted cells: the same pixels, sums in another order
+        # bucketed cells: the same pixels, sums in another order
         monkeypatch.setattr(stats_mod, "_CELL_COVERAGE", 0.0)
         whole, got = stats_mod.region_statistics(st, img, mask, regions, whole=True)
         for a, b in zip([whole, *got], [expect_whole, *expect], strict=True):
@@ -453,17 +453,17 @@ def test_region_statistics_equal_one_call_per_region(name, monkeypatch):
                 assert a.value == pytest.approx(b.value, rel=1e-12, abs=1e-10), trial
 
 
-def test_region_statistics_pick_sorted_cells_for_heavy_overlap(monkeypatch):
+def test_region_statistics_pick_bucketed_cells_for_heavy_overlap(monkeypatch):
     from skyeq import _kernels as kernels
     from skyeq import stats as stats_mod
 
     img = np.arange(100.0).reshape(10, 10)
     regions = [_rect(0, 9, 0, 9), _rect(0, 9, 0, 8), _rect(1, 9, 0, 9)]
     calls = []
-    real = kernels.cell_partition
-    monkeypatch.setattr(kernels, "cell_partition", lambda *a: calls.append(1) or real(*a))
+    real = kernels.cell_stats
+    monkeypatch.setattr(kernels, "cell_stats", lambda *a: calls.append(1) or real(*a))
     _, got = stats_mod.region_statistics(SkyStat("median", nclip=0), img, None, regions)
-    assert calls == [1]  # 3 regions of ~1 image each: sorted cells
+    assert calls == [1]  # 3 regions of ~1 image each: bucketed cells
     assert got == [(49.5, 100), (49.0, 90), (54.5, 90)]
     # small regions stay on the direct kernel
     _, got = stats_mod.region_statistics(
@@ -498,66 +498,84 @@ def test_masked_regions_equal_numpy_whichever_way_they_are_gathered(bad_fraction
     assert npix == inside.size and value == pytest.approx(inside.mean(), rel=1e-13)
 
 
+def _awkward_images(dtype):
+    """Value distributions that stress the bucket placement of the cell kernels."""
+    rng = np.random.default_rng(17)
+    shape = (90, 110)
+    n = shape[0] * shape[1]
+    mixture = np.where(rng.random(n) < 0.6, 50.0 + rng.normal(0, 1e-4, n),
+                       rng.uniform(-500, 500, n))  # a narrow spike holding the quartiles
+    wide = 10.0 ** rng.uniform(-30, 30, n) * rng.choice([-1.0, 1.0], n)
+    ties = rng.integers(-3, 4, n).astype(float)
+    signed = rng.normal(0.0, 2.0, n)
+    signed[:50] = 0.0
+    signed[50:100] = -0.0
+    signed[100:110] = np.inf
+    signed[110:120] = -np.inf
+    one = np.full(n, np.nan)
+    one[n // 2] = 3.0
+    for name, flat in (("constant", np.full(n, 7.25)), ("mixture", mixture), ("wide", wide),
+                       ("ties", ties), ("signed", signed), ("one usable", one)):
+        yield name, flat.reshape(shape).astype(dtype)
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_sort_cells_equals_numpy_sort(dtype):
-    # cells below and above the radix threshold, negative values, both zeros, infinite
-    # values, repeated values, an all-equal cell, values of every magnitude; the slots
-    # between cells are left alone
-    rng = np.random.default_rng(8)
-    big = _kernels.stats._RADIX_MIN
-    parts = [
-        rng.normal(100.0, 1.0, 10),
-        rng.normal(0.0, 1e3, big + 1),
-        np.concatenate([[0.0, -0.0, np.inf, -np.inf, 5.0, 5.0], rng.normal(0, 1, big)]),
-        np.full(3 * big, 7.25),
-        10.0 ** rng.uniform(-30, 30, 2 * big) * rng.choice([-1.0, 1.0], 2 * big),
-        rng.integers(-3, 4, 5 * big).astype(float),
-        np.zeros(0),
-    ]
-    vals = np.concatenate([np.concatenate([p, [12345.0]]) for p in parts]).astype(dtype)
-    lens = np.array([len(p) for p in parts])
-    cstart = np.concatenate([[0], np.cumsum(lens + 1)[:-1]]).astype(np.int64)
-    cend = cstart + lens
-    expect = vals.copy()
-    for a, b in zip(cstart, cend, strict=True):
-        expect[a:b].sort()
-    got = vals.copy()
-    _kernels.sort_cells(got, cstart, cend)
-    np.testing.assert_array_equal(got, expect)
-    assert np.all(got[cend[:-1]] == 12345.0)  # the separators
-    # -0.0 comes before +0.0 (numpy leaves them in any order)
-    zeros = np.flatnonzero(got[cstart[2] : cend[2]] == 0.0) + cstart[2]
-    assert np.signbit(got[zeros]).tolist()[:1] == [True]
-    # a reused scratch buffer, too short or long enough, gives the same
-    for scratch in (np.empty(8, np.uint8), np.empty(2 * 5 * big * 8, np.uint8)):
-        again = vals.copy()
-        _kernels.sort_cells(again, cstart, cend, scratch)
-        np.testing.assert_array_equal(again, expect)
+def test_bucketed_cells_equal_one_call_per_region_on_awkward_data(dtype, monkeypatch):
+    # the buckets are placed from a sample's median and quartiles: data whose quartiles
+    # coincide, whose values span 60 decades, that are integers with ties, or that hold
+    # both zeros and infinities must still give the pixels and the order statistics of
+    # the direct kernel exactly
+    from skyeq import stats as stats_mod
+
+    regions = [_rect(0, 89, 0, 109), _rect(5, 80, 0, 100), _rect(10, 89, 20, 109),
+               _rect(0, 44, 0, 54)]
+    monkeypatch.setattr(stats_mod, "_CELL_COVERAGE", 0.0)
+    for name, img in _awkward_images(dtype):
+        for stat in ("mean", "median", "mode", "midpt"):
+            for nclip in (0, 3):
+                st = SkyStat(stat, nclip=nclip)
+                expect = [st(img, None, s) for s in regions]
+                whole, got = stats_mod.region_statistics(st, img, None, regions, whole=True)
+                for a, b in zip([whole, *got], [st(img), *expect], strict=True):
+                    assert a.npix == b.npix, (name, stat, nclip)
+                    if b.npix == 0:
+                        assert np.isnan(a.value)
+                    elif stat == "median":  # the same pixels: the same median, bit for bit
+                        assert a.value == b.value, (name, nclip)
+                    elif name != "wide":  # 60 decades: sums in another order differ by more
+                        # than 1e-12 (their condition number is huge); the pixels are equal
+                        assert a.value == pytest.approx(b.value, rel=1e-12, abs=1e-300), (
+                            name, stat, nclip)
 
 
-def test_radix_sort_pure_python_matches_the_compiled_kernel():
+def test_bucket_partition_pure_python_matches_the_compiled_kernel():
     rng = np.random.default_rng(9)
-    bits = rng.normal(0.0, 50.0, 300).astype(np.float32)
-    expect = np.sort(bits)
-    work = bits.view(np.uint32).copy()
-    _kernels.stats._radix_sort_floats.py_func(work, np.uint32(1 << 31), np.empty(600, np.uint32))
-    np.testing.assert_array_equal(work.view(np.float32), expect)
-
-
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("varying_bytes", [1, 2, 3])
-@pytest.mark.parametrize("sign", [1.0, -1.0])
-def test_radix_sort_with_only_the_low_bytes_varying(dtype, varying_bytes, sign):
-    # only the lowest 1-3 bytes of the patterns vary: 1-3 radix passes (the single-pass
-    # path copies back from scratch; the others end in place), on either sign
-    uint = np.uint32 if dtype == np.float32 else np.uint64
-    base = np.array([sign * 100.0], dtype=dtype).view(uint)[0]
-    base = uint(int(base) & ~((1 << (8 * varying_bytes)) - 1))
-    rng = np.random.default_rng(varying_bytes)
-    n = 3 * _kernels.stats._RADIX_MIN
-    low = rng.integers(0, 1 << (8 * varying_bytes), n).astype(uint)
-    vals = (base | low).view(dtype)
-    assert np.unique(vals.view(uint) >> uint(8 * varying_bytes)).size == 1
-    got = vals.copy()
-    _kernels.sort_cells(got, np.array([0]), np.array([n]))
-    np.testing.assert_array_equal(got, np.sort(vals))
+    img = rng.normal(20.0, 3.0, (12, 15)).astype(np.float32)
+    img[2, 3] = 1e6
+    spans = np.concatenate([_rect(0, 11, 0, 14), _rect(3, 9, 2, 12)])
+    reg_off = np.array([0, 12, 19], dtype=np.int64)
+    kern = _kernels.stats
+    seg, keys = kern._cell_segments(spans, reg_off, 12, 15, False)
+    seg_py, keys_py = kern._cell_segments.py_func(spans, reg_off, 12, 15, False)
+    np.testing.assert_array_equal(seg, seg_py)
+    np.testing.assert_array_equal(keys, keys_py)
+    assert keys.tolist() == [1, 3]
+    args = (img, np.zeros((0, 0), bool), False, seg, 2, -3e38, 3e38)  # float32-safe limits
+    part, bins, shift = kern._bucket_partition(*args, np.empty(img.size, np.float32))
+    part_py, bins_py, shift_py = kern._bucket_partition.py_func(*args,
+                                                                np.empty(img.size, np.float32))
+    assert bins == bins_py and shift == shift_py
+    for got, expect in zip(part, part_py, strict=True):
+        np.testing.assert_array_equal(got, expect)
+    vals, start = part[0], part[1]
+    nb = bins[2]
+    # every cell's buckets hold its values, in non-decreasing bucket order
+    for c, rows in enumerate((_rect(0, 11, 0, 14), _rect(3, 9, 2, 12))):
+        cell = np.zeros(img.shape, bool)
+        for r, x0, x1 in rows:
+            cell[r, x0 : x1 + 1] = True
+        if c == 0:
+            cell[3:10, 2:13] = False
+        got = np.sort(vals[start[c * (nb + 2)] : start[(c + 1) * (nb + 2)]])
+        np.testing.assert_array_equal(got, np.sort(img[cell]))
+    assert part[5][(nb + 2) - 1] == np.float32(1e6)  # the value above every fine bucket

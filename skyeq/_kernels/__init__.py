@@ -21,8 +21,6 @@ from .stats import (
     STAT_MEDIAN,
     STAT_MIDPT,
     STAT_MODE,
-    cell_partition,
-    cell_prefix,
     cell_stats,
     clip_moments,
     histogram_stat,
@@ -31,7 +29,6 @@ from .stats import (
     region_stats,
     select_kth,
     sky_stat,
-    sort_cells,
 )
 
 __all__ = [
@@ -40,8 +37,6 @@ __all__ = [
     "STAT_MEDIAN",
     "STAT_MIDPT",
     "STAT_MODE",
-    "cell_partition",
-    "cell_prefix",
     "cell_stats",
     "clip_moments",
     "convex_parts",
@@ -55,7 +50,6 @@ __all__ = [
     "scan_spans",
     "select_kth",
     "sky_stat",
-    "sort_cells",
     "stats",
     "warm",
     "warmup",

@@ -41,8 +41,6 @@ __all__ = [
     "STAT_MEDIAN",
     "STAT_MIDPT",
     "STAT_MODE",
-    "cell_partition",
-    "cell_prefix",
     "cell_stats",
     "clip_moments",
     "histogram_stat",
@@ -51,7 +49,6 @@ __all__ = [
     "region_stats",
     "select_kth",
     "sky_stat",
-    "sort_cells",
     "warmup",
 ]
 
@@ -246,21 +243,20 @@ def _first_within(buf, n, lo, hi):
 
 
 @njit(cache=True, nogil=True)
-def _moments_of(kind, buf, n, vals, p1, p2, poff, cstart, cend, cells, lo, hi, shift):
-    """One moments pass: over ``buf[:n]`` (``kind`` 0) or over sorted cells (``kind`` 1)."""
+def _moments_of(kind, buf, n, part, bins, cells, lo, hi, shift):
+    """One moments pass: over ``buf[:n]`` (``kind`` 0) or over bucketed cells (``kind`` 1)."""
     if kind == 0:
         return moments(buf, n, lo, hi, shift)
-    return _cell_moments(vals, p1, p2, poff, cstart, cend, cells, lo, hi, shift)
+    return _bucket_moments(part, bins, cells, lo, hi, shift)
 
 
 @njit(cache=True, nogil=True)
-def _clip(kind, buf, n, vals, p1, p2, poff, cstart, cend, cells, shift0, lower, upper, nclip,
-          lsig, usig):
+def _clip(kind, buf, n, part, bins, cells, shift0, lower, upper, nclip, lsig, usig):
     """Run the clipping loop of `clip_moments` over a buffer or over sorted cells.
 
     ``kind`` 0 reads ``buf[:n]`` (the cell arguments are placeholders); ``kind`` 1 reads
-    the cells ``cells`` of a partition (`cell_partition`) with block prefix sums
-    (`cell_prefix`) shifted by ``shift0`` (``buf`` and ``n`` are placeholders).
+    the cells ``cells`` of a bucket partition (`_bucket_partition`, sums shifted by
+    ``shift0``; ``buf`` and ``n`` are placeholders).
     """
     lo = lower
     hi = upper
@@ -272,8 +268,7 @@ def _clip(kind, buf, n, vals, p1, p2, poff, cstart, cend, cells, shift0, lower, 
             return 0, np.nan, np.nan, lo, hi
     else:
         shift = shift0
-    count, mean, std = _moments_of(kind, buf, n, vals, p1, p2, poff, cstart, cend, cells, lo,
-                                   hi, shift)
+    count, mean, std = _moments_of(kind, buf, n, part, bins, cells, lo, hi, shift)
     if kind == 0:
         shift = mean
     prev_count = -1
@@ -295,8 +290,7 @@ def _clip(kind, buf, n, vals, p1, p2, poff, cstart, cend, cells, shift0, lower, 
         prev_count = count
         prev_mean = mean
         prev_std = std
-        count, mean, std = _moments_of(kind, buf, n, vals, p1, p2, poff, cstart, cend, cells,
-                                       lo, hi, shift)
+        count, mean, std = _moments_of(kind, buf, n, part, bins, cells, lo, hi, shift)
     return count, mean, std, lo, hi
 
 
@@ -318,9 +312,17 @@ def clip_moments(buf, n, lower, upper, nclip, lsig, usig):
     lo, hi : float
         The bounds that final pass used.
     """
+    part, bins, cells = _no_cells(buf)
+    return _clip(0, buf, n, part, bins, cells, 0.0, lower, upper, nclip, lsig, usig)
+
+
+@njit(cache=True, nogil=True)
+def _no_cells(buf):
+    """Placeholders for the bucketed-cell arguments of `_clip` and `_hist_stat` (kind 0)."""
     f0 = np.empty(0)
     i0 = np.empty(0, dtype=np.int64)
-    return _clip(0, buf, n, buf, f0, f0, i0, i0, i0, i0, 0.0, lower, upper, nclip, lsig, usig)
+    v0 = np.empty(0, dtype=buf.dtype)
+    return (v0, i0, f0, f0, v0, v0), (0.0, 0.0, 0), i0
 
 
 @njit(cache=True, nogil=True)
@@ -543,21 +545,21 @@ def histogram_stat(buf, n, lo, hi, upper, std, binwidth, want_midpt):
         of a single bin is the exact median of the survivors; the mode of a single bin
         is ``mn + hw / 2``.
     """
-    i0 = np.empty(0, dtype=np.int64)
-    return _hist_stat(0, buf, n, buf, i0, i0, i0, lo, hi, upper, std, binwidth, want_midpt)
+    part, bins, cells = _no_cells(buf)
+    return _hist_stat(0, buf, n, part, bins, cells, lo, hi, upper, std, binwidth, want_midpt)
 
 
 @njit(cache=True, nogil=True)
-def _hist_stat(kind, buf, n, vals, cstart, cend, cells, lo, hi, upper, std, binwidth,
-               want_midpt):
-    """`histogram_stat` over ``buf[:n]`` (``kind`` 0) or over sorted cells (``kind`` 1).
+def _hist_stat(kind, buf, n, part, bins, cells, lo, hi, upper, std, binwidth, want_midpt):
+    """`histogram_stat` over ``buf[:n]`` (``kind`` 0) or over bucketed cells (``kind`` 1).
 
-    For ``kind`` 1 pass ``vals`` as ``buf`` (it sets the precision of the binning).
+    For ``kind`` 1 pass the partition's values as ``buf`` (they set the precision of
+    the binning).
     """
     if kind == 0:
         mn, mx = _minmax_within(buf, n, lo, hi)
     else:
-        mn, mx = _cell_minmax(vals, cstart, cend, cells, lo, hi)
+        mn, mx = _bucket_minmax(part, bins, cells, lo, hi)
     if mn > mx:
         return np.nan
     hw = binwidth * std
@@ -567,7 +569,7 @@ def _hist_stat(kind, buf, n, vals, cstart, cend, cells, lo, hi, upper, std, binw
         if want_midpt:
             if kind == 0:
                 return median_within(buf, n, lo, hi)
-            return _cell_median(vals, cstart, cend, cells, lo, hi)
+            return _bucket_median(part, bins, cells, lo, hi)
         return mn + 0.5 * hw
     nbins = int(drange / hw) + 1
     if nbins > _MAX_BINS:
@@ -589,7 +591,7 @@ def _hist_stat(kind, buf, n, vals, cstart, cend, cells, lo, hi, upper, std, binw
     if kind == 0:
         counts = _hist_counts(buf, n, h0, top, upper, inv, nbins)
     else:
-        counts = _cell_hist_counts(vals, cstart, cend, cells, h0, top, upper, inv, nbins)
+        counts = _bucket_hist_counts(part, bins, cells, h0, top, upper, inv, nbins)
     if want_midpt:
         total = 0
         for b in range(nbins):
@@ -719,79 +721,62 @@ def region_stats(data, mask, use_mask, spans, reg_off, whole, lower, upper, ncli
 
 
 # --------------------------------------------------------------------------------------
-# many regions of one image: sorted cells
+# many regions of one image: bucketed cells
 # --------------------------------------------------------------------------------------
 # When the regions of one image overlap heavily (dithers: every overlap is nearly the
 # whole image), reading every region's pixels in every clipping pass costs regions x
 # pixels. Instead the image is cut once into *cells*, the maximal sets of pixels covered
-# by the same regions (`cell_partition`); the usable values of every cell are sorted
-# once (by the caller, with numpy's sort) and given block prefix sums of their shifted
-# values and squares (`cell_prefix`). Then a moments pass of a region is two binary searches
-# per cell, its median a selection over the cells' sorted runs and its histogram a
-# binary search per bin edge (`cell_stats`). The pixel sets are exactly those of the
-# buffer kernels; only the order of summation (the last bits of mean and sigma) differs.
+# by the same regions (`_cell_segments`), and the usable values of every cell are
+# distributed into value *buckets* (a counting sort on a monotone bucket index: two
+# reads of the image, no sort), with each bucket's count, shifted sums, smallest and
+# largest value (`_bucket_partition`). A moments pass of a region then reads whole
+# buckets from prefix sums and scans only the two buckets its clip bounds fall in; its
+# median is a selection inside the one bucket that holds the rank; its histogram
+# counts whole buckets and scans those that straddle a bin edge (`cell_stats`).
+#
+# The bucket index is monotone non-decreasing in the value, so a value in a bucket
+# below the one of ``lo`` is below ``lo`` and one in a bucket above is above it: every
+# decision on whole buckets is exact, and the pixel sets are exactly those of the
+# buffer kernels; only the order of summation (the last bits of mean and sigma)
+# differs.
 
 #: Regions one partition can hold (a cell is keyed by an int64 bit set of its regions).
 MAX_CELL_REGIONS = 62
+#: Values sampled to place the buckets (median and interquartile range).
+_BUCKET_SAMPLE = 16384
+#: The fine buckets span the sample median +- this many interquartile ranges (about
+#: +-10.8 sigma of a Gaussian sky); values outside fall in one bucket below and one above.
+_BUCKET_REACH = 8.0
+#: Most fine buckets per cell (2048 over +-10.8 sigma: a few thousand values in the
+#: fullest bucket of a 2048x2048 image); fewer for small images (one per ~512 values).
+#: Measured on six 2048x2048 dithers: 512 to 2048 buckets cost the same, 4096 ~10 %
+#: more (the scatter then writes to too many places at once).
+_BUCKETS_MAX = 2048
 
 
 @njit(cache=True, nogil=True)
-def _first_at_least(vals, a, b, x):
-    """First index in ``[a, b)`` of sorted ``vals`` with ``vals[k] >= x`` (``b`` if none)."""
-    while a < b:
-        m = (a + b) >> 1
-        if vals[m] < x:
-            a = m + 1
-        else:
-            b = m
-    return a
-
-
-@njit(cache=True, nogil=True)
-def _first_above(vals, a, b, x):
-    """First index in ``[a, b)`` of sorted ``vals`` with ``vals[k] > x`` (``b`` if none)."""
-    while a < b:
-        m = (a + b) >> 1
-        if vals[m] <= x:
-            a = m + 1
-        else:
-            b = m
-    return a
-
-
-@njit(cache=True, nogil=True)
-def cell_partition(data, mask, use_mask, spans, reg_off, lower, upper, with_rest):
-    """Cut an image into cells of equal region coverage and gather their usable pixels.
+def _cell_segments(spans, reg_off, ny, nx, with_rest):
+    """Cut an image into row segments of equal region coverage, grouped into cells.
 
     Parameters
     ----------
-    data : ndarray, 2-D
-        Image values.
-    mask : ndarray of bool, 2-D
-        Good-pixel mask, read only when ``use_mask`` is true.
-    use_mask : bool
-        Whether ``mask`` applies.
     spans : ndarray of int64, shape (k, 3)
         The row spans of every region, concatenated; each region's spans sorted by row
         and disjoint.
     reg_off : ndarray of int64, shape (R + 1,)
         Offsets of each region's spans in ``spans`` (``R <= MAX_CELL_REGIONS``).
-    lower, upper : float
-        Finite inclusive bounds on usable values (NaN and inf are never usable).
+    ny, nx : int
+        The image shape.
     with_rest : bool
-        Also gather the pixels that lie in no region (the cell with key 0).
+        Also cut the pixels that lie in no region (the cell with key 0).
 
     Returns
     -------
-    vals : ndarray, 1-D, data dtype
-        The usable values, cell by cell (unsorted); cell ``c`` holds
-        ``vals[cstart[c]:cend[c]]``, cells are separated by at least one unused slot.
-    cstart, cend : ndarray of int64
-        Where each cell's values start and end.
+    seg : ndarray of int64, shape (nseg, 4)
+        ``(row, first column, last column, cell)`` of every segment, row by row.
     keys : ndarray of int64
         Each cell's regions as a bit set (bit ``r`` for region ``r``), ascending.
     """
-    ny, nx = data.shape
     nreg = reg_off.shape[0] - 1
     ptr = reg_off[:-1].copy()
     ev_col = np.empty(2 * spans.shape[0] + 2, dtype=np.int64)
@@ -842,448 +827,348 @@ def cell_partition(data, mask, use_mask, spans, reg_off, lower, upper, with_rest
                 x = col
             if e < ne:
                 key += ev_bit[e]
-    keys = np.unique(seg[:nseg, 3])
-    ncell = keys.shape[0]
-    cid = np.searchsorted(keys, seg[:nseg, 3])
-    cap = np.zeros(ncell, dtype=np.int64)
-    for k in range(nseg):
-        cap[cid[k]] += seg[k, 2] - seg[k, 1] + 1
-    cstart = np.empty(ncell, dtype=np.int64)
-    total = 0
-    for c in range(ncell):
-        cstart[c] = total
-        total += cap[c] + 1  # one spare slot: the branchless store below may write there
-    vals = np.empty(max(total, 1), dtype=data.dtype)
-    cend = cstart.copy()
-    for k in range(nseg):
-        c = cid[k]
-        r = seg[k, 0]
-        w = cend[c]
-        if use_mask:
-            for col in range(seg[k, 1], seg[k, 2] + 1):
-                v = data[r, col]
-                vals[w] = v
-                w += mask[r, col] & (v >= lower) & (v <= upper)
-        else:
-            for col in range(seg[k, 1], seg[k, 2] + 1):
-                v = data[r, col]
-                vals[w] = v
-                w += (v >= lower) & (v <= upper)
-        cend[c] = w
-    return vals, cstart, cend, keys
-
-
-#: Cells with fewer values than this are sorted by numba's quicksort, larger ones by the
-#: radix sort of `sort_cells`.
-_RADIX_MIN = 2048
-
-
-#: Bits per radix-sort digit: 256 buckets (the scatter stays in cache; measured faster
-#: than 11-bit digits, which need fewer passes). A pass whose digit never varies (the
-#: sign and the exponent of a sky image, typically) is skipped.
-_RADIX_BITS = 8
+    seg = seg[:nseg].copy()
+    keys = np.unique(seg[:, 3])
+    seg[:, 3] = np.searchsorted(keys, seg[:, 3])
+    return seg, keys
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _to_key(u, signbit, allbits):
-    """Float bit pattern -> unsigned key in the same order (negatives flipped)."""
-    return u ^ allbits if u & signbit else u | signbit
-
-
-@njit(cache=True, nogil=True, inline="always")
-def _from_key(k, signbit, allbits):
-    """Inverse of `_to_key`."""
-    return k ^ signbit if k & signbit else k ^ allbits
-
-
-@njit(cache=True, nogil=True)
-def _scatter(src, dst, pos, shift, signbit, allbits, kind):
-    """One radix pass: move ``src`` into ``dst`` by the digit at ``shift``.
-
-    ``kind`` says what the words are: 0 keys in and out, 1 float patterns in (made
-    keys), 2 keys in (written back as float patterns), 3 patterns in and out. Each
-    kind compiles to its own branch-free loop.
-    """
-    mask = (1 << _RADIX_BITS) - 1
-    if kind == 0:
-        for i in range(src.shape[0]):
-            k = src[i]
-            c = (k >> shift) & mask
-            dst[pos[c]] = k
-            pos[c] += 1
-    elif kind == 1:
-        for i in range(src.shape[0]):
-            k = _to_key(src[i], signbit, allbits)
-            c = (k >> shift) & mask
-            dst[pos[c]] = k
-            pos[c] += 1
-    elif kind == 2:
-        for i in range(src.shape[0]):
-            k = src[i]
-            c = (k >> shift) & mask
-            dst[pos[c]] = _from_key(k, signbit, allbits)
-            pos[c] += 1
-    else:
-        for i in range(src.shape[0]):
-            u = src[i]
-            c = (_to_key(u, signbit, allbits) >> shift) & mask
-            dst[pos[c]] = u
-            pos[c] += 1
+def _bucket(v, a, inv, nb):
+    """Bucket of value ``v``: 0 below ``a``, 1..nb fine, nb + 1 above (monotone in ``v``)."""
+    t = (v - a) * inv
+    if t < 0.0:
+        return 0
+    if t >= nb:
+        return nb + 1
+    return 1 + int(t)
 
 
 @njit(cache=True, nogil=True)
-def _radix_sort_floats(bits, signbit, tmp):
-    """Sort floats given as bit patterns, in place: LSD radix sort on order keys.
+def _bucket_placement(data, mask, use_mask, seg, lower, upper):
+    """Place the fine buckets from a strided sample of the segments' usable values.
 
-    The float order is the unsigned order of the keys `_to_key` makes; keys are made
-    while the first pass reads and turned back while the last one writes, and the
-    passes alternate between two scratch halves so that the last one lands in
-    ``bits``. The histograms of every digit are counted in one read, and a digit that
-    never varies costs no pass. Each pass is a separate tight loop (`_scatter`):
-    about a quarter faster than one loop that branches on the pass.
-
-    Parameters
-    ----------
-    bits : ndarray of uint32 or uint64, 1-D
-        The values' bit patterns (no NaN); sorted by value on return.
-    signbit : uint32 or uint64
-        The sign bit of that width.
-    tmp : ndarray, same dtype, at least twice as long as ``bits``
-        Scratch space.
+    Returns ``(a, inv, nb, shift)``: bucket ``1 + int((v - a) * inv)`` for the ``nb``
+    fine buckets, and the sample median (the shift of the sums). ``inv`` is 0 (one
+    bucket for everything) when the sample has no spread.
     """
-    n = bits.shape[0]
-    allbits = ~(signbit ^ signbit)
-    nbuck = 1 << _RADIX_BITS
-    ndig = (8 * bits.itemsize) // _RADIX_BITS
-    hist = np.zeros((ndig, nbuck), dtype=np.int64)
-    for i in range(n):
-        k = _to_key(bits[i], signbit, allbits)
-        for d in range(ndig):
-            hist[d, (k >> (_RADIX_BITS * d)) & (nbuck - 1)] += 1
-    first = _to_key(bits[0], signbit, allbits)
-    digits = np.empty(ndig, dtype=np.int64)
-    npass = 0
-    for d in range(ndig):
-        if hist[d, (first >> (_RADIX_BITS * d)) & (nbuck - 1)] != n:
-            digits[npass] = d
-            npass += 1
-    if npass == 0:
-        return  # all values equal
-    a = tmp[:n]
-    b = tmp[n : 2 * n]
-    pos = np.empty(nbuck, dtype=np.int64)
-    for q in range(npass):
-        d = digits[q]
-        total = 0
-        for c in range(nbuck):
-            pos[c] = total
-            total += hist[d, c]
-        shift = _RADIX_BITS * d
-        if npass == 1:
-            _scatter(bits, a, pos, shift, signbit, allbits, 3)
-            bits[:] = a
-        elif q == 0:
-            _scatter(bits, a, pos, shift, signbit, allbits, 1)
-        elif q == npass - 1:
-            _scatter(a if q % 2 == 1 else b, bits, pos, shift, signbit, allbits, 2)
-        elif q % 2 == 1:
-            _scatter(a, b, pos, shift, signbit, allbits, 0)
-        else:
-            _scatter(b, a, pos, shift, signbit, allbits, 0)
-
-
-@njit(cache=True, nogil=True)
-def _sort_cells_bits(bits, signbit, cstart, cend, tmp):
-    """Sort the floats whose bit patterns are ``bits``, cell by cell, by radix.
-
-    Parameters
-    ----------
-    bits : ndarray of uint32 or uint64
-        The values viewed as unsigned integers (no NaN among the used slots).
-    signbit : uint32 or uint64
-        The sign bit of that width.
-    cstart, cend : ndarray of int64
-        The cells.
-    tmp : ndarray, same dtype as ``bits``
-        Scratch space, at least twice as long as the largest cell.
-    """
-    for c in range(cstart.shape[0]):
-        a = cstart[c]
-        n = cend[c] - a
-        if n >= _RADIX_MIN:
-            _radix_sort_floats(bits[a : a + n], signbit, tmp)
-
-
-@njit(cache=True, nogil=True)
-def _sort_small_cells(vals, cstart, cend):
-    """Sort in place every cell with fewer than `_RADIX_MIN` values (numba quicksort)."""
-    for c in range(cstart.shape[0]):
-        if cend[c] - cstart[c] < _RADIX_MIN:
-            vals[cstart[c] : cend[c]].sort()
-
-
-def sort_cells(vals, cstart, cend, scratch=None):
-    """Sort the values of every cell of `cell_partition` in place, ascending.
-
-    The same order as ``vals[a:b].sort()`` for every cell (equal values are
-    indistinguishable, but ``-0.0`` now always precedes ``+0.0``), in linear time for
-    large cells: a float sorts as its bit pattern once negative patterns are inverted,
-    so a byte-wise radix sort of the patterns is a sort of the values (about 5x faster
-    than numpy's sort where numpy has no SIMD sort for the type).
-
-    Parameters
-    ----------
-    vals : ndarray of float32 or float64, 1-D, C-contiguous
-        The gathered values; the slots outside the cells are not touched.
-    cstart, cend : ndarray of int64
-        Where each cell's values start and end.
-    scratch : ndarray of uint8, optional
-        Reusable scratch memory of at least ``2 * vals.itemsize`` times the largest cell
-        (fresh memory is slow to touch); allocated when None or too small.
-
-    Returns
-    -------
-    ndarray of uint8 or None
-        The scratch memory used (``scratch`` itself when it was large enough), to pass
-        again next time.
-    """
-    _sort_small_cells(vals, cstart, cend)
-    sizes = cend - cstart
-    nmax = int(sizes.max()) if sizes.size else 0
-    if nmax < _RADIX_MIN:
-        return scratch
-    need = 2 * nmax * vals.itemsize
-    if scratch is None or scratch.size < need:
-        scratch = np.empty(need, dtype=np.uint8)
-    if vals.dtype == np.float32:
-        _sort_cells_bits(vals.view(np.uint32), np.uint32(1 << 31), cstart, cend,
-                         scratch[:need].view(np.uint32))
-    else:
-        _sort_cells_bits(vals.view(np.uint64), np.uint64(1 << 63), cstart, cend,
-                         scratch[:need].view(np.uint64))
-    return scratch
-
-
-#: Values per block of the prefix sums of `cell_prefix`.
-_BLOCK = 64
-
-
-@njit(cache=True, nogil=True)
-def cell_prefix(vals, cstart, cend, shift):
-    """Block prefix sums of ``v - shift`` and its square over every (sorted) cell.
-
-    Only every `_BLOCK`-th prefix sum is stored (a full prefix array would be twice the
-    image in float64, and fresh memory is slow to touch); `_cell_prefix_at` adds the
-    rest of a block when a sum is needed.
-
-    Returns
-    -------
-    p1, p2 : ndarray of float64
-        ``p[poff[c] + j]`` is the sum over the first ``j * _BLOCK`` values of cell ``c``.
-    poff : ndarray of int64
-        Where each cell's block sums start.
-    """
-    ncell = cstart.shape[0]
-    poff = np.empty(ncell, dtype=np.int64)
     total = 0
-    for c in range(ncell):
-        poff[c] = total
-        total += (cend[c] - cstart[c]) // _BLOCK + 1
-    p1 = np.empty(total)
-    p2 = np.empty(total)
-    for c in range(ncell):
-        s = 0.0
-        q = 0.0
-        j = poff[c]
-        p1[j] = 0.0
-        p2[j] = 0.0
-        a = cstart[c]
-        for k in range(a, cend[c]):
-            d = vals[k] - shift
-            s += d
-            q += d * d
-            if (k + 1 - a) % _BLOCK == 0:
-                j += 1
-                p1[j] = s
-                p2[j] = q
-    return p1, p2, poff
+    for s in range(seg.shape[0]):
+        total += seg[s, 2] - seg[s, 1] + 1
+    nb = 16
+    while nb < _BUCKETS_MAX and nb * 512 < total:
+        nb *= 2
+    step = max(1, total // _BUCKET_SAMPLE)
+    sample = np.empty(total // step + 1)
+    m = 0
+    nxt = 0  # index (over all segment pixels) of the next pixel to sample
+    i = 0
+    for s in range(seg.shape[0]):
+        y = seg[s, 0]
+        x0 = seg[s, 1]
+        n = seg[s, 2] - x0 + 1
+        while nxt < i + n:
+            v = data[y, x0 + nxt - i]
+            if (not use_mask or mask[y, x0 + nxt - i]) and v >= lower and v <= upper:
+                sample[m] = v
+                m += 1
+            nxt += step
+        i += n
+    if m == 0:
+        return 0.0, 0.0, nb, 0.0
+    sample = np.sort(sample[:m])
+    med = sample[m // 2]
+    spread = sample[(3 * m) // 4] - sample[m // 4]
+    if not spread > 0.0:
+        spread = sample[m - 1 - m // 100] - sample[m // 100]
+    if not spread > 0.0:
+        spread = sample[m - 1] - sample[0]
+    reach = _BUCKET_REACH * spread
+    if not (reach > 0.0 and math.isfinite(reach) and math.isfinite(nb / (2.0 * reach))):
+        return med, 0.0, nb, med
+    return med - reach, nb / (2.0 * reach), nb, med
 
 
-@njit(cache=True, nogil=True)
-def _cell_prefix_at(vals, p1, p2, poff, a, c, k, shift):
-    """Sum ``v - shift`` and its square over values ``a .. k - 1`` of the cell from ``a``."""
-    j = (k - a) // _BLOCK
-    s = p1[poff[c] + j]
-    q = p2[poff[c] + j]
-    for i in range(a + j * _BLOCK, k):
-        d = vals[i] - shift
+@njit(cache=True, nogil=True, fastmath=_REASSOC)
+def _run_sums(vals, a0, a1, shift):
+    """Sum and sum of squares of ``v - shift``, smallest and largest ``v`` of ``vals[a0:a1]``."""
+    s = 0.0
+    q = 0.0
+    mn = vals[a0]
+    mx = vals[a0]
+    for k in range(a0, a1):
+        v = vals[k]
+        d = v - shift
         s += d
         q += d * d
-    return s, q
+        mn = min(mn, v)
+        mx = max(mx, v)
+    return s, q, mn, mx
 
 
 @njit(cache=True, nogil=True)
-def _cell_moments(vals, p1, p2, poff, cstart, cend, cells, lo, hi, shift):
+def _bucket_partition(data, mask, use_mask, seg, ncell, lower, upper, out):
+    """Distribute the usable values of every cell into value buckets.
+
+    Parameters
+    ----------
+    data, mask, use_mask
+        The image and its good-pixel mask (read when ``use_mask``).
+    seg : ndarray of int64, shape (nseg, 4)
+        From `_cell_segments`.
+    ncell : int
+        Number of cells.
+    lower, upper : float
+        Finite inclusive bounds on usable values (NaN and inf are never usable).
+    out : ndarray, 1-D, data dtype
+        Where the values go: at least as long as the segments' pixels.
+
+    Returns
+    -------
+    part : tuple
+        ``(vals, start, p1, p2, bmin, bmax)``: bucket ``k = cell * (nb + 2) + j`` holds
+        ``vals[start[k]:start[k + 1]]`` (unordered) with smallest and largest value
+        ``bmin[k]``, ``bmax[k]``; ``p1[k]``, ``p2[k]`` are the sums of ``v - shift`` and
+        of its square over the fine buckets ``1 .. j - 1`` of the cell.
+    bins : tuple
+        ``(a, inv, nb)``, see `_bucket`.
+    shift : float
+        The shift of the sums.
+    """
+    a, inv, nb, shift = _bucket_placement(data, mask, use_mask, seg, lower, upper)
+    nbt = nb + 2
+    nk = ncell * nbt
+    start = np.zeros(nk + 1, dtype=np.int64)
+    for s in range(seg.shape[0]):
+        y = seg[s, 0]
+        base = seg[s, 3] * nbt + 1  # counts land one slot up: start is their prefix sum
+        for x in range(seg[s, 1], seg[s, 2] + 1):
+            v = data[y, x]
+            if (not use_mask or mask[y, x]) and v >= lower and v <= upper:
+                start[base + _bucket(v, a, inv, nb)] += 1
+    for k in range(nk):
+        start[k + 1] += start[k]
+    pos = start[:-1].copy()
+    for s in range(seg.shape[0]):
+        y = seg[s, 0]
+        base = seg[s, 3] * nbt
+        for x in range(seg[s, 1], seg[s, 2] + 1):
+            v = data[y, x]
+            if (not use_mask or mask[y, x]) and v >= lower and v <= upper:
+                k = base + _bucket(v, a, inv, nb)
+                out[pos[k]] = v
+                pos[k] += 1
+    p1 = np.zeros(nk + 1)
+    p2 = np.zeros(nk + 1)
+    bmin = np.full(nk, np.inf, dtype=out.dtype)
+    bmax = np.full(nk, -np.inf, dtype=out.dtype)
+    for c in range(ncell):
+        s1 = 0.0
+        s2 = 0.0
+        for j in range(nbt):
+            k = c * nbt + j
+            p1[k] = s1
+            p2[k] = s2
+            if start[k + 1] > start[k]:
+                s, q, bmin[k], bmax[k] = _run_sums(out, start[k], start[k + 1], shift)
+                if 1 <= j <= nb:
+                    s1 += s
+                    s2 += q
+    return (out, start, p1, p2, bmin, bmax), (a, inv, nb), shift
+
+
+@njit(cache=True, nogil=True)
+def _bucket_moments(part, bins, cells, lo, hi, shift):
     """Count, mean and ddof=1 std of the values within ``[lo, hi]`` of some cells."""
+    vals, start, p1, p2, _, _ = part
+    a, inv, nb = bins
+    nbt = nb + 2
+    jl = _bucket(lo, a, inv, nb)
+    jh = _bucket(hi, a, inv, nb)
     count = 0
     s = 0.0
     q = 0.0
     for i in range(cells.shape[0]):
-        c = cells[i]
-        a = _first_at_least(vals, cstart[c], cend[c], lo)
-        b = _first_above(vals, a, cend[c], hi)
-        if b == a:
-            continue
-        count += b - a
-        sb, qb = _cell_prefix_at(vals, p1, p2, poff, cstart[c], c, b, shift)
-        sa, qa = _cell_prefix_at(vals, p1, p2, poff, cstart[c], c, a, shift)
-        s += sb - sa
-        q += qb - qa
+        base = cells[i] * nbt
+        k = base + jl
+        n, ds, dq = _sums(vals[start[k]:start[k + 1]], start[k + 1] - start[k], lo, hi, shift)
+        count += n
+        s += ds
+        q += dq
+        if jh > jl:
+            kh = base + jh
+            n, ds, dq = _sums(vals[start[kh]:start[kh + 1]], start[kh + 1] - start[kh], lo, hi,
+                              shift)
+            count += n + start[kh] - start[k + 1]  # the fine buckets strictly between
+            s += ds + p1[kh] - p1[k + 1]
+            q += dq + p2[kh] - p2[k + 1]
     return _moments_from_sums(count, s, q, shift)
 
 
 @njit(cache=True, nogil=True)
-def _cell_ranges(vals, cstart, cend, cells, lo, hi):
-    """Index ranges ``[a, b)`` of the values within ``[lo, hi]`` in every cell of ``cells``."""
-    nc = cells.shape[0]
-    a = np.empty(nc, dtype=np.int64)
-    b = np.empty(nc, dtype=np.int64)
-    for i in range(nc):
-        c = cells[i]
-        a[i] = _first_at_least(vals, cstart[c], cend[c], lo)
-        b[i] = _first_above(vals, a[i], cend[c], hi)
-    return a, b
+def _count_within(vals, a0, a1, lo, hi):
+    """Count the values of ``vals[a0:a1]`` within ``[lo, hi]``."""
+    n = 0
+    for k in range(a0, a1):
+        v = vals[k]
+        n += (v >= lo) & (v <= hi)
+    return n
 
 
 @njit(cache=True, nogil=True)
-def _cell_kth(vals, a, b, k):
-    """Return the ``k``-th smallest value of the sorted runs ``vals[a[i]:b[i]]``.
+def _bucket_kth(part, bins, cells, lo, hi, rank):
+    """Return the ``rank``-th smallest value within ``[lo, hi]`` of some cells (NaN if fewer).
 
-    ``a`` and ``b`` are consumed. Each round splits the longest run at its middle value
-    and keeps the side that holds rank ``k``, so it takes O(runs * log n) rounds.
+    Returned in the data's type: the mean of the two middle values of an even count is
+    then taken in the data's precision, as `median_within` does.
     """
-    nc = a.shape[0]
-    lt = np.empty(nc, dtype=np.int64)
-    le = np.empty(nc, dtype=np.int64)
-    while True:
-        best = 0
-        size = -1
-        for i in range(nc):
-            if b[i] - a[i] > size:
-                size = b[i] - a[i]
-                best = i
-        piv = vals[(a[best] + b[best]) >> 1]
-        nlt = 0
-        nle = 0
-        for i in range(nc):
-            lt[i] = _first_at_least(vals, a[i], b[i], piv)
-            le[i] = _first_above(vals, lt[i], b[i], piv)
-            nlt += lt[i] - a[i]
-            nle += le[i] - a[i]
-        if k < nlt:
-            b[:] = lt
-        elif k < nle:
-            return float(piv)
-        else:
-            k -= nle
-            a[:] = le
+    vals, start, _, _, _, _ = part
+    a, inv, nb = bins
+    nbt = nb + 2
+    jl = _bucket(lo, a, inv, nb)
+    jh = _bucket(hi, a, inv, nb)
+    before = 0
+    for j in range(jl, jh + 1):
+        n = 0
+        size = 0
+        for i in range(cells.shape[0]):
+            k = cells[i] * nbt + j
+            size += start[k + 1] - start[k]
+            if j == jl or j == jh:
+                n += _count_within(vals, start[k], start[k + 1], lo, hi)
+            else:
+                n += start[k + 1] - start[k]
+        if before + n > rank:
+            work = np.empty(size, dtype=vals.dtype)
+            m = 0
+            for i in range(cells.shape[0]):
+                k = cells[i] * nbt + j
+                for t in range(start[k], start[k + 1]):
+                    v = vals[t]
+                    work[m] = v
+                    m += (v >= lo) & (v <= hi)
+            return select_kth(work, m, rank - before)
+        before += n
+    none = np.empty(1, dtype=vals.dtype)  # not reached for rank < count; typed as the data
+    none[0] = np.nan
+    return none[0]
 
 
 @njit(cache=True, nogil=True)
-def _cell_median(vals, cstart, cend, cells, lo, hi):
+def _bucket_median(part, bins, cells, lo, hi):
     """Exact median of the values within ``[lo, hi]`` of some cells (NaN if none)."""
-    a, b = _cell_ranges(vals, cstart, cend, cells, lo, hi)
-    m = 0
-    for i in range(a.shape[0]):
-        m += b[i] - a[i]
-    if m == 0:
+    count, _, _ = _bucket_moments(part, bins, cells, lo, hi, 0.0)
+    if count == 0:
         return np.nan
-    half = m // 2
-    upper_mid = _cell_kth(vals, a.copy(), b.copy(), half)
-    if m % 2 == 1:
-        return upper_mid
-    return 0.5 * (_cell_kth(vals, a, b, half - 1) + upper_mid)
+    half = count // 2
+    upper_mid = _bucket_kth(part, bins, cells, lo, hi, half)
+    if count % 2 == 1:
+        return float(upper_mid)
+    return 0.5 * (_bucket_kth(part, bins, cells, lo, hi, half - 1) + upper_mid)
 
 
 @njit(cache=True, nogil=True)
-def _cell_minmax(vals, cstart, cend, cells, lo, hi):
+def _bucket_minmax(part, bins, cells, lo, hi):
     """Smallest and largest values within ``[lo, hi]`` of some cells (inf, -inf if none)."""
+    vals, start, _, _, bmin, bmax = part
+    a, inv, nb = bins
+    nbt = nb + 2
+    jl = _bucket(lo, a, inv, nb)
+    jh = _bucket(hi, a, inv, nb)
     mn = np.inf
     mx = -np.inf
-    a, b = _cell_ranges(vals, cstart, cend, cells, lo, hi)
-    for i in range(a.shape[0]):
-        if b[i] > a[i]:
-            mn = min(mn, float(vals[a[i]]))
-            mx = max(mx, float(vals[b[i] - 1]))
+    for i in range(cells.shape[0]):
+        base = cells[i] * nbt
+        for j in range(jl, jh + 1):
+            k = base + j
+            if j == jl or j == jh:
+                lo_k, _ = _minmax_within(vals[start[k]:start[k + 1]], start[k + 1] - start[k],
+                                         lo, hi)
+            else:
+                lo_k = float(bmin[k])
+            if lo_k < np.inf:
+                mn = min(mn, lo_k)
+                break
+        for j in range(jh, jl - 1, -1):
+            k = base + j
+            if j == jl or j == jh:
+                _, hi_k = _minmax_within(vals[start[k]:start[k + 1]], start[k + 1] - start[k],
+                                         lo, hi)
+            else:
+                hi_k = float(bmax[k])
+            if hi_k > -np.inf:
+                mx = max(mx, hi_k)
+                break
     return mn, mx
 
 
 @njit(cache=True, nogil=True)
-def _cell_hist_counts(vals, cstart, cend, cells, h0, top, upper, inv, nbins):
-    """`_hist_counts` over some sorted cells.
+def _bucket_hist_counts(part, bins, cells, h0, top, upper, hinv, nbins):
+    """`_hist_counts` over some cells' buckets.
 
-    The bin index ``int(inv * (v - h0))`` does not decrease along a sorted run, so the
-    counts of a long run come from one binary search per bin edge; short runs are walked.
+    The bin index ``int(hinv * (v - h0))`` does not decrease with ``v``, so a bucket
+    whose smallest and largest values share a bin adds its count to that bin; only the
+    buckets that straddle a bin edge (or a limit) are read value by value.
     """
+    vals, start, _, _, bmin, bmax = part
+    a, inv, nb = bins
+    nbt = nb + 2
+    j0 = _bucket(float(h0), a, inv, nb)
+    j1 = _bucket(float(top), a, inv, nb)
     counts = np.zeros(nbins, dtype=np.int64)
     for i in range(cells.shape[0]):
-        c = cells[i]
-        a = _first_at_least(vals, cstart[c], cend[c], h0)
-        b = min(_first_at_least(vals, a, cend[c], top), _first_above(vals, a, cend[c], upper))
-        if b - a <= 32 * nbins:
-            for k in range(a, b):
-                j = int(inv * (vals[k] - h0))
-                if j < nbins:
-                    counts[j] += 1
-            continue
-        pos = a
-        for j in range(nbins):
-            lo = pos
-            hi = b
-            while lo < hi:
-                mid = (lo + hi) >> 1
-                if int(inv * (vals[mid] - h0)) <= j:
-                    lo = mid + 1
-                else:
-                    hi = mid
-            counts[j] += lo - pos
-            pos = lo
-            if pos >= b:
-                break
+        base = cells[i] * nbt
+        for j in range(j0, j1 + 1):
+            k = base + j
+            if start[k + 1] == start[k]:
+                continue
+            if j0 < j < j1 and bmax[k] <= upper:  # all values in [h0, top) and <= upper
+                b = int(hinv * (bmin[k] - h0))
+                if b == int(hinv * (bmax[k] - h0)):
+                    if b < nbins:
+                        counts[b] += start[k + 1] - start[k]
+                    continue
+            for t in range(start[k], start[k + 1]):
+                v = vals[t]
+                if v >= h0 and v < top and v <= upper:
+                    b = int(hinv * (v - h0))
+                    if b < nbins:
+                        counts[b] += 1
     return counts
 
 
 @njit(cache=True, nogil=True)
-def cell_stats(vals, p1, p2, poff, cstart, cend, keys, nreg, whole, shift, lower, upper,
-               nclip, lsig, usig, binwidth, code):
-    """Clipped statistic of every region of a sorted cell partition (and of all cells).
+def cell_stats(data, mask, use_mask, spans, reg_off, whole, lower, upper, nclip, lsig, usig,
+               binwidth, code, out):
+    """Clipped statistic of every region (and of the whole image) through bucketed cells.
+
+    The same results as `region_stats` (the same pixels kept, the same median, mode and
+    midpt; sums in another order), for regions that overlap heavily.
 
     Parameters
     ----------
-    vals, cstart, cend, keys
-        From `cell_partition`, each cell's values sorted in place.
-    p1, p2, poff : ndarray
-        From `cell_prefix` with ``shift``.
-    nreg : int
-        Number of regions.
-    whole : bool
-        Also compute the statistic of all the cells together (last entry).
-    shift : float
-        The shift of the prefix sums.
-    lower, upper, nclip, lsig, usig, binwidth, code
-        As for `sky_stat`.
+    data, mask, use_mask, spans, reg_off, whole, lower, upper, nclip, lsig, usig, binwidth, code
+        As for `region_stats` (at most `MAX_CELL_REGIONS` regions).
+    out : ndarray, 1-D, data dtype
+        Scratch space for the values, at least ``data.size`` long (reused between calls:
+        fresh memory costs a page fault per 4 KiB on first touch).
 
     Returns
     -------
-    value : ndarray of float64, shape (nreg + whole,)
+    value : ndarray of float64, shape (R + whole,)
         NaN where no pixel is usable.
     npix : ndarray of int64
         Pixels of the final clipping pass.
     """
+    ny, nx = data.shape
+    nreg = reg_off.shape[0] - 1
+    seg, keys = _cell_segments(spans, reg_off, ny, nx, whole)
+    ncell = keys.shape[0]
+    part, bins, shift = _bucket_partition(data, mask, use_mask, seg, ncell, lower, upper, out)
     nout = nreg + (1 if whole else 0)
     value = np.full(nout, np.nan)
     npix = np.zeros(nout, dtype=np.int64)
-    ncell = keys.shape[0]
+    vals = part[0]
     for r in range(nout):
         if r < nreg:
             sel = np.empty(ncell, dtype=np.int64)
@@ -1295,18 +1180,18 @@ def cell_stats(vals, p1, p2, poff, cstart, cend, keys, nreg, whole, shift, lower
             cells = sel[:m].copy()
         else:
             cells = np.arange(ncell)
-        count, mean, std, lo, hi = _clip(1, vals, 0, vals, p1, p2, poff, cstart, cend, cells,
-                                         shift, lower, upper, nclip, lsig, usig)
+        count, mean, std, lo, hi = _clip(1, vals, 0, part, bins, cells, shift, lower, upper,
+                                         nclip, lsig, usig)
         if count == 0:
             continue
         npix[r] = count
         if code == STAT_MEAN:
             value[r] = mean
         elif code == STAT_MEDIAN:
-            value[r] = _cell_median(vals, cstart, cend, cells, lo, hi)
+            value[r] = _bucket_median(part, bins, cells, lo, hi)
         else:
-            value[r] = _hist_stat(1, vals, 0, vals, cstart, cend, cells, lo, hi, upper, std,
-                                  binwidth, code == STAT_MIDPT)
+            value[r] = _hist_stat(1, vals, 0, part, bins, cells, lo, hi, upper, std, binwidth,
+                                  code == STAT_MIDPT)
     return value, npix
 
 
@@ -1327,12 +1212,7 @@ def warmup() -> None:
             for code in (STAT_MEAN, STAT_MEDIAN, STAT_MODE, STAT_MIDPT):
                 region_stats(data, m, use, two, off, True, -1e300, 1e300, 2, 3.0, 3.0, 0.1,
                              code)
-            vals, cstart, cend, keys = cell_partition(data, m, use, two, off, -1e300, 1e300,
-                                                      True)
-            sort_cells(vals, cstart, cend)
-            big = np.arange(_RADIX_MIN + 1, dtype=dtype)[::-1].copy()
-            sort_cells(big, np.array([0]), np.array([_RADIX_MIN + 1]))
-            p1, p2, poff = cell_prefix(vals, cstart, cend, 5.0)
+            out = np.empty(data.size, dtype=dtype)
             for code in (STAT_MEAN, STAT_MEDIAN, STAT_MODE, STAT_MIDPT):
-                cell_stats(vals, p1, p2, poff, cstart, cend, keys, 2, True, 5.0, -1e300, 1e300,
-                           2, 3.0, 3.0, 0.1, code)
+                cell_stats(data, m, use, two, off, True, -1e300, 1e300, 2, 3.0, 3.0, 0.1, code,
+                           out)
