@@ -162,7 +162,11 @@ def make_plan(
                             phase="footprints")
     adapters = [a for a, _ in checked]
     fps = [f for _, f in checked]
-    pair_idx, overlaps = geometry.find_overlaps(fps)
+    # one call for every pair (a k-d tree, then the exact intersections); run through
+    # the dispatcher as one task so that a progress report names the phase
+    [(pair_idx, overlaps)] = _dispatch.run(geometry.find_overlaps, [fps], None,
+                                           progress if isinstance(progress, bool) else False,
+                                           total=1, phase="overlaps")
     pieces: dict[tuple[int, int], list] = {}
     for (a, b), ov in zip(pair_idx.tolist(), overlaps, strict=True):
         if gid[a] == gid[b] or ov.area <= 0.0:

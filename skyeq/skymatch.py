@@ -111,7 +111,7 @@ def match_sky(
         serially. If a task fails, its error names its image or the group's images and
         the tasks not started are cancelled.
     progress : bool or callable, optional
-        True: a progress bar for each phase (footprints, measuring; with tqdm, the
+        True: a progress bar for each phase (footprints, overlaps, measuring; with tqdm, the
         extra ``skyeq[progress]``; without it a line per tenth of the work, logged at
         INFO or printed on stderr when INFO is not shown). A callable is called as
         ``progress(done, total)`` after each group's measurement. Default False.

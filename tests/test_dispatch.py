@@ -147,3 +147,16 @@ def test_progress_without_tqdm_or_info_logging_prints_to_stderr(capsys, monkeypa
     _dispatch.run(lambda t: t.k, [Task(k) for k in range(5)], progress=True, phase="writing")
     err = capsys.readouterr().err.splitlines()
     assert err == [f"skyeq: writing: {k} of 5 done" for k in range(1, 6)]
+
+
+def test_progress_names_every_phase_of_a_match_in_order(capsys, monkeypatch):
+    # footprints (one task per image), overlaps (one task), measuring (one per group)
+    monkeypatch.setitem(sys.modules, "tqdm", None)
+    monkeypatch.setitem(sys.modules, "tqdm.auto", None)
+    monkeypatch.setattr(_dispatch.log, "isEnabledFor", lambda level: level > logging.INFO)
+    m = synthetic.tile_grid(1, 3, shape=(64, 64), seed=2)
+    match_sky(m.data, m.wcs, progress=True)
+    err = capsys.readouterr().err.splitlines()
+    assert err == ([f"skyeq: footprints: {k} of 3 done" for k in range(1, 4)]
+                   + ["skyeq: overlaps: 1 of 1 done"]
+                   + [f"skyeq: measuring: {k} of 3 done" for k in range(1, 4)])
