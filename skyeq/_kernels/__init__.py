@@ -5,7 +5,8 @@ numpy arrays and scalars, hold no global state and are compiled with
 ``cache=True, nogil=True``, so several Python threads may run them at once. This
 package re-exports every public kernel, so ``skyeq._kernels.sky_stat`` and
 ``skyeq._kernels.scan_spans`` are the ones callers use; `warmup` compiles (or loads)
-them all.
+them all, and `prepare` what a match of images of given dtypes needs (on two
+processes when the cache is cold, see `background`).
 
 The cached machine code lives in numba's cache directory (``__pycache__`` next to each
 module, or ``NUMBA_CACHE_DIR`` when set).
@@ -13,7 +14,7 @@ module, or ``NUMBA_CACHE_DIR`` when set).
 
 from __future__ import annotations
 
-from . import geometry, stats
+from . import background, geometry, stats
 from .geometry import convex_parts, intersect_pairs, ring_area, scan_spans
 from .stats import (
     MAX_CELL_REGIONS,
@@ -45,6 +46,7 @@ __all__ = [
     "intersect_pairs",
     "median_within",
     "moments",
+    "prepare",
     "region_stats",
     "ring_area",
     "scan_spans",
@@ -56,21 +58,82 @@ __all__ = [
 ]
 
 
-def warmup() -> None:
-    """Compile (or load from the cache) every kernel for float32 and float64 images."""
+#: The geometry kernels a match calls (each has exactly one signature: float64 and
+#: int64 arrays, int64 scalars).
+_GEOMETRY = ("ring_area", "convex_parts", "intersect_pairs", "scan_spans")
+
+
+def _cached_dtypes(kernel) -> set[str] | None:
+    """Dtypes of the first argument of the signatures of ``kernel`` in numba's cache.
+
+    Empty when nothing for the current source is cached; None when numba's cache cannot
+    be inspected (its internals are not a public API).
+    """
+    try:
+        index = kernel._cache._cache_file._load_index()
+        return {str(key[0][0].dtype) for key in index}
+    except Exception:  # any change of numba internals: unknown
+        return None
+
+
+def warmup(parallel: bool = False) -> None:
+    """Compile (or load from the cache) every kernel for float32 and float64 images.
+
+    Parameters
+    ----------
+    parallel : bool, optional
+        When the geometry kernels are not cached yet, compile them in a second process
+        (`skyeq._kernels.background`) while this one compiles the statistics kernels.
+    """
+    job = None
+    if parallel and not _geometry_cached():
+        job = background.start(["geometry"])
     stats.warmup()
+    if job is not None:
+        job.wait()
+    geometry.warmup()  # loads what the child compiled (compiles if it failed)
+
+
+def prepare(dtypes) -> None:
+    """Compile (or load) what matching images of ``dtypes`` needs, on two cores if cold.
+
+    The geometry kernels are compiled here while, when the statistics kernels for some
+    of ``dtypes`` are not cached yet, a second process (`skyeq._kernels.background`)
+    compiles those; this call returns once both are done, and the first match then
+    loads everything from the cache. Without a second core (or if the child fails) the
+    statistics kernels compile in the first match as usual.
+
+    Parameters
+    ----------
+    dtypes : iterable of numpy dtype
+        The image dtypes, float32 or float64 (what the statistics use).
+    """
+    import numpy as np
+
+    names = sorted({np.dtype(d).name for d in dtypes})
+    have = _cached_dtypes(stats.region_stats)
+    need = [n for n in names if have is not None and n not in have]
+    job = background.start([f"regions:{n}" for n in need]) if need else None
     geometry.warmup()
+    if job is not None:
+        job.wait()
+
+
+def _geometry_cached() -> bool:
+    """Tell whether every geometry kernel a match calls is in numba's cache."""
+    return all(_cached_dtypes(getattr(geometry, name)) for name in _GEOMETRY)
 
 
 def warm() -> bool | None:
-    """Tell whether the compiled kernels are in numba's cache (nothing to compile).
+    """Tell whether the kernels a match calls are in numba's cache (nothing to compile).
 
-    Looks at the cache index of the statistics kernel every call needs: True when it
-    holds compiled code for the current source, False when the first call will compile,
-    None when numba's cache cannot be inspected (its internals are not a public API).
+    Looks at the cache indexes: True when every geometry kernel and one of the two
+    statistics kernels (`sky_stat`, `region_stats`) hold compiled code for the
+    current source, False when the first call will compile, None when numba's cache
+    cannot be inspected (its internals are not a public API).
     """
-    try:
-        index = stats.sky_stat._cache._cache_file._load_index()
-    except Exception:  # any change of numba internals: unknown
+    found = [_cached_dtypes(k) for k in (stats.sky_stat, stats.region_stats)]
+    found += [_cached_dtypes(getattr(geometry, name)) for name in _GEOMETRY]
+    if any(f is None for f in found):
         return None
-    return bool(index)
+    return bool(found[0] or found[1]) and all(found[2:])

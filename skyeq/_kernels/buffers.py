@@ -1,4 +1,9 @@
-"""A buffer helper shared by the statistics and geometry kernels."""
+"""A buffer helper of the statistics kernels (the geometry kernels keep their own copy).
+
+Copies are explicit loops rather than slice assignments: numba compiles a slice
+assignment with a shape check whose error message formats the shapes, and that string
+machinery costs seconds of compile time on a fresh cache.
+"""
 
 from __future__ import annotations
 
@@ -27,5 +32,7 @@ def grow(buf, need):
     if need <= buf.shape[0]:
         return buf
     new = np.empty((2 * need, buf.shape[1]), dtype=buf.dtype)
-    new[: buf.shape[0]] = buf
+    for i in range(buf.shape[0]):
+        for j in range(buf.shape[1]):
+            new[i, j] = buf[i, j]
     return new

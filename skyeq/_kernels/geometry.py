@@ -19,8 +19,6 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from .buffers import grow
-
 __all__ = [
     "convex_parts",
     "intersect_pairs",
@@ -43,6 +41,12 @@ _MAX_DECOMPOSE = 512
 # fall between the two pieces (1e-16 apart) and be lost from the union.
 _EDGE_SLACK = 1e-7
 
+
+# Every njit function the geometry kernels call is defined in this module (no helper is
+# shared with the statistics kernels, not even `skyeq._kernels.buffers.grow`): on a cold
+# cache the two families may be compiled by two processes at once (see
+# `skyeq._kernels.background`), and numba's cache index of one function is not safe
+# against two processes adding different signatures to it at the same time.
 
 # --------------------------------------------------------------------------------------
 # small vector helpers
@@ -476,7 +480,9 @@ def convex_parts(v, centre):
             return empty_idx, empty_off, 2
     kind = _ring_convexity(px, py)
     if kind == 1:
-        idx = np.arange(m).astype(np.int64)
+        idx = np.empty(m, dtype=np.int64)
+        for i in range(m):
+            idx[i] = i
         off = np.zeros(2, dtype=np.int64)
         off[1] = m
         return idx, off, 0
@@ -578,6 +584,31 @@ def _clip_convex(sx, sy, ns, cx, cy, nc, ax, ay, bx, by, d):
 
 
 @njit(cache=True, nogil=True)
+def _grow_rows(buf, need):
+    """Return ``buf`` or a larger copy of it holding at least ``need`` rows.
+
+    Parameters
+    ----------
+    buf : ndarray, shape (cap, 3)
+        Buffer (rows along the first axis).
+    need : int
+        Required number of rows.
+
+    Returns
+    -------
+    ndarray
+        ``buf`` itself if large enough, else a copy with twice the needed rows.
+    """
+    if need <= buf.shape[0]:
+        return buf
+    new = np.empty((2 * need, buf.shape[1]), dtype=buf.dtype)
+    for i in range(buf.shape[0]):  # loops, not slices: see `skyeq._kernels.buffers`
+        for j in range(buf.shape[1]):
+            new[i, j] = buf[i, j]
+    return new
+
+
+@njit(cache=True, nogil=True)
 def _grow1(buf, need):
     """Return ``buf`` or a larger copy of it holding at least ``need`` entries.
 
@@ -596,7 +627,8 @@ def _grow1(buf, need):
     if need <= buf.shape[0]:
         return buf
     new = np.empty(2 * need, dtype=buf.dtype)
-    new[: buf.shape[0]] = buf
+    for i in range(buf.shape[0]):
+        new[i] = buf[i]
     return new
 
 
@@ -756,8 +788,11 @@ def intersect_pairs(
                 if not (pa_area > 0.0) or 2.0 * pa_area < min_width * per:
                     continue
                 total += pa_area
-                out = grow(out, nout + m)
-                out[nout : nout + m] = piece
+                out = _grow_rows(out, nout + m)
+                for s in range(m):
+                    out[nout + s, 0] = piece[s, 0]
+                    out[nout + s, 1] = piece[s, 1]
+                    out[nout + s, 2] = piece[s, 2]
                 nout += m
                 piece_off = _grow1(piece_off, npiece + 2)
                 npiece += 1
@@ -813,7 +848,7 @@ def _add_span(spans, ns, row, x0, x1, nx):
     c1 = min(int(hi), nx - 1)
     if c0 > c1:
         return spans, ns
-    spans = grow(spans, ns + 1)
+    spans = _grow_rows(spans, ns + 1)
     spans[ns, 0] = row
     spans[ns, 1] = c0
     spans[ns, 2] = c1
@@ -930,6 +965,9 @@ def _scan_piece(px, py, ny, nx, spans, ns):
 def _merge_spans(spans, ns):
     """Sort spans by row and first column and merge overlapping or adjacent ones.
 
+    The sort is a counting sort on the row followed by an insertion sort of each row's
+    few spans on their first column (cheaper to compile than ``np.argsort``).
+
     Parameters
     ----------
     spans : ndarray of int64, shape (cap, 3)
@@ -944,11 +982,34 @@ def _merge_spans(spans, ns):
     """
     if ns == 0:
         return np.zeros((0, 3), dtype=np.int64)
-    key = np.empty(ns, dtype=np.int64)
-    width = spans[:ns, 2].max() + 2
+    rmin = spans[0, 0]
+    rmax = spans[0, 0]
+    for i in range(1, ns):
+        r = spans[i, 0]
+        if r < rmin:
+            rmin = r
+        elif r > rmax:
+            rmax = r
+    nrow = rmax - rmin + 1
+    start = np.zeros(nrow + 1, dtype=np.int64)
     for i in range(ns):
-        key[i] = spans[i, 0] * width + spans[i, 1]
-    order = np.argsort(key, kind="mergesort")
+        start[spans[i, 0] - rmin + 1] += 1
+    for r in range(nrow):
+        start[r + 1] += start[r]
+    fill = start[:nrow].copy()
+    order = np.empty(ns, dtype=np.int64)
+    for i in range(ns):
+        r = spans[i, 0] - rmin
+        order[fill[r]] = i
+        fill[r] += 1
+    for r in range(nrow):
+        for u in range(start[r] + 1, start[r + 1]):
+            v = order[u]
+            w = u - 1
+            while w >= start[r] and spans[order[w], 1] > spans[v, 1]:
+                order[w + 1] = order[w]
+                w -= 1
+            order[w + 1] = v
     res = np.empty((ns, 3), dtype=np.int64)
     k = -1
     for i in range(ns):
@@ -998,15 +1059,20 @@ def scan_spans(px, py, piece_off, group_off, ny, nx):
     nout = 0
     buf = np.empty((64, 3), dtype=np.int64)
     for g in range(ngroup):
-        ns = 0
+        # np.int64, not the literal 0: a literal argument would make numba compile
+        # _scan_piece, _add_span and _merge_spans twice (for Literal[int](0) and int64)
+        ns = np.int64(0)
         for p in range(group_off[g], group_off[g + 1]):
             a = piece_off[p]
             b = piece_off[p + 1]
             buf, ns = _scan_piece(px[a:b], py[a:b], ny, nx, buf, ns)
         merged = _merge_spans(buf, ns)
         k = merged.shape[0]
-        out = grow(out, nout + k)
-        out[nout : nout + k] = merged
+        out = _grow_rows(out, nout + k)
+        for i in range(k):
+            out[nout + i, 0] = merged[i, 0]
+            out[nout + i, 1] = merged[i, 1]
+            out[nout + i, 2] = merged[i, 2]
         nout += k
         span_off[g + 1] = nout
     return out[:nout].copy(), span_off
