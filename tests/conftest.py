@@ -14,4 +14,4 @@ def _compiled_kernels():
     from skyeq import _kernels, stats
 
     stats._noticed = True  # the notice is for users, not for the test log
-    _kernels.warmup()
+    _kernels.warmup(parallel=True)

@@ -876,13 +876,18 @@ def _bucket_placement(data, mask, use_mask, seg, lower, upper):
         i += n
     if m == 0:
         return 0.0, 0.0, nb, 0.0
-    sample = np.sort(sample[:m])
-    med = sample[m // 2]
-    spread = sample[(3 * m) // 4] - sample[m // 4]
+    # quantiles by selection (no sort to compile): after selecting rank k, the ranks
+    # below k are in sample[:k] and those above in sample[k + 1:m]
+    h = m // 2
+    med = select_kth(sample, m, h)
+    q1 = select_kth(sample, h, m // 4) if m // 4 < h else med
+    up = sample[h + 1 : m]
+    q3 = select_kth(up, up.shape[0], (3 * m) // 4 - h - 1) if (3 * m) // 4 > h else med
+    spread = q3 - q1
     if not spread > 0.0:
-        spread = sample[m - 1 - m // 100] - sample[m // 100]
+        spread = (select_kth(sample, m, m - 1 - m // 100) - select_kth(sample, m, m // 100))
     if not spread > 0.0:
-        spread = sample[m - 1] - sample[0]
+        spread = sample[:m].max() - sample[:m].min()
     reach = _BUCKET_REACH * spread
     if not (reach > 0.0 and math.isfinite(reach) and math.isfinite(nb / (2.0 * reach))):
         return med, 0.0, nb, med
@@ -938,6 +943,17 @@ def _bucket_partition(data, mask, use_mask, seg, ncell, lower, upper, out):
     a, inv, nb, shift = _bucket_placement(data, mask, use_mask, seg, lower, upper)
     nbt = nb + 2
     nk = ncell * nbt
+    # segments cell by cell (a counting sort by cell): the scatter below then writes to
+    # one cell's buckets at a time, which keeps its targets in cache
+    order = np.empty(seg.shape[0], dtype=np.int64)
+    first = np.zeros(ncell + 1, dtype=np.int64)
+    for s in range(seg.shape[0]):
+        first[seg[s, 3] + 1] += 1
+    for c in range(ncell):
+        first[c + 1] += first[c]
+    for s in range(seg.shape[0]):
+        order[first[seg[s, 3]]] = s
+        first[seg[s, 3]] += 1
     start = np.zeros(nk + 1, dtype=np.int64)
     for s in range(seg.shape[0]):
         y = seg[s, 0]
@@ -949,7 +965,8 @@ def _bucket_partition(data, mask, use_mask, seg, ncell, lower, upper, out):
     for k in range(nk):
         start[k + 1] += start[k]
     pos = start[:-1].copy()
-    for s in range(seg.shape[0]):
+    for t in range(seg.shape[0]):
+        s = order[t]
         y = seg[s, 0]
         base = seg[s, 3] * nbt
         for x in range(seg[s, 1], seg[s, 2] + 1):
