@@ -256,7 +256,7 @@ def main(argv: list[str]) -> int:
     print(markdown_table(
         ["mosaic", "images", "stat", "numpy pass s", "stcal s", "skyeq s", "speed-up",
          f"skyeq s, {args.threads} threads", "speed-up", "stcal peak MB", "skyeq peak MB",
-         "stcal err", "skyeq err", "|skyeq - stcal|"],
+         "stcal err", "skyeq err", "\\|skyeq - stcal\\|"],
         rows,
     ))
     if profiles:
