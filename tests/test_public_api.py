@@ -1,8 +1,10 @@
-"""The public API is exactly what the docs list: skyeq.__all__ and skyeq.io.__all__."""
+"""The public API is exactly what the docs list: skyeq.__all__, skyeq.io.__all__,
+skyeq.synthetic.__all__ and skyeq.compat.stcal.__all__."""
 
 import inspect
 
 import skyeq
+import skyeq.compat.stcal
 import skyeq.io
 
 PUBLIC = {
@@ -13,6 +15,7 @@ PUBLIC = {
                  "write_results", "write_table"],
     "skyeq.synthetic": ["Mosaic", "constant_mosaic", "disjoint", "dithers", "exposures",
                         "on_wcs", "repoint", "tile_grid"],
+    "skyeq.compat.stcal": ["SkyGroup", "SkyImage", "SkyStats", "skymatch"],
 }
 
 
@@ -22,12 +25,13 @@ def test_the_public_names_are_pinned():
     assert sorted(skyeq.__all__) == sorted(PUBLIC["skyeq"])
     assert sorted(skyeq.io.__all__) == sorted(PUBLIC["skyeq.io"])
     assert sorted(skyeq.synthetic.__all__) == sorted(PUBLIC["skyeq.synthetic"])
+    assert sorted(skyeq.compat.stcal.__all__) == sorted(PUBLIC["skyeq.compat.stcal"])
 
 
 def test_every_public_name_exists_and_is_documented():
     for module_name, names in PUBLIC.items():
-        module = {"skyeq": skyeq, "skyeq.io": skyeq.io,
-                  "skyeq.synthetic": skyeq.synthetic}[module_name]
+        module = {"skyeq": skyeq, "skyeq.io": skyeq.io, "skyeq.synthetic": skyeq.synthetic,
+                  "skyeq.compat.stcal": skyeq.compat.stcal}[module_name]
         for name in names:
             obj = getattr(module, name)
             if name == "__version__":
