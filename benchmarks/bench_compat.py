@@ -8,7 +8,9 @@ Run from the repository root::
 Both sides build the same objects from the same arrays (`SkyStats`, a `SkyImage` per
 image around the WCS callables, boolean masks of the finite pixels) and call
 ``skymatch(images, skymethod="match")``, as a pipeline does; the time covers building
-the objects (stcal traces every footprint there) and the call. The mosaics are those of
+the objects (stcal traces every footprint there) and the call. A gwcs is passed as the
+JWST step passes it, ``wcs.__call__`` and ``wcs.invert`` (skyeq.compat then uses the gwcs
+itself); an astropy WCS as ``all_pix2world`` / ``all_world2pix`` wrappers. The mosaics are those of
 ``python -m benchmarks match`` (``6x6``: 36 TAN tiles of 2048x2048; ``realwcs``: 6
 dithers of the real NIRCam gwcs). stcal runs once, skyeq ``--repeat`` times (median),
 warm. "|skyeq - stcal|" is the largest difference of the skies in noise units.
@@ -28,11 +30,18 @@ from .bench_match import _mosaic, _warmup, _wrap
 CASES = ("6x6", "realwcs")
 
 
+def _callables(w):
+    """Return the (wcs_fwd, wcs_inv) a pipeline gives SkyImage: a gwcs's own methods."""
+    if hasattr(w, "forward_transform"):
+        return w.__call__, w.invert
+    return _wrap(w)
+
+
 def _run(mod, m, stat: str) -> tuple[float, np.ndarray]:
     masks = [np.isfinite(d) for d in m.data]
     t0 = time.perf_counter()
     skystat = mod.SkyStats(skystat=stat, nclip=5, lsig=4.0, usig=4.0, binwidth=0.1)
-    images = [mod.SkyImage(d, good, *_wrap(w), skystat, sky_id=k)
+    images = [mod.SkyImage(d, good, *_callables(w), skystat, sky_id=k)
               for k, (d, good, w) in enumerate(zip(m.data, masks, m.wcs, strict=True))]
     mod.skymatch(images, skymethod="match", match_down=True, subtract=False)
     seconds = time.perf_counter() - t0

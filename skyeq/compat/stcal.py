@@ -174,8 +174,19 @@ class SkyImage:
         self._footprint: geometry.Footprint | None = None
 
     @property
-    def wcs(self) -> tuple[Callable[..., Any], Callable[..., Any]]:
-        """The WCS as skyeq takes it: ``(fwd, inv)``, called without the keyword."""
+    def wcs(self) -> Any:
+        """The WCS as skyeq takes it.
+
+        When ``wcs_fwd`` and ``wcs_inv`` are methods of one gwcs (the JWST step passes
+        ``wcs.__call__`` and ``wcs.invert`` of the image's gwcs), that gwcs itself, so
+        that skyeq sees what it is (it is then inverted through a verified polynomial
+        fit instead of its slow backward transform); otherwise the pair ``(fwd, inv)``,
+        called without the keyword.
+        """
+        owner = getattr(self._wcs_fwd, "__self__", None)
+        if owner is not None and getattr(self._wcs_inv, "__self__", None) is owner:
+            if type(owner).__module__.split(".")[0] == "gwcs":
+                return owner
         return (lambda x, y: self._wcs_fwd(x, y, with_bounding_box=False),
                 lambda ra, dec: self._wcs_inv(ra, dec, with_bounding_box=False))
 
