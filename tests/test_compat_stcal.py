@@ -217,3 +217,18 @@ def test_jwst_style_gwcs_methods_on_real_nircam_dithers():
     assert np.abs(skies[compat] - skies[ref]).max() < 0.02
     truth = np.array([100.0, 100.7, 99.4])
     np.testing.assert_allclose(skies[compat] - skies[compat][0], truth - truth[0], atol=0.02)
+
+
+@pytest.mark.parametrize("method", ["global", "global+match"])
+def test_an_image_without_usable_pixels_is_invalid_where_stcal_crashes(method):
+    m = synthetic.tile_grid(1, 3, shape=(60, 60), overlap=0.2, noise=0.5, seed=2)
+    m.data[2][:] = np.nan  # a fresh mosaic: its arrays are this test's own
+    with pytest.raises(TypeError, match="not supported between"):
+        _run(ref, m, method, False)  # jwst issue 5077, still in stcal 1.20.0
+    ours = _run(compat, m, method, False)
+    assert [im.is_sky_valid for im in ours] == [True, True, False]
+    assert ours[2].sky == 0.0
+    if method == "global":  # the two others share the smallest local sky
+        stat = compat.SkyStats("median", nclip=NCLIP, lsig=4.0, usig=4.0)
+        local = [stat(d[np.isfinite(d)])[0] for d in m.data[:2]]
+        assert ours[0].sky == ours[1].sky == pytest.approx(min(local), rel=1e-12)

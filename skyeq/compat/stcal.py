@@ -15,7 +15,7 @@ sparse solve), not a second implementation.
 
 Where the reference crashes or silently gives up (its algorithm_spec section 8),
 this module raises a clear error or gives skyeq's documented outcome instead; see
-the "Differences" of docs/switching-from-stcal.md.
+docs/differences.md, "The stcal interface".
 """
 
 from __future__ import annotations
