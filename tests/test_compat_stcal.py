@@ -232,3 +232,26 @@ def test_an_image_without_usable_pixels_is_invalid_where_stcal_crashes(method):
         stat = compat.SkyStats("median", nclip=NCLIP, lsig=4.0, usig=4.0)
         local = [stat(d[np.isfinite(d)])[0] for d in m.data[:2]]
         assert ours[0].sky == ours[1].sky == pytest.approx(min(local), rel=1e-12)
+
+
+def test_intersection_and_the_group_sky_setter_as_stcal(exposures):
+    m = exposures
+    (ours, our_items), (theirs, their_items) = (_build(compat, m, groups=GROUPS),
+                                                _build(ref, m, groups=GROUPS))
+    for a, b in ((8, 4), (8, 9)):
+        got, expect = ours[a].intersection(ours[b]), theirs[a].intersection(theirs[b])
+        assert type(got).__name__ == "SphericalPolygon"
+        assert abs(got.area()) == pytest.approx(abs(expect.area()), rel=1e-6, abs=1e-15)
+    got = ours[8].intersection(our_items[0])
+    expect = theirs[8].intersection(their_items[0])
+    assert abs(got.area()) == pytest.approx(abs(expect.area()), rel=1e-6)
+    assert abs(our_items[0].intersection(ours[8]).area()) == pytest.approx(abs(got.area()),
+                                                                          rel=1e-6)
+    # setting a group's sky adds the change to every member's
+    for items, images in ((our_items, ours), (their_items, theirs)):
+        images[1].sky = 1.0
+        items[0].sky = 3.0
+        items[0].sky = 5.0
+        assert [im.sky for im in images[:4]] == [5.0, 6.0, 5.0, 5.0]
+        assert len(items[0]) == 4 and items[0][1] is images[1]
+        assert list(items[0]) == images[:4]
