@@ -95,6 +95,7 @@ def solve_match(
     npix_j,
     *,
     match_down: bool = True,
+    anchor: str = "global",
 ) -> MatchSolution:
     """Solve the pairwise sky-matching system for the sky offsets of ``n`` unknowns.
 
@@ -113,6 +114,9 @@ def solve_match(
     match_down : bool, optional
         If True (the default), reference the deltas to the lowest one, so all deltas
         are >= 0; if False, to the highest one (all deltas <= 0).
+    anchor : {'global', 'component'}, optional
+        One reference for all connected components (default) or one per component
+        (see `skyeq.solve.solve_offsets`).
 
     Returns
     -------
@@ -199,6 +203,7 @@ def solve_match(
         value=diff,
         weight=weight,
         match_down=match_down,
+        anchor=anchor,
     )
     return MatchSolution(
         delta=sol.x,
@@ -270,6 +275,7 @@ def match_offsets(
     neighbours: Sequence[Sequence[int]],
     match_down: bool,
     group_label: Callable[[int], str],
+    anchor: str = "global",
 ) -> tuple[np.ndarray, list[np.ndarray], Any]:
     """Solve the group offsets from the groups' skies in their overlaps.
 
@@ -286,6 +292,8 @@ def match_offsets(
         Reference the offsets to the lowest (True) or highest sky.
     group_label : callable
         The images of a group, for the warning about groups without a usable overlap.
+    anchor : {'global', 'component'}, optional
+        How the components are referenced (see `solve_match`).
 
     Returns
     -------
@@ -311,7 +319,7 @@ def match_offsets(
     cols = [np.array([r[k] for r in rows]) for k in range(6)]
     pi, pj, si, sj, ni, nj = cols
     sol = solve_match(len(measurements), pi.astype(int), pj.astype(int), si, sj, ni, nj,
-                      match_down=match_down)
+                      match_down=match_down, anchor=anchor)
     for g in np.flatnonzero(~sol.valid):
         log.warning("Unable to compute the match offset of %s: no usable overlap",
                     group_label(int(g)))
@@ -320,8 +328,13 @@ def match_offsets(
     return sol.delta, sol.components, pairs
 
 
-def group_skies(method: str, local: np.ndarray, delta: np.ndarray) -> tuple[np.ndarray,
-                                                                           np.ndarray]:
+def group_skies(
+    method: str,
+    local: np.ndarray,
+    delta: np.ndarray,
+    components: Sequence[np.ndarray] = (),
+    anchor: str = "global",
+) -> tuple[np.ndarray, np.ndarray]:
     """Compute the sky of every group by ``method`` from its local sky and match offset.
 
     Parameters
@@ -330,6 +343,12 @@ def group_skies(method: str, local: np.ndarray, delta: np.ndarray) -> tuple[np.n
         The method.
     local, delta : ndarray
         Local sky and match offset per group (NaN where none).
+    components : sequence of ndarray, optional
+        The connected components of the match (group indices).
+    anchor : {'global', 'component'}, optional
+        With ``'component'``, ``global+match`` takes the baseline of every component
+        (and of every group in none) from its own groups: each is tied to its own
+        lowest sky instead of all to one.
 
     Returns
     -------
@@ -347,7 +366,17 @@ def group_skies(method: str, local: np.ndarray, delta: np.ndarray) -> tuple[np.n
         return np.full(ngroups, np.nan), np.zeros(ngroups, bool)
     if method == "match":
         return delta, np.isfinite(delta)
-    combined = combine_global_match(local, delta)  # global+match
+    if anchor == "component":  # global+match, each component on its own baseline
+        combined = np.full(ngroups, np.nan)
+        parts = list(components)
+        inside = np.zeros(ngroups, bool)
+        for c in parts:
+            inside[c] = True
+        parts += [np.array([g]) for g in np.flatnonzero(~inside)]
+        for c in parts:
+            combined[c] = combine_global_match(local[c], delta[c])
+    else:
+        combined = combine_global_match(local, delta)  # global+match
     if np.isfinite(combined).any():
         return combined, np.isfinite(combined) & has_pixels
     log.warning('Unable to compute the "global" sky value; keeping the match offsets')

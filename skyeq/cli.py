@@ -157,6 +157,12 @@ def _add_match_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParse
         "the lowest (default: lowest; 'match' and 'global+match' only)",
     )
     g.add_argument(
+        "--anchor", choices=("global", "component"), default="global",
+        help="with several connected components (mosaics that do not overlap): one "
+        "reference for all (global, the default) or each component referenced to its own "
+        "lowest image (component; their skies are then not tied to each other)",
+    )
+    g.add_argument(
         "--subtract", action="store_true",
         help="subtract the sky from the data of the written files (default: only record "
         "it in the keywords; BKGSUB = F)",
@@ -415,7 +421,7 @@ def _run_match(args: argparse.Namespace) -> list[str]:
     try:
         result = io.match_files(
             args.inputs, method=args.method, stat=args.skystat, match_down=args.match_down,
-            subtract=args.subtract, skylist=skylist, stepsize=args.stepsize,
+            anchor=args.anchor, subtract=args.subtract, skylist=skylist, stepsize=args.stepsize,
             dqbits=args.dqbits, executor=executor, **options,
         )
         lines = _result_lines(result)

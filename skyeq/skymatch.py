@@ -26,6 +26,7 @@ from ._plan import group_tasks, make_plan
 from ._records import DEFAULT_DQBITS, Inputs, check_wcs_list, make_records
 from ._skylist import user_skies
 from .result import SkyResult, make_pair_table
+from .solve import check_anchor
 from .stats import SkyStat, as_skystat, notice_first_compile
 
 __all__ = ["match_sky"]
@@ -51,6 +52,7 @@ def match_sky(
     dqbits: str | int | None = DEFAULT_DQBITS,
     names: Sequence[str] | None = None,
     inplace: bool = False,
+    anchor: str = "global",
 ) -> SkyResult:
     """Compute and match the sky levels of a set of overlapping images.
 
@@ -128,6 +130,15 @@ def match_sky(
     inplace : bool, optional
         With ``subtract=True``, subtract from the input arrays themselves (they must be
         writable). Default False.
+    anchor : {'global', 'component'}, optional
+        How the connected components of the overlap graph are referenced when the
+        images do not all overlap (``match`` and ``global+match``). ``'global'``
+        (default, the reference's behaviour): one reference for all, so the offsets
+        between components are arbitrary (each component is centred on its own mean).
+        ``'component'``: each component is referenced to its own lowest (highest with
+        ``match_down=False``) image, and with ``global+match`` tied to its own lowest
+        ``local - offset``: the skies of different components are then not tied to
+        each other, which the warning about the components says.
 
     Returns
     -------
@@ -144,6 +155,7 @@ def match_sky(
     """
     t0 = time.perf_counter()
     meth = check_method(method)
+    check_anchor(anchor)
     stepsize = geometry.check_stepsize(stepsize)
     stat = as_skystat(stat)
     inputs = make_records(data, wcs=wcs, mask=mask, dq=dq, dqbits=dqbits, groups=groups,
@@ -170,9 +182,9 @@ def match_sky(
     delta, components, pairs = np.full(inputs.ngroups, np.nan), [], make_pair_table()
     if plan is not None:
         delta, components, columns = match_offsets(meas, plan.neighbours, match_down,
-                                                   inputs.group_label)
+                                                   inputs.group_label, anchor)
         pairs = make_pair_table(**columns)
-    gsky, gvalid = group_skies(rule, local, delta)
+    gsky, gvalid = group_skies(rule, local, delta, components, anchor)
     image_local = np.full(len(inputs.records), np.nan)
     for r in meas:
         image_local[inputs.members[r.index]] = r.member_local

@@ -26,14 +26,14 @@ from __future__ import annotations
 import heapq
 import logging
 import math
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import scipy.sparse as sp
 from scipy.sparse.csgraph import connected_components
 from scipy.sparse.linalg import lsqr, splu
 
-__all__ = ["OffsetSolution", "solve_offsets"]
+__all__ = ["ANCHORS", "OffsetSolution", "check_anchor", "solve_offsets"]
 
 logger = logging.getLogger(__name__)
 
@@ -511,6 +511,7 @@ def solve_offsets(
     weight,
     *,
     match_down: bool = True,
+    anchor: str = "global",
 ) -> OffsetSolution:
     """Solve weighted linear equations between ``n`` unknowns given as sparse triplets.
 
@@ -534,6 +535,11 @@ def solve_offsets(
     match_down : bool, optional
         For a difference system: reference the unknowns to the lowest (True, default)
         or the highest (False) one.
+    anchor : {'global', 'component'}, optional
+        For a difference system: one reference for all connected components
+        (``'global'``, default: the offsets between components are arbitrary) or one
+        per component (``'component'``: each component's lowest, or highest, unknown
+        is exactly 0; ``reference`` is then that of the first component).
 
     Returns
     -------
@@ -581,6 +587,7 @@ def solve_offsets(
     n = int(n)
     if n < 0:
         raise ValueError(f"'n' must be >= 0, got {n}")
+    check_anchor(anchor)
     val = _as_pair_array("value", value, None)
     neq = val.size
     wgt = _as_pair_array("weight", weight, neq)
@@ -599,7 +606,7 @@ def solve_offsets(
     if ends is not None:
         iu, ju = ends
         x, reference, components = _solve_difference(n, iu, ju, val[used], wgt[used],
-                                                      match_down)
+                                                      match_down, anchor)
         residual = np.full(neq, np.nan)
         residual[used] = val[used] - (x[iu] - x[ju])
         what = "pair"
@@ -612,7 +619,7 @@ def solve_offsets(
         residual[used] = val[used] - fitted[used]
         reference = -1
         what = "equation"
-    _report(n, components, int(used.sum()), neq, what)
+    _report(n, components, int(used.sum()), neq, what, anchor)
     return OffsetSolution(
         x=x, valid=np.isfinite(x), components=components, used=used, residual=residual,
         reference=reference, difference=ends is not None,
@@ -651,13 +658,26 @@ def _difference_ends(
     return i, j
 
 
+#: How a difference system's connected components are referenced (see `solve_offsets`).
+ANCHORS = ("global", "component")
+
+
+def check_anchor(anchor: Any) -> str:
+    """Return ``anchor`` if it is one of `ANCHORS`, else raise ValueError."""
+    if not isinstance(anchor, str) or anchor not in ANCHORS:
+        raise ValueError(f"anchor must be one of {', '.join(map(repr, ANCHORS))}, got "
+                         f"{anchor!r}")
+    return anchor
+
+
 def _solve_difference(
     n: int, iu: np.ndarray, ju: np.ndarray, diff: np.ndarray, weight: np.ndarray,
-    match_down: bool,
+    match_down: bool, anchor: str = "global",
 ) -> tuple[np.ndarray, int, list[np.ndarray]]:
     """Solve a difference system (the Laplacian path).
 
-    Returns the referenced unknowns, the reference and the components.
+    Returns the referenced unknowns, the reference (with ``anchor='component'``, that of
+    the first component) and the components.
     """
     label, components = _label_components(n, iu, ju)
     ncomp = len(components)
@@ -682,6 +702,11 @@ def _solve_difference(
     mean = np.bincount(lab, xm, minlength=ncomp) / np.bincount(lab, minlength=ncomp)
     x[members] = xm - mean[lab]
     pick = np.argmin if match_down else np.argmax
+    if anchor == "component":
+        refs = [int(c[pick(x[c])]) for c in components]
+        for c, r in zip(components, refs, strict=True):
+            x[c] -= x[r]
+        return x, refs[0], components
     reference = int(members[pick(x[members])])
     x[members] -= x[reference]
     return x, reference, components
@@ -723,16 +748,20 @@ def _solve_general(
     return x, components
 
 
-def _report(n: int, components: list[np.ndarray], nused: int, neq: int, what: str) -> None:
+def _report(n: int, components: list[np.ndarray], nused: int, neq: int, what: str,
+            anchor: str = "global") -> None:
     """Log the disconnected components and the unknowns in no used equation."""
     ninside = int(sum(c.size for c in components))
     if len(components) > 1:
+        how = ""
+        if what == "pair":
+            how = (" (each component is referenced to its own lowest or highest image: "
+                   "their skies are not tied to each other)" if anchor == "component" else
+                   " (each component is centred on its own mean and all share one "
+                   "reference)")
         logger.warning(
             "The overlap graph has %d disconnected components; the sky offsets between "
-            "components are not constrained by the data%s.",
-            len(components),
-            " (each component is centred on its own mean and all share one reference)"
-            if what == "pair" else "",
+            "components are not constrained by the data%s.", len(components), how,
         )
     logger.debug("%s system: %d unknowns, %d of %d %ss used, %d in %ss, rank %d",
                  "match" if what == "pair" else "linear", n, nused, neq, what,
