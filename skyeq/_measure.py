@@ -16,7 +16,7 @@ from ._plan import GroupTask
 from ._records import good_pixels
 from .stats import region_statistics
 
-__all__ = ["GroupMeasurement", "measure_group"]
+__all__ = ["GroupMeasurement", "measure_group", "statistic_error"]
 
 
 @dataclass(frozen=True)
@@ -34,6 +34,11 @@ class GroupMeasurement:
     sky, npix : ndarray
         The group's statistic in the overlap with each neighbour group, and the pixels
         behind it.
+    err : ndarray
+        The standard error of ``sky`` expected from the pixels' scatter
+        (`statistic_error`).
+    local_err : float
+        That of ``local``.
     """
 
     index: int
@@ -42,6 +47,50 @@ class GroupMeasurement:
     member_local: tuple[float, ...]
     sky: np.ndarray
     npix: np.ndarray
+    err: np.ndarray
+    local_err: float
+
+
+#: Variance of a statistic of ``n`` Gaussian pixels of deviation ``s``, in units of
+#: ``s**2 / n``: 1 for the mean, pi/2 for the median (and the midpt, an interpolated
+#: median); the histogram mode has no such simple law (NaN: no uncertainty).
+_EFFICIENCY = {"mean": 1.0, "median": math.pi / 2, "midpt": math.pi / 2, "mode": math.nan}
+
+
+def statistic_error(statistic: str, std: float, npix: float) -> float:
+    """Return the standard error of a sky statistic of ``npix`` pixels of deviation ``std``.
+
+    Parameters
+    ----------
+    statistic : str
+        The statistic's name.
+    std : float
+        The ddof=1 standard deviation of the pixels it was computed from.
+    npix : float
+        Their number.
+
+    Returns
+    -------
+    float
+        ``sqrt(c / npix) * std`` with ``c`` from `_EFFICIENCY` (NaN when unknown or no
+        pixel).
+    """
+    if not npix > 0:
+        return math.nan
+    return math.sqrt(_EFFICIENCY[statistic] / npix) * std
+
+
+def _group_error(statistic: str, npix: np.ndarray, std: np.ndarray) -> float:
+    """Return the standard error of the npix-weighted mean of members' statistics."""
+    ok = npix > 0
+    if not ok.any():
+        return math.nan
+    n, s = npix[ok].astype(float), std[ok]
+    top = float(np.max(s))
+    if not (math.isfinite(top) and top > 0):
+        return 0.0 if top == 0 else math.nan
+    total = n.sum()
+    return math.sqrt(_EFFICIENCY[statistic] * float(np.sum(n * (s / top) ** 2))) * top / total
 
 
 def measure_group(task: GroupTask) -> GroupMeasurement:
@@ -62,26 +111,34 @@ def measure_group(task: GroupTask) -> GroupMeasurement:
         Its numbers.
     """
     member_local = []
-    best, best_n = math.nan, 0
+    best, best_n, best_err = math.nan, 0, math.nan
     nb = len(task.neighbours)
     wsum = np.zeros(nb)
     nsum = np.zeros(nb, dtype=np.int64)
+    counts = np.zeros((len(task.data), nb), dtype=np.int64)  # per member and neighbour
+    spreads = np.full((len(task.data), nb), np.nan)
     for m, (data, mask, dq) in enumerate(zip(task.data, task.masks, task.dq, strict=True)):
         spans = task.member_spans(m)
         image = np.asarray(data)
-        whole, values = region_statistics(
+        whole, values, spread = region_statistics(
             task.stat, image, good_pixels(mask, dq, task.dqbits), spans,
-            whole=task.want_local,
+            whole=task.want_local, scatter=True,
         )
         del image  # an image loaded from a file is released before the next one
         value, npix = whole if whole is not None else (math.nan, 0)
         member_local.append(value)
         if npix > 0 and math.isfinite(value) and not value >= best:
             best, best_n = value, npix
+            best_err = statistic_error(task.stat.statistic, float(spread[-1]), npix)
         for h, (v, k) in enumerate(values):
             if k > 0 and math.isfinite(v):
                 wsum[h] += v * k
                 nsum[h] += k
+                counts[m, h] = k
+                spreads[m, h] = spread[h]
     with np.errstate(invalid="ignore", divide="ignore"):
         sky = np.where(nsum > 0, wsum / np.maximum(nsum, 1), np.nan)
-    return GroupMeasurement(task.index, best, best_n, tuple(member_local), sky, nsum)
+    err = np.array([_group_error(task.stat.statistic, counts[:, h], spreads[:, h])
+                    for h in range(nb)])
+    return GroupMeasurement(task.index, best, best_n, tuple(member_local), sky, nsum, err,
+                            best_err)

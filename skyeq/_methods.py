@@ -13,6 +13,7 @@ carries one as BKGMETH.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
@@ -304,9 +305,16 @@ def match_offsets(
     pairs : dict of ndarray
         The columns of the pair table (`skyeq.result.make_pair_table`): ``i``, ``j``,
         ``npix_i``, ``npix_j``, ``sky_i``, ``sky_j``, ``weight``, ``residual``.
+    err : ndarray
+        The standard error of every offset (`referenced_errors`).
     """
     lookup = {
         (r.index, h): (r.sky[q], r.npix[q])
+        for r in measurements
+        for q, h in enumerate(neighbours[r.index])
+    }
+    lookup_err = {
+        (r.index, h): float(r.err[q])
         for r in measurements
         for q, h in enumerate(neighbours[r.index])
     }
@@ -325,7 +333,100 @@ def match_offsets(
                     group_label(int(g)))
     pairs = {"i": pi, "j": pj, "npix_i": ni, "npix_j": nj, "sky_i": si, "sky_j": sj,
              "weight": sol.weight, "residual": sol.residual}
-    return sol.delta, sol.components, pairs
+    pair_err = np.array([math.hypot(lookup_err[(g, h)], lookup_err[(h, g)])
+                         for g, h in zip(pi, pj, strict=True)])
+    pick = np.argmin if match_down else np.argmax
+    if anchor == "component":
+        refs = [int(c[pick(sol.delta[c])]) for c in sol.components]
+    else:  # errors only inside the reference's component: the others float freely
+        refs = [sol.reference if sol.reference in c else -1 for c in sol.components]
+    err = referenced_errors(len(measurements), pi.astype(int), pj.astype(int),
+                            sol.weight, pair_err, sol.components, refs)
+    return sol.delta, sol.components, pairs, err
+
+
+#: Largest component whose offset errors are computed (two dense solves per component:
+#: about a second for 2000 images).
+_MAX_ERR_UNKNOWNS = 2000
+
+
+def referenced_errors(
+    n: int,
+    i: np.ndarray,
+    j: np.ndarray,
+    weight: np.ndarray,
+    err: np.ndarray,
+    components: Sequence[np.ndarray],
+    refs: Sequence[int],
+) -> np.ndarray:
+    """Return the standard errors of referenced match offsets from the pairs' variances.
+
+    The referenced offsets ``y`` (``y_r = 0`` for the component's reference ``r``) solve
+    the weighted normal equations with ``r`` removed, ``L_r y = (A^T W^2 b)_r``, so
+    ``Cov(y) = L_r^-1 (A^T W^2 V W^2 A)_r L_r^-1`` with ``V`` the diagonal of the pair
+    variances (``err**2``, ``err`` the standard error of ``sky_i - sky_j``). Pairs are
+    taken as independent. Weights and errors are scaled to at most 1 first, so that
+    neither overflows for data of any magnitude.
+
+    Parameters
+    ----------
+    n : int
+        Number of unknowns.
+    i, j : ndarray of int
+        The pairs.
+    weight : ndarray
+        Their row weights (0 for pairs not used).
+    err : ndarray
+        The standard error of each pair's difference.
+    components : sequence of ndarray
+        The connected components of the used pairs.
+    refs : sequence of int
+        The reference of each component, -1 for none (its errors stay NaN).
+
+    Returns
+    -------
+    ndarray
+        Per unknown: the standard error, 0 for a reference, NaN where not estimated (no
+        reference, a pair without a variance, or a component of more than
+        `_MAX_ERR_UNKNOWNS`).
+    """
+    out = np.full(n, np.nan)
+    pos = np.full(n, -1, dtype=np.intp)
+    used = weight > 0
+    for c, r in zip(components, refs, strict=True):
+        if r < 0:
+            continue
+        m = c.size
+        if m > _MAX_ERR_UNKNOWNS:
+            log.warning("Sky errors are not computed for a component of %d images (more "
+                        "than %d)", m, _MAX_ERR_UNKNOWNS)
+            continue
+        pos[c] = np.arange(m)
+        sel = used & (pos[i] >= 0)
+        a, b = pos[i[sel]], pos[j[sel]]
+        e = err[sel]
+        scale = float(e.max()) if e.size else 0.0
+        if not (np.all(np.isfinite(e)) and scale > 0):
+            pos[c] = -1
+            continue
+        w2 = (weight[sel] / weight[sel].max()) ** 2
+        v = (e / scale) ** 2
+        lap = np.zeros((m, m))
+        mid = np.zeros((m, m))
+        for mat, g in ((lap, w2), (mid, w2 * w2 * v)):
+            np.add.at(mat, (a, a), g)
+            np.add.at(mat, (b, b), g)
+            np.add.at(mat, (a, b), -g)
+            np.add.at(mat, (b, a), -g)
+        keep = np.arange(m) != pos[r]
+        lr = lap[np.ix_(keep, keep)]
+        half = np.linalg.solve(lr, mid[np.ix_(keep, keep)])
+        cov = np.linalg.solve(lr, half.T)
+        sd = np.zeros(m)
+        sd[keep] = np.sqrt(np.clip(np.diag(cov), 0.0, None)) * scale
+        out[c] = sd
+        pos[c] = -1
+    return out
 
 
 def group_skies(

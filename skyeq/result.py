@@ -189,6 +189,17 @@ class SkyResult:
         The outline of every image on the sky: an ``(m, 2)`` array of the ``(ra, dec)``
         vertices in degrees per image (as `skyeq.Footprint.radec`), or None (the default,
         and what ``local``, ``global`` and ``user`` give). Used by `plot`.
+    sky_err : array_like of float, optional
+        The standard error of every image's ``sky`` expected from the pixels' scatter
+        (NaN where not estimated; all NaN by default). ``match``: from the weighted
+        normal equations of the solve with each pair's variance (the clipped scatter
+        and pixel counts of both sides), relative to the component's reference image
+        (whose error is 0 by definition); images outside the reference's component
+        get NaN unless ``anchor="component"``. ``local``: the statistic's own error;
+        ``global``: that of the smallest local sky. NaN for ``global+match``, ``user``
+        and the ``mode`` statistic (no simple error law). For the mean the variance of
+        a statistic of ``n`` pixels of deviation ``s`` is ``s**2/n``, for the median
+        and midpt ``(pi/2) s**2/n`` (Gaussian pixels).
 
     Raises
     ------
@@ -221,6 +232,7 @@ class SkyResult:
     local: np.ndarray | None = None
     data: list[np.ndarray] | None = None
     footprints: list[np.ndarray] | None = None
+    sky_err: np.ndarray | None = None
 
     def __post_init__(self):
         self.sky = np.array(self.sky, dtype=np.float64)
@@ -259,6 +271,14 @@ class SkyResult:
             _check_length("data", self.data, n)
         if self.footprints is not None:
             self.footprints = self._checked_footprints(self.footprints, n)
+        err = np.full(n, np.nan) if self.sky_err is None else np.array(self.sky_err,
+                                                                         dtype=np.float64)
+        if err.ndim != 1:
+            raise ValueError(f"'sky_err' must be 1-D, got shape {err.shape}")
+        _check_length("sky_err", err, n)
+        if np.any(err < 0) or np.any(np.isinf(err)):
+            raise ValueError("'sky_err' must be NaN or finite and >= 0")
+        self.sky_err = err
 
     @staticmethod
     def _checked_pairs(pairs: Table | None) -> Table:
@@ -402,7 +422,9 @@ class SkyResult:
               statistic, as ``local`` gives it), NaN where it was not measured (every
               image with ``method="match"``, which measures overlaps only) or could
               not be computed. A float column with NaN rather than a masked column, so
-              that it reads back the same from every table format.
+              that it reads back the same from every table format;
+            - ``sky_err`` (float): the standard error of ``sky`` (see ``sky_err``), NaN
+              where not estimated.
 
             ``meta`` holds ``BKGMETH`` (the method) and ``BKGSUB`` (whether the sky was
             subtracted), which file formats with metadata (ECSV, FITS) keep.
@@ -433,6 +455,7 @@ class SkyResult:
             ("method", np.full(n, self.method), "sky method BKGMETH"),
             ("subtracted", np.full(n, self.subtracted), "whether the sky was subtracted"),
             ("local", local, "local sky of the image, NaN where not measured"),
+            ("sky_err", self.sky_err, "standard error of sky, NaN where not estimated"),
         )
         table = Table(meta={"BKGMETH": self.method, "BKGSUB": self.subtracted})
         for name, values, description in columns:

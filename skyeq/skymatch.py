@@ -180,11 +180,13 @@ def match_sky(
             log.warning("Unable to compute the sky of %s: no usable pixel",
                         inputs.group_label(int(g)))
     delta, components, pairs = np.full(inputs.ngroups, np.nan), [], make_pair_table()
+    derr = np.full(inputs.ngroups, np.nan)
     if plan is not None:
-        delta, components, columns = match_offsets(meas, plan.neighbours, match_down,
-                                                   inputs.group_label, anchor)
+        delta, components, columns, derr = match_offsets(meas, plan.neighbours, match_down,
+                                                         inputs.group_label, anchor)
         pairs = make_pair_table(**columns)
     gsky, gvalid = group_skies(rule, local, delta, components, anchor)
+    gerr = _sky_errors(rule, np.array([r.local_err for r in meas]), local, derr)
     image_local = np.full(len(inputs.records), np.nan)
     for r in meas:
         image_local[inputs.members[r.index]] = r.member_local
@@ -193,6 +195,7 @@ def match_sky(
         inplace, t0, local=image_local if want_local else None, pairs=pairs,
         components=[np.sort(np.concatenate([inputs.members[g] for g in c]))
                     for c in components],
+        sky_err=np.where(gvalid, gerr, np.nan)[inputs.gid],
         footprints=None if plan is None else [np.column_stack(f.radec)
                                               for f in plan.footprints],
     )
@@ -214,10 +217,24 @@ def _nothing_to_match(inputs: Inputs) -> str:
     return "global"
 
 
+def _sky_errors(rule: str, local_err: np.ndarray, local: np.ndarray,
+                derr: np.ndarray) -> np.ndarray:
+    """Return the standard error of every group's sky by ``rule`` (`SkyResult.sky_err`)."""
+    n = len(local)
+    if rule == "match":
+        return derr
+    if rule == "local":
+        return local_err
+    if rule == "global" and np.isfinite(local).any():
+        return np.full(n, local_err[np.nanargmin(local)])
+    return np.full(n, np.nan)
+
+
 def _result(inputs: Inputs, method: str, sky: np.ndarray, valid: np.ndarray, subtract: bool,
             inplace: bool, t0: float, *, local: np.ndarray | None = None, pairs: Any = None,
             components: list[np.ndarray] | None = None,
-            footprints: list[np.ndarray] | None = None) -> SkyResult:
+            footprints: list[np.ndarray] | None = None,
+            sky_err: np.ndarray | None = None) -> SkyResult:
     """Subtract if asked, log the skies, and build the `SkyResult`."""
     out_data = (subtracted([r.data for r in inputs.records], sky, valid, inplace)
                 if subtract else None)
@@ -237,4 +254,5 @@ def _result(inputs: Inputs, method: str, sky: np.ndarray, valid: np.ndarray, sub
         local=local,
         data=out_data,
         footprints=footprints,
+        sky_err=sky_err,
     )

@@ -211,7 +211,8 @@ def region_statistics(
     mask: np.ndarray | None,
     regions: list[np.ndarray],
     whole: bool = False,
-) -> tuple[SkyValue | None, list[SkyValue]]:
+    scatter: bool = False,
+) -> tuple[Any, ...]:
     """Compute the statistic of several regions of one image, and of the whole image.
 
     The results are those of ``stat(data, mask, spans)`` for every region (and of
@@ -232,6 +233,9 @@ def region_statistics(
         Row spans of every region, each sorted by row and non-overlapping.
     whole : bool, optional
         Also compute the statistic of the whole image.
+    scatter : bool, optional
+        Also return the ddof=1 standard deviation of the pixels each value comes from
+        (those of the final clipping pass).
 
     Returns
     -------
@@ -239,6 +243,9 @@ def region_statistics(
         The statistic of the whole image (None unless ``whole``).
     values : list of SkyValue
         One per region.
+    spread : ndarray of float64
+        Only with ``scatter``: the standard deviation per region (then of the whole
+        image, last, with ``whole``); NaN where no pixel was usable.
     """
     notice_first_compile()
     arr, good = _image_and_mask(data, mask)
@@ -246,7 +253,8 @@ def region_statistics(
     nreg = len(spans)
     if arr.size == 0:
         empty = SkyValue(math.nan, 0)
-        return (empty if whole else None), [empty] * nreg
+        spread = np.full(nreg + bool(whole), np.nan)
+        return ((empty if whole else None), [empty] * nreg) + ((spread,) if scatter else ())
     npix = sum(int((s[:, 2] - s[:, 1] + 1).sum()) for s in spans)
     arr, k = _rescaled(arr)
     lower, upper = stat._bounds(k)
@@ -260,23 +268,22 @@ def region_statistics(
         or nreg > _kernels.MAX_CELL_REGIONS
         or npix + (arr.size if whole else 0) < _CELL_COVERAGE * arr.size
     ):
-        value, count = _kernels.region_stats(
+        value, count, std = _kernels.region_stats(
             arr, mask_arg, good is not None, all_spans, reg_off, whole, lower, upper,
             stat.nclip, stat.lsigma, stat.usigma, stat.binwidth, code,
         )
-        out = [SkyValue(math.ldexp(float(v), -k), int(c))
-               for v, c in zip(value, count, strict=True)]
-        return (out[nreg] if whole else None), out[:nreg]
-    scratch = getattr(_SCRATCH, arr.dtype.char, None)
-    if scratch is None or scratch.size < arr.size:
-        scratch = np.empty(arr.size, dtype=arr.dtype)
-        setattr(_SCRATCH, arr.dtype.char, scratch)
-    value, count = _kernels.cell_stats(
-        arr, mask_arg, good is not None, all_spans, reg_off, whole, lower, upper, stat.nclip,
-        stat.lsigma, stat.usigma, stat.binwidth, code, scratch,
-    )
+    else:
+        scratch = getattr(_SCRATCH, arr.dtype.char, None)
+        if scratch is None or scratch.size < arr.size:
+            scratch = np.empty(arr.size, dtype=arr.dtype)
+            setattr(_SCRATCH, arr.dtype.char, scratch)
+        value, count, std = _kernels.cell_stats(
+            arr, mask_arg, good is not None, all_spans, reg_off, whole, lower, upper,
+            stat.nclip, stat.lsigma, stat.usigma, stat.binwidth, code, scratch,
+        )
     out = [SkyValue(math.ldexp(float(v), -k), int(c)) for v, c in zip(value, count, strict=True)]
-    return (out[nreg] if whole else None), out[:nreg]
+    result = (out[nreg] if whole else None), out[:nreg]
+    return result + ((np.ldexp(std, -k),) if scatter else ())
 
 
 def good_mask(mask: Any, what: str = "mask", true_means: str = "good") -> np.ndarray:

@@ -155,11 +155,11 @@ def test_a_failing_statistic_names_its_image(mosaic, kind, monkeypatch):
     target = mosaic.data[7]
     calls = []
 
-    def failing(stat, image, mask, regions, whole=False):
+    def failing(stat, image, mask, regions, whole=False, scatter=False):
         calls.append(image is target)
         if image is target:
             raise FloatingPointError("the kernel gave up")
-        return real(stat, image, mask, regions, whole)
+        return real(stat, image, mask, regions, whole, scatter)
 
     monkeypatch.setattr(skyeq._measure, "region_statistics", failing)
     names = [f"d{k}" for k in range(NIMAGES)]

@@ -359,7 +359,7 @@ def test_write_table_txt_is_aligned_text(row_results, tmp_path):
     out = io.write_table(row_results["global+match"], tmp_path / "skies.txt")
     lines = out.read_text().splitlines()
     assert lines[0].split() == ["index", "name", "group", "sky", "valid", "component",
-                                "method", "subtracted", "local"]
+                                "method", "subtracted", "local", "sky_err"]
     assert set(lines[1]) <= {"-", " "}  # the dashed line under the header
     assert len({len(line.rstrip()) for line in lines[1:]}) == 1  # aligned columns
     assert lines[2].split()[:3] == ["0", "image", "0"]

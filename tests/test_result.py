@@ -106,7 +106,7 @@ def test_to_table():
     t = res.to_table()
     assert t.colnames == [
         "index", "name", "group", "sky", "valid", "component", "method", "subtracted",
-        "local",
+        "local", "sky_err",
     ]
     assert len(t) == 8
     assert_array_equal(t["index"], np.arange(8))
@@ -122,6 +122,7 @@ def test_to_table():
         assert t[name].dtype == np.int64, name
     assert t["valid"].dtype == bool and t["subtracted"].dtype == bool
     assert t["sky"].dtype == np.float64 and t["local"].dtype == np.float64
+    assert t["sky_err"].dtype == np.float64 and np.all(np.isnan(t["sky_err"]))  # none given
     assert t.meta == {"BKGMETH": "match", "BKGSUB": False}
     assert all(t[name].description for name in t.colnames)
 
@@ -133,7 +134,7 @@ def test_to_table_with_groups_and_without_names():
     # the same columns without local skies: NaN where not measured
     assert t.colnames == [
         "index", "name", "group", "sky", "valid", "component", "method", "subtracted",
-        "local",
+        "local", "sky_err",
     ]
     assert t["local"].dtype == np.float64 and np.all(np.isnan(t["local"]))
     assert t["name"].tolist() == [f"image {k}" for k in range(8)]  # no names: "image k"

@@ -632,15 +632,20 @@ def _hist_stat(kind, buf, n, part, bins, cells, lo, hi, upper, std, binwidth, wa
 
 @njit(cache=True, nogil=True)
 def _stat_of_buffer(buf, n, lower, upper, nclip, lsig, usig, binwidth, code):
-    """Compute statistic ``code`` of ``buf[:n]`` (values outside the limits are ignored)."""
+    """Compute statistic ``code`` of ``buf[:n]`` (values outside the limits are ignored).
+
+    Returns the value, the pixels of the final clipping pass and their ddof=1 standard
+    deviation (NaN, 0, NaN when no pixel is usable).
+    """
     count, mean, std, lo, hi = clip_moments(buf, n, lower, upper, nclip, lsig, usig)
     if count == 0:
-        return np.nan, 0
+        return np.nan, 0, np.nan
     if code == STAT_MEAN:
-        return mean, count
+        return mean, count, std
     if code == STAT_MEDIAN:
-        return median_within(buf, n, lo, hi), count
-    return histogram_stat(buf, n, lo, hi, upper, std, binwidth, code == STAT_MIDPT), count
+        return median_within(buf, n, lo, hi), count, std
+    return (histogram_stat(buf, n, lo, hi, upper, std, binwidth, code == STAT_MIDPT), count,
+            std)
 
 
 @njit(cache=True, nogil=True)
@@ -664,8 +669,9 @@ def sky_stat(
     ny, nx = data.shape
     size = _region_size(spans, use_spans, ny, nx) if (use_mask or use_spans) else 0
     buf = np.empty(size, dtype=data.dtype)
-    return _region_stat(buf, data, mask, use_mask, spans, use_spans, lower, upper, nclip, lsig,
-                        usig, binwidth, code)
+    value, npix, _ = _region_stat(buf, data, mask, use_mask, spans, use_spans, lower, upper,
+                                  nclip, lsig, usig, binwidth, code)
+    return value, npix
 
 
 @njit(cache=True, nogil=True)
@@ -702,12 +708,15 @@ def region_stats(data, mask, use_mask, spans, reg_off, whole, lower, upper, ncli
     -------
     value : ndarray of float64, shape (R + whole,)
     npix : ndarray of int64
+    std : ndarray of float64
+        The ddof=1 standard deviation of the final clipping pass's pixels.
     """
     ny, nx = data.shape
     nreg = reg_off.shape[0] - 1
     nout = nreg + (1 if whole else 0)
     value = np.full(nout, np.nan)
     npix = np.zeros(nout, dtype=np.int64)
+    std = np.full(nout, np.nan)
     size = ny * nx if (whole and use_mask) else 0
     for r in range(nreg):
         size = max(size, _region_size(spans[reg_off[r] : reg_off[r + 1]], True, ny, nx))
@@ -715,9 +724,9 @@ def region_stats(data, mask, use_mask, spans, reg_off, whole, lower, upper, ncli
     for r in range(nout):
         in_region = r < nreg
         region = spans[reg_off[r] : reg_off[r + 1]] if in_region else spans[:0]
-        value[r], npix[r] = _region_stat(buf, data, mask, use_mask, region, in_region, lower,
-                                         upper, nclip, lsig, usig, binwidth, code)
-    return value, npix
+        value[r], npix[r], std[r] = _region_stat(buf, data, mask, use_mask, region, in_region,
+                                                 lower, upper, nclip, lsig, usig, binwidth, code)
+    return value, npix, std
 
 
 # --------------------------------------------------------------------------------------
@@ -1176,6 +1185,8 @@ def cell_stats(data, mask, use_mask, spans, reg_off, whole, lower, upper, nclip,
         NaN where no pixel is usable.
     npix : ndarray of int64
         Pixels of the final clipping pass.
+    std : ndarray of float64
+        Their ddof=1 standard deviation.
     """
     ny, nx = data.shape
     nreg = reg_off.shape[0] - 1
@@ -1185,6 +1196,7 @@ def cell_stats(data, mask, use_mask, spans, reg_off, whole, lower, upper, nclip,
     nout = nreg + (1 if whole else 0)
     value = np.full(nout, np.nan)
     npix = np.zeros(nout, dtype=np.int64)
+    spread = np.full(nout, np.nan)
     vals = part[0]
     for r in range(nout):
         if r < nreg:
@@ -1202,6 +1214,7 @@ def cell_stats(data, mask, use_mask, spans, reg_off, whole, lower, upper, nclip,
         if count == 0:
             continue
         npix[r] = count
+        spread[r] = std
         if code == STAT_MEAN:
             value[r] = mean
         elif code == STAT_MEDIAN:
@@ -1209,7 +1222,7 @@ def cell_stats(data, mask, use_mask, spans, reg_off, whole, lower, upper, nclip,
         else:
             value[r] = _hist_stat(1, vals, 0, part, bins, cells, lo, hi, upper, std, binwidth,
                                   code == STAT_MIDPT)
-    return value, npix
+    return value, npix, spread
 
 
 def warmup() -> None:
