@@ -18,6 +18,8 @@ from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
+import scipy.sparse as sp
+from scipy.optimize import least_squares
 
 from .solve import _as_index_array, _as_pair_array, solve_offsets
 
@@ -75,6 +77,9 @@ class MatchSolution(NamedTuple):
     reference : int
         Index of the unknown that the deltas are referenced to (its delta is exactly
         0), or -1 when no delta is finite.
+    robust_weight : numpy.ndarray
+        ``(npairs,)`` the robust factor of each pair's squared residual (1 unless
+        ``robust``).
     """
 
     delta: np.ndarray
@@ -84,6 +89,93 @@ class MatchSolution(NamedTuple):
     weight: np.ndarray
     residual: np.ndarray
     reference: int
+    robust_weight: np.ndarray
+
+
+#: Iterations of each robust scheme at most (each converges in a few).
+_ROBUST_ITERATIONS = 50
+#: Tuning constants (95 % efficiency for Gaussian residuals).
+_HUBER_C = 1.345
+_TUKEY_C = 4.685
+#: Smallest robust factor: an outlying pair keeps a trace of weight, so that dropping it
+#: never splits a connected component.
+_ROBUST_FLOOR = 1e-6
+
+
+def _robust_factors(residual: np.ndarray, err: np.ndarray, kind: str) -> np.ndarray:
+    """IRLS factors of the squared residuals: Huber's or Tukey's biweight.
+
+    Each residual is standardised by its pair's expected error (where that is not
+    finite, by the median error of the others, or 1), and the standardised residuals
+    are judged on the larger of 1 and their own robust spread (1.4826 times their
+    median absolute value): while outliers still pull the fit, every residual is far
+    above its expected error. Unused pairs (NaN residual) get 1.
+    """
+    factor = np.ones(residual.size)
+    ok = np.isfinite(residual)
+    if not ok.any():
+        return factor
+    e = err[ok]
+    good = np.isfinite(e) & (e > 0)
+    e = np.where(good, e, float(np.median(e[good])) if good.any() else 1.0)
+    u = np.abs(residual[ok]) / e
+    u = u / max(1.0, 1.4826 * float(np.median(u)))
+    if kind == "huber":
+        f = np.where(u <= _HUBER_C, 1.0, _HUBER_C / np.maximum(u, _HUBER_C))
+    else:
+        f = np.where(u < _TUKEY_C, (1.0 - (u / _TUKEY_C) ** 2) ** 2, 0.0)
+    factor[ok] = np.maximum(f, _ROBUST_FLOOR)
+    return factor
+
+
+def _soft_l1_factors(n: int, i: np.ndarray, j: np.ndarray, diff: np.ndarray,
+                     err: np.ndarray, sol: Any) -> np.ndarray:
+    """IRLS factors at the soft-L1 (pseudo-Huber) solution of the match equations.
+
+    Minimises ``sum(2 * (sqrt(1 + u**2) - 1))`` over the offsets, ``u`` the residuals
+    standardised by the pairs' expected errors (by 1.4826 times the median absolute
+    least-squares residual where an error is not finite), with one unknown per
+    component held at its least-squares value; scipy's trust-region solver finds the
+    global minimum of this convex loss from the least-squares start (plain IRLS
+    crawls there, hundreds of iterations). Returns ``1 / sqrt(1 + u**2)``, the factors
+    with which the weighted least-squares solve reproduces that solution.
+    """
+    used = sol.used
+    res = sol.residual[used]
+    mad = 1.4826 * float(np.median(np.abs(res))) or 1.0
+    e = np.where(np.isfinite(err) & (err > 0), err, mad)[used]
+    iu, ju, d = i[used], j[used], diff[used]
+    x0 = np.nan_to_num(sol.x)
+    fixed = np.zeros(n, bool)
+    for c in sol.components:
+        fixed[c[0]] = True
+    free = np.flatnonzero(~fixed & np.isfinite(sol.x))
+    col = np.full(n, -1)
+    col[free] = np.arange(free.size)
+    if free.size == 0:
+        return np.ones(i.size)
+    rows = np.arange(iu.size)
+
+    def offsets(z: np.ndarray) -> np.ndarray:
+        x = x0.copy()
+        x[free] = z
+        return x
+
+    def fun(z: np.ndarray) -> np.ndarray:
+        x = offsets(z)
+        return (d - (x[iu] - x[ju])) / e
+
+    ci, cj = col[iu], col[ju]
+    data = np.concatenate([-1.0 / e[ci >= 0], 1.0 / e[cj >= 0]])
+    jac = sp.csr_array((data, (np.concatenate([rows[ci >= 0], rows[cj >= 0]]),
+                               np.concatenate([ci[ci >= 0], cj[cj >= 0]]))),
+                       shape=(iu.size, free.size))
+    out = least_squares(fun, x0[free], jac=lambda z: jac, loss="soft_l1", f_scale=1.0,
+                        method="trf", tr_solver="lsmr", x_scale="jac")
+    u = fun(out.x)
+    factor = np.ones(i.size)
+    factor[used] = 1.0 / np.sqrt(1.0 + u * u)
+    return factor
 
 
 def solve_match(
@@ -97,6 +189,8 @@ def solve_match(
     *,
     match_down: bool = True,
     anchor: str = "global",
+    robust: bool = False,
+    pair_err=None,
 ) -> MatchSolution:
     """Solve the pairwise sky-matching system for the sky offsets of ``n`` unknowns.
 
@@ -118,6 +212,13 @@ def solve_match(
     anchor : {'global', 'component'}, optional
         One reference for all connected components (default) or one per component
         (see `skyeq.solve.solve_offsets`).
+    robust : bool, optional
+        Down-weight outlying pairs: the soft-L1 (pseudo-Huber) solution of the
+        residuals standardised by ``pair_err`` first (`_soft_l1_factors`), then Tukey's
+        biweight by iteratively reweighted least squares (`_robust_factors`). Default
+        False.
+    pair_err : array_like of float, optional
+        The standard error of every pair's ``sky_i - sky_j`` (for ``robust``).
 
     Returns
     -------
@@ -196,16 +297,37 @@ def solve_match(
     weight[counted] = 0.5 * (ni[counted] + nj[counted])
     with np.errstate(invalid="ignore"):
         diff = si - sj
-    sol = solve_offsets(
-        n,
-        row=np.repeat(np.arange(npairs), 2),
-        index=np.column_stack([ii, jj]).ravel(),
-        coef=np.tile([1.0, -1.0], npairs),
-        value=diff,
-        weight=weight,
-        match_down=match_down,
-        anchor=anchor,
-    )
+
+    def solve(factor: np.ndarray) -> Any:
+        return solve_offsets(
+            n,
+            row=np.repeat(np.arange(npairs), 2),
+            index=np.column_stack([ii, jj]).ravel(),
+            coef=np.tile([1.0, -1.0], npairs),
+            value=diff,
+            weight=weight * np.sqrt(factor),
+            match_down=match_down,
+            anchor=anchor,
+        )
+
+    factor = np.ones(npairs)
+    sol = solve(factor)
+    if robust and sol.used.any():
+        err = (np.full(npairs, np.nan) if pair_err is None
+               else _as_pair_array("pair_err", pair_err, npairs))
+        factor = _soft_l1_factors(n, ii, jj, diff, err, sol)
+        sol = solve(factor)
+        for _ in range(_ROBUST_ITERATIONS):  # Tukey's biweight from there
+            new = _robust_factors(sol.residual, err, "tukey")
+            if np.allclose(new, factor, rtol=0, atol=1e-9):
+                break
+            factor = new
+            sol = solve(factor)
+        low = np.flatnonzero(sol.used & (factor < 0.5))
+        if low.size:
+            log.info("robust solve: %d of %d pairs down-weighted below 0.5: %s", low.size,
+                     int(sol.used.sum()),
+                     ", ".join(f"{ii[k]}-{jj[k]}" for k in low[:20]))
     return MatchSolution(
         delta=sol.x,
         valid=sol.valid,
@@ -214,6 +336,7 @@ def solve_match(
         weight=np.where(sol.used, weight, 0.0),
         residual=sol.residual,
         reference=sol.reference,
+        robust_weight=factor,
     )
 
 
@@ -277,7 +400,8 @@ def match_offsets(
     match_down: bool,
     group_label: Callable[[int], str],
     anchor: str = "global",
-) -> tuple[np.ndarray, list[np.ndarray], Any]:
+    robust: bool = False,
+) -> tuple[np.ndarray, list[np.ndarray], Any, np.ndarray]:
     """Solve the group offsets from the groups' skies in their overlaps.
 
     A pair of groups gives an equation when both measured their common overlap.
@@ -295,6 +419,8 @@ def match_offsets(
         The images of a group, for the warning about groups without a usable overlap.
     anchor : {'global', 'component'}, optional
         How the components are referenced (see `solve_match`).
+    robust : bool, optional
+        Down-weight outlying pairs (see `solve_match`).
 
     Returns
     -------
@@ -326,22 +452,24 @@ def match_offsets(
     rows.sort(key=lambda r: (r[0], r[1]))
     cols = [np.array([r[k] for r in rows]) for k in range(6)]
     pi, pj, si, sj, ni, nj = cols
+    pair_err = np.array([math.hypot(lookup_err[(g, h)], lookup_err[(h, g)])
+                         for g, h in zip(pi, pj, strict=True)])
     sol = solve_match(len(measurements), pi.astype(int), pj.astype(int), si, sj, ni, nj,
-                      match_down=match_down, anchor=anchor)
+                      match_down=match_down, anchor=anchor, robust=robust, pair_err=pair_err)
     for g in np.flatnonzero(~sol.valid):
         log.warning("Unable to compute the match offset of %s: no usable overlap",
                     group_label(int(g)))
     pairs = {"i": pi, "j": pj, "npix_i": ni, "npix_j": nj, "sky_i": si, "sky_j": sj,
-             "weight": sol.weight, "residual": sol.residual}
-    pair_err = np.array([math.hypot(lookup_err[(g, h)], lookup_err[(h, g)])
-                         for g, h in zip(pi, pj, strict=True)])
+             "weight": sol.weight, "residual": sol.residual,
+             "robust_weight": sol.robust_weight}
     pick = np.argmin if match_down else np.argmax
     if anchor == "component":
         refs = [int(c[pick(sol.delta[c])]) for c in sol.components]
     else:  # errors only inside the reference's component: the others float freely
         refs = [sol.reference if sol.reference in c else -1 for c in sol.components]
     err = referenced_errors(len(measurements), pi.astype(int), pj.astype(int),
-                            sol.weight, pair_err, sol.components, refs)
+                            sol.weight * np.sqrt(sol.robust_weight), pair_err,
+                            sol.components, refs)
     return sol.delta, sol.components, pairs, err
 
 

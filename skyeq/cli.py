@@ -163,6 +163,11 @@ def _add_match_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParse
         "lowest image (component; their skies are then not tied to each other)",
     )
     g.add_argument(
+        "--robust", action="store_true",
+        help="down-weight overlaps whose sky difference disagrees with the others "
+        "(iteratively reweighted least squares; match methods only)",
+    )
+    g.add_argument(
         "--subtract", action="store_true",
         help="subtract the sky from the data of the written files (default: only record "
         "it in the keywords; BKGSUB = F)",
@@ -421,8 +426,8 @@ def _run_match(args: argparse.Namespace) -> list[str]:
     try:
         result = io.match_files(
             args.inputs, method=args.method, stat=args.skystat, match_down=args.match_down,
-            anchor=args.anchor, subtract=args.subtract, skylist=skylist, stepsize=args.stepsize,
-            dqbits=args.dqbits, executor=executor, **options,
+            anchor=args.anchor, robust=args.robust, subtract=args.subtract, skylist=skylist,
+            stepsize=args.stepsize, dqbits=args.dqbits, executor=executor, **options,
         )
         lines = _result_lines(result)
         if targets:

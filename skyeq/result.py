@@ -31,6 +31,7 @@ PAIR_COLUMNS = (
     ("sky_j", np.float64),
     ("weight", np.float64),
     ("residual", np.float64),
+    ("robust_weight", np.float64),
 )
 
 #: Number of sky values shown at each end of a long ``repr``.
@@ -46,6 +47,7 @@ def make_pair_table(
     sky_j=(),
     weight=(),
     residual=(),
+    robust_weight=None,
 ) -> Table:
     """Build the pair table of a `SkyResult` from per-pair arrays.
 
@@ -64,6 +66,9 @@ def make_pair_table(
     residual : array_like of float
         ``(sky_i - sky_j) - (delta_i - delta_j)`` after the solve, NaN for pairs not
         used.
+    robust_weight : array_like of float, optional
+        The factor (0 to 1) a robust solve gave the pair's squared residual (below 1:
+        down-weighted as an outlier); 1 for every pair by default.
 
     Returns
     -------
@@ -81,9 +86,11 @@ def make_pair_table(
     --------
     >>> t = make_pair_table([0], [1], [900], [880], [100.0], [120.0], [890.0], [0.0])
     >>> t.colnames
-    ['i', 'j', 'npix_i', 'npix_j', 'sky_i', 'sky_j', 'weight', 'residual']
+    ['i', 'j', 'npix_i', 'npix_j', 'sky_i', 'sky_j', 'weight', 'residual', 'robust_weight']
     """
-    values = (i, j, npix_i, npix_j, sky_i, sky_j, weight, residual)
+    if robust_weight is None:
+        robust_weight = np.ones(np.asarray(i).size)
+    values = (i, j, npix_i, npix_j, sky_i, sky_j, weight, residual, robust_weight)
     columns = []
     for (name, dtype), value in zip(PAIR_COLUMNS, values, strict=True):
         arr = np.asarray(value)
@@ -287,6 +294,9 @@ class SkyResult:
             return make_pair_table()
         if not isinstance(pairs, Table):
             raise ValueError(f"'pairs' must be an astropy Table, got {type(pairs)}")
+        if "robust_weight" not in pairs.colnames:  # a table from before robust solves
+            pairs = pairs.copy(copy_data=False)
+            pairs["robust_weight"] = np.ones(len(pairs))
         missing = [name for name, _ in PAIR_COLUMNS if name not in pairs.colnames]
         if missing:
             raise ValueError(f"'pairs' lacks the column(s) {missing}")

@@ -53,6 +53,7 @@ def match_sky(
     names: Sequence[str] | None = None,
     inplace: bool = False,
     anchor: str = "global",
+    robust: bool = False,
 ) -> SkyResult:
     """Compute and match the sky levels of a set of overlapping images.
 
@@ -139,6 +140,13 @@ def match_sky(
         ``match_down=False``) image, and with ``global+match`` tied to its own lowest
         ``local - offset``: the skies of different components are then not tied to
         each other, which the warning about the components says.
+    robust : bool, optional
+        Solve the match by iteratively reweighted least squares (Huber, then Tukey's
+        biweight) on the pair residuals scaled by their expected errors, so that a
+        few contaminated overlaps (a galaxy, a satellite trail, scattered light in one
+        image) do not pull the skies; each pair's factor is the ``robust_weight``
+        column of ``result.pairs`` (below 1: down-weighted) and the pairs below 0.5 are
+        logged. Default False (the reference's plain weighted least squares).
 
     Returns
     -------
@@ -183,7 +191,7 @@ def match_sky(
     derr = np.full(inputs.ngroups, np.nan)
     if plan is not None:
         delta, components, columns, derr = match_offsets(meas, plan.neighbours, match_down,
-                                                         inputs.group_label, anchor)
+                                                         inputs.group_label, anchor, robust)
         pairs = make_pair_table(**columns)
     gsky, gvalid = group_skies(rule, local, delta, components, anchor)
     gerr = _sky_errors(rule, np.array([r.local_err for r in meas]), local, derr)

@@ -37,7 +37,8 @@ def test_make_pair_table_columns_and_values():
     t = make_pair_table([0, 1], [1, 2], [10, 20], [11, 21], [1.5, 2.5], [3.5, np.nan],
                         [10.5, 0.0], [0.25, np.nan])
     assert t.colnames == [name for name, _ in PAIR_COLUMNS]
-    assert t.colnames == ["i", "j", "npix_i", "npix_j", "sky_i", "sky_j", "weight", "residual"]
+    assert t.colnames == ["i", "j", "npix_i", "npix_j", "sky_i", "sky_j", "weight", "residual",
+                          "robust_weight"]
     assert t["i"].dtype == np.int64
     assert t["npix_i"].dtype == np.int64 and t["npix_j"].dtype == np.int64  # counts
     assert_array_equal(t["j"], [1, 2])
@@ -49,7 +50,8 @@ def test_make_pair_table_columns_and_values():
 def test_make_pair_table_empty():
     t = make_pair_table()
     assert len(t) == 0
-    assert t.colnames == ["i", "j", "npix_i", "npix_j", "sky_i", "sky_j", "weight", "residual"]
+    assert t.colnames == ["i", "j", "npix_i", "npix_j", "sky_i", "sky_j", "weight", "residual",
+                          "robust_weight"]
 
 
 def test_make_pair_table_errors():
