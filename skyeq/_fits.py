@@ -38,6 +38,7 @@ _KEYWORD_COMMENTS = {
     "BKGLEVEL": "sky background level (data units)",
     "BKGMETH": "sky background method",
     "BKGSUB": "sky background subtracted from the data",
+    "BKGERR": "standard error of BKGLEVEL (data units)",
 }
 
 _IMAGE_HDUS = (fits.PrimaryHDU, fits.ImageHDU, fits.CompImageHDU)

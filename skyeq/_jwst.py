@@ -141,6 +141,8 @@ def _write_datamodel(
             model.meta.background.method = keywords["BKGMETH"]
             model.meta.background.subtracted = keywords["BKGSUB"]
             model.meta.cal_step.skymatch = "COMPLETE"
+            if "BKGERR" in keywords:
+                log.info("%s: a JWST datamodel has no field for BKGERR; not written", source)
             try:
                 cards = model.extra_fits.SCI.header
             except AttributeError:

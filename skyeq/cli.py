@@ -168,6 +168,10 @@ def _add_match_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParse
         "(iteratively reweighted least squares; match methods only)",
     )
     g.add_argument(
+        "--bkgerr", action="store_true",
+        help="also write BKGERR, the standard error of BKGLEVEL, where it was estimated",
+    )
+    g.add_argument(
         "--subtract", action="store_true",
         help="subtract the sky from the data of the written files (default: only record "
         "it in the keywords; BKGSUB = F)",
@@ -432,7 +436,8 @@ def _run_match(args: argparse.Namespace) -> list[str]:
         lines = _result_lines(result)
         if targets:
             io._stage_results(batch, result, paths, output_dir=args.output_dir,
-                              in_place=args.in_place, executor=executor)
+                              in_place=args.in_place, executor=executor,
+                              errors=args.bkgerr)
         if args.table is not None:
             fmt = io._table_format(args.table)
             batch.stage(args.table, lambda tmp: io._write_table(result, tmp, fmt))

@@ -734,6 +734,7 @@ def write_results(
     in_place: bool = False,
     executor: Executor | None = None,
     progress: bool | Callable[[int, int], Any] = False,
+    errors: bool = False,
 ) -> list[Path]:
     """Write the background keywords (and subtracted data) of a result into FITS files.
 
@@ -776,6 +777,9 @@ def write_results(
         FITS files releases the GIL for the I/O). Default: one after the other.
     progress : bool or callable, optional
         As for `skyeq.match_sky`, over the files.
+    errors : bool, optional
+        Also write BKGERR, the standard error of BKGLEVEL, where it was estimated (plain
+        FITS headers; a JWST datamodel has no field for it). Default False.
 
     Returns
     -------
@@ -798,7 +802,8 @@ def write_results(
     batch = _Batch()
     try:
         targets = _stage_results(batch, result, paths, output_dir=output_dir,
-                                 in_place=in_place, executor=executor, progress=progress)
+                                 in_place=in_place, executor=executor, progress=progress,
+                                 errors=errors)
         batch.commit()
     finally:
         batch.abort()  # nothing left to do after a commit
@@ -814,6 +819,7 @@ def _stage_results(
     in_place: bool = False,
     executor: Executor | None = None,
     progress: bool | Callable[[int, int], Any] = False,
+    errors: bool = False,
 ) -> list[Path]:
     """Write the new files of `write_results` to the temporary files of ``batch``.
 
@@ -834,7 +840,7 @@ def _stage_results(
         batch.make_dirs(output_dir)  # type: ignore[arg-type]
     tasks = []
     for k, (src, dst) in enumerate(zip(sources, targets, strict=True)):
-        keywords = result.keywords(k)
+        keywords = result.keywords(k, errors=errors)
         data = result.data[k] if result.subtracted and keywords else None  # type: ignore[index]
         tasks.append(_WriteTask(src, batch.add(dst), keywords, data))
         if keywords:

@@ -380,21 +380,24 @@ class SkyResult:
             out[idx] = k
         return out
 
-    def keywords(self, i: int) -> dict:
+    def keywords(self, i: int, errors: bool = False) -> dict:
         """Return the background keywords of image ``i``, as the reference writes them.
 
         Parameters
         ----------
         i : int
             Image index (negative values count from the end).
+        errors : bool, optional
+            Also ``BKGERR``, the standard error of BKGLEVEL (`sky_err`), when it was
+            estimated. Default False (the reference's three keywords only).
 
         Returns
         -------
         dict
-            ``{"BKGLEVEL": float, "BKGMETH": str, "BKGSUB": bool}`` for a valid image.
-            For an invalid image the reference leaves the background keywords untouched
-            (JWST marks the step SKIPPED), so the dict is empty: updating a header with
-            it changes nothing.
+            ``{"BKGLEVEL": float, "BKGMETH": str, "BKGSUB": bool}`` for a valid image
+            (and ``"BKGERR": float`` if asked and finite). For an invalid image the
+            reference leaves the background keywords untouched (JWST marks the step
+            SKIPPED), so the dict is empty: updating a header with it changes nothing.
 
         Raises
         ------
@@ -406,7 +409,11 @@ class SkyResult:
             raise IndexError(f"image index {k} out of range for {len(self)} images")
         if not self.valid[k]:
             return {}
-        return {"BKGLEVEL": float(self.sky[k]), "BKGMETH": self.method, "BKGSUB": self.subtracted}
+        out = {"BKGLEVEL": float(self.sky[k]), "BKGMETH": self.method,
+               "BKGSUB": self.subtracted}
+        if errors and np.isfinite(self.sky_err[k]):
+            out["BKGERR"] = float(self.sky_err[k])
+        return out
 
     def to_table(self) -> Table:
         """Return one row per image.

@@ -74,6 +74,7 @@ def test_cli_on_36_files_equals_the_library_call(tmp_path, capsys):
         (["--no-match-down", "--dqbits", "none", "--stepsize", "16", "--threads", "2"],
          dict(match_down=False, dqbits=None, stepsize=16)),
         (["--method", "global", "--dqbits", "0"], dict(method="global", dqbits="0")),
+        (["--anchor", "component", "--robust"], dict(anchor="component", robust=True)),
     ],
 )
 def test_options_reach_the_library(small, tmp_path, capsys, args, kwargs):
@@ -107,6 +108,17 @@ def test_subtract_in_place(small, tmp_path, capsys):
     for k, p in enumerate(paths):
         assert_allclose(fits.getheader(p, "SCI")["BKGLEVEL"], lib.sky[k] + again.sky[k],
                         rtol=1e-15)
+
+
+def test_bkgerr_goes_into_the_written_headers(small, tmp_path, capsys):
+    _, paths = small
+    code, _, err = run(capsys, *paths, "--bkgerr", "--output-dir", tmp_path / "out")
+    assert code == 0, err
+    data, wcs, dq = read_independently(paths)
+    lib = match_sky(data, wcs, dq=dq)
+    for k, path in enumerate(paths):
+        with fits.open(tmp_path / "out" / path.name) as hdul:
+            assert hdul["SCI"].header["BKGERR"] == lib.sky_err[k]
 
 
 def test_association_and_user_skylist(tmp_path, capsys):
@@ -194,7 +206,8 @@ def test_help_explains_every_option(capsys):
     for option in ("--method", "--stat", "--lower", "--upper", "--nclip", "--lsigma",
                    "--usigma", "--binwidth", "--dqbits", "--stepsize", "--match-up",
                    "--no-match-down", "--subtract", "--skylist", "--output-dir",
-                   "--in-place", "--table", "--debug", "BKGLEVEL", "BKGSUB", "BKGMETH",
+                   "--in-place", "--table", "--debug", "--anchor", "--robust", "--bkgerr",
+                   "BKGLEVEL", "BKGSUB", "BKGMETH",
                    "group_id", "exit status"):
         assert option in text, option
     assert "default: match" in text and "default: median" in text and "(default: 5)" in text

@@ -124,6 +124,23 @@ def test_fits_round_trip_keywords_and_subtracted_data(grid, tmp_path):
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(p.name for p in paths)
 
 
+def test_bkgerr_is_written_only_when_asked(grid, tmp_path):
+    paths = write_mosaic(grid, tmp_path / "in")
+    res = io.match_files(paths, method="match", stat=STAT)
+    assert np.isfinite(res.sky_err).all() and np.count_nonzero(res.sky_err == 0) == 1
+    plain = io.write_results(res, output_dir=tmp_path / "plain")
+    with_err = io.write_results(res, output_dir=tmp_path / "err", errors=True)
+    for k, (a, b) in enumerate(zip(plain, with_err, strict=True)):
+        with fits.open(a) as ha, fits.open(b) as hb:
+            for hdr in (ha[0].header, ha["SCI"].header):
+                assert "BKGERR" not in hdr
+            for hdr in (hb[0].header, hb["SCI"].header):
+                assert hdr["BKGERR"] == res.sky_err[k]
+                assert "standard error" in hdr.comments["BKGERR"]
+    assert res.keywords(0, errors=True)["BKGERR"] == res.sky_err[0]
+    assert "BKGERR" not in res.keywords(0)
+
+
 def test_writes_on_threads_equal_serial_writes_and_name_a_failing_file(grid, tmp_path):
     from concurrent.futures import ThreadPoolExecutor
 
