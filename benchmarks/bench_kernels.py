@@ -263,9 +263,9 @@ def _runner(layout: Layout, stat: SkyStat, img: np.ndarray) -> Callable[[], list
         code = CODES[stat.statistic]
 
         def direct() -> list[int]:
-            _, npix = kstats.region_stats(img, NO_MASK, False, spans, off, False, -BIG, BIG,
-                                          stat.nclip, stat.lsigma, stat.usigma,
-                                          stat.binwidth, code)
+            _, npix, _ = kstats.region_stats(img, NO_MASK, False, spans, off, False, -BIG,
+                                             BIG, stat.nclip, stat.lsigma, stat.usigma,
+                                             stat.binwidth, code)
             return [int(n) for n in npix]
 
         return direct
@@ -407,15 +407,15 @@ def measure_direct(img: np.ndarray, args: argparse.Namespace, t_sum: float
     """Time the two phases of the direct path on the whole image; return the table rows.
 
     The clipping (`clip_moments`: all its moments passes) and the final statistic
-    (`median_within`, or `histogram_stat` for mode and midpt, with the final clip
+    (`_median_near`, or `histogram_stat` for mode and midpt, with the final clip
     bounds), round robin as in `measure_phases`.
     """
     flat = img.reshape(-1)
     n = flat.size
-    _, _, std, lo, hi = kstats.clip_moments(flat, n, -BIG, BIG, args.nclip, 4.0, 4.0)
+    count, mean, std, lo, hi = kstats.clip_moments(flat, n, -BIG, BIG, args.nclip, 4.0, 4.0)
     calls = {
         "clip": lambda: kstats.clip_moments(flat, n, -BIG, BIG, args.nclip, 4.0, 4.0),
-        "median": lambda: kstats.median_within(flat, n, lo, hi),
+        "median": lambda: kstats._median_near(flat, n, lo, hi, count, mean, std),
         "mode": lambda: kstats.histogram_stat(flat, n, lo, hi, BIG, std, 0.1, False),
         "midpt": lambda: kstats.histogram_stat(flat, n, lo, hi, BIG, std, 0.1, True),
     }

@@ -579,3 +579,27 @@ def test_bucket_partition_pure_python_matches_the_compiled_kernel():
         got = np.sort(vals[start[c * (nb + 2)] : start[(c + 1) * (nb + 2)]])
         np.testing.assert_array_equal(got, np.sort(img[cell]))
     assert part[5][(nb + 2) - 1] == np.float32(1e6)  # the value above every fine bucket
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_median_near_the_mean_equals_median_within(dtype):
+    # the window about the clipped mean holds the median for sky-like data; skewed
+    # data (median far from the mean), constant data and small counts take the full
+    # path; odd and even counts; values outside [lo, hi] and NaN never count
+    rng = np.random.default_rng(21)
+    kern = _kernels.stats
+    cases = [rng.normal(100.0, 2.0, 50001), rng.normal(100.0, 2.0, 50000),
+             rng.exponential(5.0, 40000), np.full(9000, 3.5), rng.normal(0.0, 1.0, 3000)]
+    with_nan = rng.normal(10.0, 1.0, 20000)
+    with_nan[::97] = np.nan
+    cases.append(with_nan)
+    for values in cases:
+        buf = values.astype(dtype)
+        n = buf.size
+        for lo, hi in ((-1e300, 1e300), (float(np.nanpercentile(values, 5)), 1e300)):
+            count, mean, std, clo, chi = kern.clip_moments(buf, n, lo, hi, 3, 4.0, 4.0)
+            got = kern._median_near(buf, n, clo, chi, count, mean, std)
+            assert got == kern.median_within(buf, n, clo, chi)
+            kept = buf[(buf >= clo) & (buf <= chi)]
+            assert got == pytest.approx(float(np.median(kept.astype(np.float64))),
+                                        rel=1e-6)

@@ -630,6 +630,49 @@ def _hist_stat(kind, buf, n, part, bins, cells, lo, hi, upper, std, binwidth, wa
     return mn + (p + 0.5 + 0.5 * (d1 - d2) / (d1 + d2)) * hw
 
 
+#: Half-width, in standard deviations, of the window about the clipped mean where
+#: `_median_near` first looks for the median (a few percent of the pixels).
+_MEDIAN_WINDOW = 0.05
+
+
+@njit(cache=True, nogil=True)
+def _median_near(buf, n, lo, hi, count, mean, std):
+    """`median_within` for ``count`` values in ``[lo, hi]`` with this mean and std.
+
+    One pass counts the values within ``_MEDIAN_WINDOW * std`` of the mean and those
+    below; when the middle rank(s) fall in that window (sky data: nearly always, the
+    median lies within a few hundredths of sigma of the clipped mean) a second pass
+    copies the few values in it and they are selected there. Otherwise, or for small
+    or constant data, `median_within` runs. The same ranks of the same values, the same
+    arithmetic: the result is identical to `median_within`'s.
+    """
+    if count < 4096 or not std > 0.0:
+        return median_within(buf, n, lo, hi)
+    a = max(lo, mean - _MEDIAN_WINDOW * std)
+    b = min(hi, mean + _MEDIAN_WINDOW * std)
+    below = 0
+    m = 0
+    for k in range(n):  # branch-free counts: vectorised
+        v = buf[k]
+        m += (v >= a) & (v <= b)
+        below += (v >= lo) & (v < a)
+    half = count // 2
+    r_lo = half - 1 if count % 2 == 0 else half
+    if below > r_lo or half >= below + m:
+        return median_within(buf, n, lo, hi)
+    work = np.empty(m + 1, dtype=buf.dtype)  # one spare slot for the branch-free store
+    w = 0
+    for k in range(n):  # branch-free: a branch on the window was 5x slower (measured)
+        v = buf[k]
+        work[w] = v
+        w += (v >= a) & (v <= b)
+    upper_mid = float(select_kth(work, m, half - below))
+    if count % 2 == 1:
+        return upper_mid
+    lower_mid = float(select_kth(work, m, r_lo - below))
+    return 0.5 * (lower_mid + upper_mid)
+
+
 @njit(cache=True, nogil=True)
 def _stat_of_buffer(buf, n, lower, upper, nclip, lsig, usig, binwidth, code):
     """Compute statistic ``code`` of ``buf[:n]`` (values outside the limits are ignored).
@@ -643,7 +686,7 @@ def _stat_of_buffer(buf, n, lower, upper, nclip, lsig, usig, binwidth, code):
     if code == STAT_MEAN:
         return mean, count, std
     if code == STAT_MEDIAN:
-        return median_within(buf, n, lo, hi), count, std
+        return _median_near(buf, n, lo, hi, count, mean, std), count, std
     return (histogram_stat(buf, n, lo, hi, upper, std, binwidth, code == STAT_MIDPT), count,
             std)
 
