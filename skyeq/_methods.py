@@ -19,7 +19,6 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import scipy.sparse as sp
-from scipy.optimize import least_squares
 
 from .solve import _as_index_array, _as_pair_array, solve_offsets
 
@@ -140,6 +139,8 @@ def _soft_l1_factors(n: int, i: np.ndarray, j: np.ndarray, diff: np.ndarray,
     crawls there, hundreds of iterations). Returns ``1 / sqrt(1 + u**2)``, the factors
     with which the weighted least-squares solve reproduces that solution.
     """
+    from scipy.optimize import least_squares  # 0.1 s to import: only when robust
+
     used = sol.used
     res = sol.residual[used]
     mad = 1.4826 * float(np.median(np.abs(res))) or 1.0
