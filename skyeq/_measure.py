@@ -81,16 +81,18 @@ def statistic_error(statistic: str, std: float, npix: float) -> float:
 
 
 def _group_error(statistic: str, npix: np.ndarray, std: np.ndarray) -> float:
-    """Return the standard error of the npix-weighted mean of members' statistics."""
+    """Return the standard error of the npix-weighted mean of members' statistics.
+
+    ``sqrt(sum((n_m * e_m)**2)) / sum(n_m)`` with ``e_m`` each member's
+    `statistic_error`; `math.hypot` keeps it from overflowing for data near 1e300.
+    """
     ok = npix > 0
     if not ok.any():
         return math.nan
-    n, s = npix[ok].astype(float), std[ok]
-    top = float(np.max(s))
-    if not (math.isfinite(top) and top > 0):
-        return 0.0 if top == 0 else math.nan
-    total = n.sum()
-    return math.sqrt(_EFFICIENCY[statistic] * float(np.sum(n * (s / top) ** 2))) * top / total
+    terms = [k * statistic_error(statistic, s, k) for k, s in zip(npix[ok].tolist(),
+                                                                  std[ok].tolist(),
+                                                                  strict=True)]
+    return math.hypot(*terms) / float(npix[ok].sum())
 
 
 def measure_group(task: GroupTask) -> GroupMeasurement:
@@ -114,7 +116,6 @@ def measure_group(task: GroupTask) -> GroupMeasurement:
     best, best_n, best_err = math.nan, 0, math.nan
     nb = len(task.neighbours)
     wsum = np.zeros(nb)
-    nsum = np.zeros(nb, dtype=np.int64)
     counts = np.zeros((len(task.data), nb), dtype=np.int64)  # per member and neighbour
     spreads = np.full((len(task.data), nb), np.nan)
     for m, (data, mask, dq) in enumerate(zip(task.data, task.masks, task.dq, strict=True)):
@@ -133,9 +134,9 @@ def measure_group(task: GroupTask) -> GroupMeasurement:
         for h, (v, k) in enumerate(values):
             if k > 0 and math.isfinite(v):
                 wsum[h] += v * k
-                nsum[h] += k
                 counts[m, h] = k
                 spreads[m, h] = spread[h]
+    nsum = counts.sum(axis=0)
     with np.errstate(invalid="ignore", divide="ignore"):
         sky = np.where(nsum > 0, wsum / np.maximum(nsum, 1), np.nan)
     err = np.array([_group_error(task.stat.statistic, counts[:, h], spreads[:, h])

@@ -91,38 +91,44 @@ class MatchSolution(NamedTuple):
     robust_weight: np.ndarray
 
 
-#: Iterations of each robust scheme at most (each converges in a few).
+#: Iterations of Tukey's biweight at most (it converges in a few from the soft-L1 start).
 _ROBUST_ITERATIONS = 50
-#: Tuning constants (95 % efficiency for Gaussian residuals).
-_HUBER_C = 1.345
+#: Tuning constant of the biweight (95 % efficiency for Gaussian residuals).
 _TUKEY_C = 4.685
 #: Smallest robust factor: an outlying pair keeps a trace of weight, so that dropping it
 #: never splits a connected component.
 _ROBUST_FLOOR = 1e-6
 
 
-def _robust_factors(residual: np.ndarray, err: np.ndarray, kind: str) -> np.ndarray:
-    """IRLS factors of the squared residuals: Huber's or Tukey's biweight.
+def _pair_scales(err: np.ndarray, residual: np.ndarray) -> np.ndarray:
+    """Return the scale of every pair's residual: its expected error where finite.
 
-    Each residual is standardised by its pair's expected error (where that is not
-    finite, by the median error of the others, or 1), and the standardised residuals
-    are judged on the larger of 1 and their own robust spread (1.4826 times their
-    median absolute value): while outliers still pull the fit, every residual is far
-    above its expected error. Unused pairs (NaN residual) get 1.
+    Elsewhere the median of the finite errors; with none, 1.4826 times the median
+    absolute residual of the used pairs (NaN residual: unused), or 1.
+    """
+    good = np.isfinite(err) & (err > 0)
+    if good.any():
+        fill = float(np.median(err[good]))
+    else:
+        r = residual[np.isfinite(residual)]
+        fill = (1.4826 * float(np.median(np.abs(r))) if r.size else 0.0) or 1.0
+    return np.where(good, err, fill)
+
+
+def _robust_factors(residual: np.ndarray, err: np.ndarray) -> np.ndarray:
+    """IRLS factors of the squared residuals by Tukey's biweight.
+
+    Each residual is standardised by its pair's scale (`_pair_scales`), and the
+    standardised residuals are judged on the larger of 1 and their own robust spread
+    (1.4826 times their median absolute value). Unused pairs (NaN residual) get 1.
     """
     factor = np.ones(residual.size)
     ok = np.isfinite(residual)
     if not ok.any():
         return factor
-    e = err[ok]
-    good = np.isfinite(e) & (e > 0)
-    e = np.where(good, e, float(np.median(e[good])) if good.any() else 1.0)
-    u = np.abs(residual[ok]) / e
+    u = np.abs(residual[ok]) / _pair_scales(err, residual)[ok]
     u = u / max(1.0, 1.4826 * float(np.median(u)))
-    if kind == "huber":
-        f = np.where(u <= _HUBER_C, 1.0, _HUBER_C / np.maximum(u, _HUBER_C))
-    else:
-        f = np.where(u < _TUKEY_C, (1.0 - (u / _TUKEY_C) ** 2) ** 2, 0.0)
+    f = np.where(u < _TUKEY_C, (1.0 - (u / _TUKEY_C) ** 2) ** 2, 0.0)
     factor[ok] = np.maximum(f, _ROBUST_FLOOR)
     return factor
 
@@ -132,8 +138,7 @@ def _soft_l1_factors(n: int, i: np.ndarray, j: np.ndarray, diff: np.ndarray,
     """IRLS factors at the soft-L1 (pseudo-Huber) solution of the match equations.
 
     Minimises ``sum(2 * (sqrt(1 + u**2) - 1))`` over the offsets, ``u`` the residuals
-    standardised by the pairs' expected errors (by 1.4826 times the median absolute
-    least-squares residual where an error is not finite), with one unknown per
+    standardised by the pairs' scales (`_pair_scales`), with one unknown per
     component held at its least-squares value; scipy's trust-region solver finds the
     global minimum of this convex loss from the least-squares start (plain IRLS
     crawls there, hundreds of iterations). Returns ``1 / sqrt(1 + u**2)``, the factors
@@ -142,9 +147,7 @@ def _soft_l1_factors(n: int, i: np.ndarray, j: np.ndarray, diff: np.ndarray,
     from scipy.optimize import least_squares  # 0.1 s to import: only when robust
 
     used = sol.used
-    res = sol.residual[used]
-    mad = 1.4826 * float(np.median(np.abs(res))) or 1.0
-    e = np.where(np.isfinite(err) & (err > 0), err, mad)[used]
+    e = _pair_scales(err, sol.residual)[used]
     iu, ju, d = i[used], j[used], diff[used]
     x0 = np.nan_to_num(sol.x)
     fixed = np.zeros(n, bool)
@@ -319,7 +322,7 @@ def solve_match(
         factor = _soft_l1_factors(n, ii, jj, diff, err, sol)
         sol = solve(factor)
         for _ in range(_ROBUST_ITERATIONS):  # Tukey's biweight from there
-            new = _robust_factors(sol.residual, err, "tukey")
+            new = _robust_factors(sol.residual, err)
             if np.allclose(new, factor, rtol=0, atol=1e-9):
                 break
             factor = new

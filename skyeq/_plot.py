@@ -30,6 +30,13 @@ def _pyplot():
     return plt
 
 
+def _sky_map_axes(plt, ax):
+    """Return ``ax``, or the axes of a new figure sized for a sky map when it is None."""
+    if ax is None:
+        _, ax = plt.subplots(figsize=(7.0, 5.5), layout="constrained")
+    return ax
+
+
 def _unit(ra: np.ndarray, dec: np.ndarray) -> np.ndarray:
     """Return the unit vectors of ``(ra, dec)`` in degrees, shape ``(..., 3)``."""
     a, d = np.radians(ra), np.radians(dec)
@@ -221,8 +228,7 @@ def plot_footprints(
     from matplotlib.lines import Line2D
 
     geo = _geometry(result)
-    if ax is None:
-        _, ax = plt.subplots(figsize=(7.0, 5.5), layout="constrained")
+    ax = _sky_map_axes(plt, ax)
     fig = ax.figure
     sky_cmap = plt.get_cmap(cmap)
     valid = np.asarray(result.valid)
@@ -305,8 +311,7 @@ def plot_residuals(
     from matplotlib import colors
 
     geo = _geometry(result)
-    if ax is None:
-        _, ax = plt.subplots(figsize=(7.0, 5.5), layout="constrained")
+    ax = _sky_map_axes(plt, ax)
     fig = ax.figure
     valid = np.asarray(result.valid)
     _draw_polygons(ax, geo["polygons"], valid, ["0.82"] * len(result), edgecolor="0.55")

@@ -141,8 +141,8 @@ def match_sky(
         ``local - offset``: the skies of different components are then not tied to
         each other, which the warning about the components says.
     robust : bool, optional
-        Solve the match by iteratively reweighted least squares (Huber, then Tukey's
-        biweight) on the pair residuals scaled by their expected errors, so that a
+        Solve the match robustly (the soft-L1 minimum, then Tukey's biweight by
+        reweighting) on the pair residuals scaled by their expected errors, so that a
         few contaminated overlaps (a galaxy, a satellite trail, scattered light in one
         image) do not pull the skies; each pair's factor is the ``robust_weight``
         column of ``result.pairs`` (below 1: down-weighted) and the pairs below 0.5 are
