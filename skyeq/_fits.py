@@ -39,6 +39,8 @@ _KEYWORD_COMMENTS = {
     "BKGMETH": "sky background method",
     "BKGSUB": "sky background subtracted from the data",
     "BKGERR": "standard error of BKGLEVEL (data units)",
+    "BKGSLPX": "sky plane: change per pixel along x",
+    "BKGSLPY": "sky plane: change per pixel along y",
 }
 
 _IMAGE_HDUS = (fits.PrimaryHDU, fits.ImageHDU, fits.CompImageHDU)

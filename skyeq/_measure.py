@@ -39,6 +39,10 @@ class GroupMeasurement:
         (`statistic_error`).
     local_err : float
         That of ``local``.
+    centroid : ndarray or None
+        For plane models (`GroupTask.centroids`): ``(nregions, 2)`` pixel-count
+        weighted mean ``(x, y)`` of the members' region pixels in the first member's
+        pixel frame (NaN where none), else None.
     """
 
     index: int
@@ -49,6 +53,7 @@ class GroupMeasurement:
     npix: np.ndarray
     err: np.ndarray
     local_err: float
+    centroid: np.ndarray | None = None
 
 
 #: Variance of a statistic of ``n`` Gaussian pixels of deviation ``s``, in units of
@@ -118,8 +123,14 @@ def measure_group(task: GroupTask) -> GroupMeasurement:
     wsum = np.zeros(nb)
     counts = np.zeros((len(task.data), nb), dtype=np.int64)  # per member and neighbour
     spreads = np.full((len(task.data), nb), np.nan)
+    where, area = np.zeros((nb, 2)), np.zeros(nb)
     for m, (data, mask, dq) in enumerate(zip(task.data, task.masks, task.dq, strict=True)):
         spans = task.member_spans(m)
+        if task.centroids:
+            xy, k = _region_centres(task, m, spans)
+            ok = k > 0
+            where[ok] += xy[ok] * k[ok, None]
+            area += k
         image = np.asarray(data)
         whole, values, spread = region_statistics(
             task.stat, image, good_pixels(mask, dq, task.dqbits), spans,
@@ -141,5 +152,39 @@ def measure_group(task: GroupTask) -> GroupMeasurement:
         sky = np.where(nsum > 0, wsum / np.maximum(nsum, 1), np.nan)
     err = np.array([_group_error(task.stat.statistic, counts[:, h], spreads[:, h])
                     for h in range(nb)])
+    centroid = None
+    if task.centroids:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            centroid = where / area[:, None]
     return GroupMeasurement(task.index, best, best_n, tuple(member_local), sky, nsum, err,
-                            best_err)
+                            best_err, centroid)
+
+
+def _region_centres(task: GroupTask, m: int,
+                    spans: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Return the centre of member ``m``'s pixels in each region, in the group's frame.
+
+    The centre is the mean position of the region's pixel centres (masks and clipping
+    aside), taken to the first member's pixel frame through the two WCSs.
+
+    Returns
+    -------
+    xy : ndarray, shape (nregions, 2)
+        The centres (NaN where the member has no pixel in the region).
+    npix : ndarray, shape (nregions,)
+        The regions' pixel counts in this member.
+    """
+    xy = np.full((len(spans), 2), np.nan)
+    npix = np.zeros(len(spans))
+    for h, sp in enumerate(spans):
+        if len(sp):
+            width = (sp[:, 2] - sp[:, 1] + 1).astype(float)
+            npix[h] = width.sum()
+            xy[h] = (np.dot(width, 0.5 * (sp[:, 1] + sp[:, 2])) / npix[h],
+                     np.dot(width, sp[:, 0]) / npix[h])
+    ok = npix > 0
+    if m > 0 and ok.any():
+        ra, dec = task.adapters[m].pixel_to_world(xy[ok, 0], xy[ok, 1])
+        x, y = task.adapters[0].world_to_pixel(ra, dec)
+        xy[ok] = np.column_stack((x, y))
+    return xy, npix

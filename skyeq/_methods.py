@@ -20,15 +20,20 @@ from typing import Any, NamedTuple
 import numpy as np
 import scipy.sparse as sp
 
-from .solve import _as_index_array, _as_pair_array, solve_offsets
+from .solve import _as_index_array, _as_pair_array, _label_components, solve_offsets
 
 __all__ = [
     "METHODS",
+    "MODELS",
     "MatchSolution",
+    "PlaneSolution",
     "check_method",
+    "check_model",
     "combine_global_match",
     "group_skies",
+    "image_planes",
     "match_offsets",
+    "plane_offsets",
     "solve_match",
     "subtracted",
 ]
@@ -37,6 +42,23 @@ log = logging.getLogger(__name__)
 
 #: The sky methods, as `skyeq.match_sky` takes them and BKGMETH records them.
 METHODS = ("local", "global", "match", "global+match", "user")
+
+#: The sky models: one level per image (or group), or a plane ``a + b x + c y``.
+MODELS = ("constant", "plane")
+
+#: The methods that can fit a plane (they match; the others measure one level).
+PLANE_METHODS = ("match", "global+match")
+
+
+def check_model(model: Any, method: str) -> str:
+    """Return ``model`` if it is one of `MODELS` and fits ``method``, else raise ValueError."""
+    if not isinstance(model, str) or model not in MODELS:
+        raise ValueError(f"model must be one of {', '.join(map(repr, MODELS))}, got "
+                         f"{model!r}")
+    if model == "plane" and method not in PLANE_METHODS:
+        raise ValueError(f"model='plane' needs a matching method "
+                         f"({' or '.join(map(repr, PLANE_METHODS))}), got {method!r}")
+    return model
 
 
 def check_method(method: Any) -> str:
@@ -561,6 +583,199 @@ def referenced_errors(
     return out
 
 
+class PlaneSolution(NamedTuple):
+    """The plane of every group from the cells of their overlaps (`plane_offsets`).
+
+    Attributes
+    ----------
+    delta : numpy.ndarray
+        ``(ngroups,)`` the plane of each group at the centre of its first image,
+        referenced like the constant match offsets (the lowest, or highest, is 0); NaN
+        for groups in no usable cell.
+    slope : numpy.ndarray
+        ``(ngroups, 2)`` the plane's change per pixel along x and y of the group's first
+        image (NaN where ``delta`` is).
+    components : list of numpy.ndarray
+        The connected components of the groups (sorted group indices).
+    pairs : dict of numpy.ndarray
+        The columns of the pair table, one row per cell (`skyeq.result.make_pair_table`).
+    """
+
+    delta: np.ndarray
+    slope: np.ndarray
+    components: list[np.ndarray]
+    pairs: dict[str, np.ndarray]
+
+
+#: Weight of the rows that hold every slope near 0, relative to the median cell weight:
+#: they decide only what the overlaps cannot (a gradient common to all images) and move
+#: what the overlaps do see by about this squared, relative.
+_SLOPE_RIDGE = 1e-3
+
+
+def plane_offsets(
+    measurements: Sequence[Any],
+    neighbours: Sequence[Sequence[int]],
+    cells: np.ndarray,
+    frames: np.ndarray,
+    match_down: bool,
+    group_label: Callable[[int], str],
+    anchor: str = "global",
+    robust: bool = False,
+) -> PlaneSolution:
+    """Solve a plane per group from the two sides' statistics in every overlap cell.
+
+    Every cell of an overlap between groups G and H (`skyeq.geometry.split_piece`)
+    gives the equation ``P_G(c_G) - P_H(c_H) = s_G - s_H``, with ``s`` each side's
+    statistic in the cell, ``c`` the centre of its pixels there and ``P_G(x, y) = a +
+    b u + c v`` the plane of G in its first image's pixels, ``u = (x - xc) / L`` and
+    ``v = (y - yc) / L`` about that image's centre, ``L`` half its larger side. The row
+    weight is ``1 / sqrt(e_G**2 + e_H**2)`` from the statistics' standard errors
+    (``1 / sqrt(1/n_G + 1/n_H)`` from the pixel counts when one has none, as for the
+    ``mode``). Overlaps see only differences: a constant, and a gradient shared by the
+    whole mosaic, are not determined; weak rows ``b = 0``, ``c = 0`` (`_SLOPE_RIDGE`)
+    choose the smallest slopes that fit, and the levels are referenced as in
+    `solve_match` (``anchor``, ``match_down``).
+
+    Parameters
+    ----------
+    measurements : sequence of GroupMeasurement
+        One per group, with ``centroid`` (`skyeq._plan.GroupTask.centroids`).
+    neighbours : sequence of sequence of int
+        The cells each group measured, in ``measurement.sky`` order.
+    cells : ndarray
+        ``(ncells, 4)``: the groups ``G, H`` of every cell (then two image indices).
+    frames : ndarray
+        ``(ngroups, 3)``: ``xc, yc, L`` of every group's first image.
+    match_down : bool
+        Reference the levels to the lowest (True) or highest.
+    group_label : callable
+        The images of a group, for the warning about groups without a usable cell.
+    anchor : {'global', 'component'}, optional
+        How the components are referenced (see `solve_match`).
+    robust : bool, optional
+        Down-weight outlying cells by Tukey's biweight (`_robust_factors`), by
+        iteratively reweighted least squares from the plain solution.
+
+    Returns
+    -------
+    PlaneSolution
+        The planes, components and the cell table.
+    """
+    n = len(measurements)
+    ncell = len(cells)
+    side = np.zeros((ncell, 2, 5))  # per cell and side: sky, npix, err, x, y
+    side[:, :, 0] = np.nan
+    for r in measurements:
+        at = {c: q for q, c in enumerate(neighbours[r.index])}
+        for c, q in at.items():
+            k = 0 if cells[c, 0] == r.index else 1
+            side[c, k] = (r.sky[q], r.npix[q], r.err[q], *r.centroid[q])
+    g, h = cells[:, 0].astype(np.intp), cells[:, 1].astype(np.intp)
+    sky, npix, err = side[..., 0], side[..., 1], side[..., 2]
+    value = sky[:, 0] - sky[:, 1]
+    with np.errstate(invalid="ignore"):
+        usable = (np.isfinite(value) & np.all(npix > 0, axis=1)
+                  & np.all(np.isfinite(side[..., 3:]), axis=(1, 2)))
+    pair_err = np.hypot(err[:, 0], err[:, 1])
+    if usable.any() and np.all(np.isfinite(pair_err[usable]) & (pair_err[usable] > 0)):
+        weight = 1.0 / pair_err
+    else:
+        with np.errstate(divide="ignore"):
+            weight = 1.0 / np.sqrt(1.0 / npix[:, 0] + 1.0 / npix[:, 1])
+    weight = np.where(usable, weight, 0.0)
+    xc, yc, half = frames[:, 0], frames[:, 1], frames[:, 2]
+    uv = np.stack([(side[:, k, 3:] - np.column_stack((xc, yc))[grp]) / half[grp, None]
+                   for k, grp in ((0, g), (1, h))], axis=1)  # (ncell, side, 2)
+    # the terms: +a_G +u b_G +v c_G -a_H -u b_H -v c_H; then the ridge rows
+    row = np.repeat(np.arange(ncell), 6)
+    index = np.column_stack((3 * g, 3 * g + 1, 3 * g + 2, 3 * h, 3 * h + 1, 3 * h + 2)).ravel()
+    coef = np.column_stack((np.ones(ncell), uv[:, 0, 0], uv[:, 0, 1],
+                            -np.ones(ncell), -uv[:, 1, 0], -uv[:, 1, 1])).ravel()
+    seen = np.unique(np.concatenate((g[usable], h[usable])))
+    slopes = np.concatenate((3 * seen + 1, 3 * seen + 2))
+    ridge = _SLOPE_RIDGE * (float(np.median(weight[usable])) if usable.any() else 1.0)
+    row = np.concatenate((row, ncell + np.arange(slopes.size)))
+    index = np.concatenate((index, slopes))
+    coef = np.concatenate((np.nan_to_num(coef), np.ones(slopes.size)))
+    value_all = np.concatenate((np.where(usable, value, np.nan), np.zeros(slopes.size)))
+
+    def solve(factor: np.ndarray) -> Any:
+        w = np.concatenate((weight * np.sqrt(factor), np.full(slopes.size, ridge)))
+        return solve_offsets(3 * n, row, index, coef, value_all, w)
+
+    factor = np.ones(ncell)
+    sol = solve(factor)
+    if robust and usable.any():
+        for _ in range(_ROBUST_ITERATIONS):
+            new = _robust_factors(np.where(usable, sol.residual[:ncell], np.nan), pair_err)
+            if np.allclose(new, factor, rtol=0, atol=1e-9):
+                break
+            factor = new
+            sol = solve(factor)
+        low = np.flatnonzero(usable & (factor < 0.5))
+        if low.size:
+            log.info("robust solve: %d of %d overlap cells down-weighted below 0.5 "
+                     "(groups %s)", low.size, int(usable.sum()),
+                     ", ".join(f"{g[k]}-{h[k]}" for k in low[:20]))
+    x = sol.x.reshape(n, 3)
+    level = np.where(np.isin(np.arange(n), seen), x[:, 0], np.nan)
+    components = _label_components(n, g[usable], h[usable])[1]
+    delta = _referenced(level, components, match_down, anchor)
+    slope = np.where(np.isfinite(delta)[:, None], x[:, 1:] / half[:, None], np.nan)
+    for k in np.flatnonzero(~np.isfinite(delta)):
+        log.warning("Unable to compute the match plane of %s: no usable overlap",
+                    group_label(int(k)))
+    pairs = {"i": g, "j": h, "npix_i": npix[:, 0].astype(np.int64),
+             "npix_j": npix[:, 1].astype(np.int64), "sky_i": sky[:, 0], "sky_j": sky[:, 1],
+             "weight": weight, "residual": np.where(usable, sol.residual[:ncell], np.nan),
+             "robust_weight": factor}
+    return PlaneSolution(delta, slope, components, pairs)
+
+
+def _referenced(level: np.ndarray, components: Sequence[np.ndarray], match_down: bool,
+                anchor: str) -> np.ndarray:
+    """Shift levels so that the lowest (highest) is 0: of all, or of every component."""
+    out = level.copy()
+    pick = np.nanmin if match_down else np.nanmax
+    if anchor == "component":
+        for c in components:
+            out[c] -= pick(level[c])
+    elif np.isfinite(level).any():
+        out -= pick(level)
+    return out
+
+
+def image_planes(level: np.ndarray, slope: np.ndarray, gid: np.ndarray,
+                 frames: np.ndarray) -> np.ndarray:
+    """Return every image's plane ``(level, gx, gy)`` about its own centre.
+
+    Parameters
+    ----------
+    level, slope : ndarray
+        ``(ngroups,)`` and ``(ngroups, 2)``: each group's plane at its first image's
+        centre and its change per pixel of that image.
+    gid : ndarray
+        The group of every image.
+    frames : ndarray
+        ``(nimages, 6)``: each image's centre in its group's first image's pixels,
+        relative to that image's centre (``dx, dy``), and the Jacobian ``J`` of that
+        map (``J00, J01, J10, J11``: ``d(X, Y) / d(x, y)``).
+
+    Returns
+    -------
+    ndarray
+        ``(nimages, 3)``: the plane at the image's centre and its change per pixel of
+        the image along x and y.
+    """
+    s = slope[gid]
+    jac = frames[:, 2:].reshape(-1, 2, 2)
+    out = np.empty((len(gid), 3))
+    out[:, 0] = level[gid] + s[:, 0] * frames[:, 0] + s[:, 1] * frames[:, 1]
+    out[:, 1:] = np.einsum("ki,kij->kj", s, jac)
+    return out
+
+
 def group_skies(
     method: str,
     local: np.ndarray,
@@ -617,7 +832,7 @@ def group_skies(
 
 
 def subtracted(data: Sequence[Any], sky: np.ndarray, valid: np.ndarray,
-               inplace: bool) -> list[Any]:
+               inplace: bool, slope: np.ndarray | None = None) -> list[Any]:
     """Subtract the skies from the images (nothing from an image whose sky is invalid).
 
     Parameters
@@ -628,6 +843,9 @@ def subtracted(data: Sequence[Any], sky: np.ndarray, valid: np.ndarray,
         Sky per image and whether it is valid.
     inplace : bool
         Subtract from the images themselves (writable arrays, checked up front).
+    slope : ndarray, optional
+        ``(n, 2)``: each sky's change per pixel along x and y (plane models, see
+        `_sky_array`); None for constant skies.
 
     Returns
     -------
@@ -638,14 +856,31 @@ def subtracted(data: Sequence[Any], sky: np.ndarray, valid: np.ndarray,
     out = []
     for k, img in enumerate(data):
         level = sky[k] if valid[k] else 0.0
+        gxy = (0.0, 0.0) if slope is None or not valid[k] else tuple(slope[k])
         if inplace:
-            img -= np.asarray(level).astype(img.dtype)
+            img -= _sky_array(img.shape, level, gxy).astype(img.dtype)
             out.append(img)
         elif _loads_on_demand(img):
-            out.append(_Subtracted(img, level))
+            out.append(_Subtracted(img, level, gxy))
         else:
-            out.append(_minus(np.asarray(img), level))
+            out.append(_minus(np.asarray(img), level, gxy))
     return out
+
+
+def _sky_array(shape: tuple[int, ...], level: float,
+               slope: tuple[float, float] = (0.0, 0.0)) -> np.ndarray:
+    """Return the sky to subtract from an image of ``shape``: a scalar, or a plane.
+
+    The plane is ``level + gx * (x - xc) + gy * (y - yc)`` in float64, with ``(xc,
+    yc)`` the image centre (zero-based pixels); without slopes, ``level`` itself (a
+    0-d array, broadcast).
+    """
+    gx, gy = slope
+    if gx == 0.0 and gy == 0.0:
+        return np.asarray(level)
+    ny, nx = shape[-2:]
+    return np.add.outer(gy * (np.arange(ny) - (ny - 1) / 2.0),
+                        level + gx * (np.arange(nx) - (nx - 1) / 2.0))
 
 
 def _loads_on_demand(image: Any) -> bool:
@@ -655,15 +890,17 @@ def _loads_on_demand(image: Any) -> bool:
     )
 
 
-def _minus(image: np.ndarray, level: float) -> np.ndarray:
-    """Return ``image - level``, never truncated or wrapped around.
+def _minus(image: np.ndarray, level: float,
+           slope: tuple[float, float] = (0.0, 0.0)) -> np.ndarray:
+    """Return ``image - sky``, never truncated or wrapped around (`_sky_array`).
 
     A float image keeps its dtype (float32 stays float32); any other is subtracted in
     float64.
     """
+    sky = _sky_array(image.shape, level, slope)
     if image.dtype.kind != "f":
-        return image.astype(np.float64) - float(level)
-    return image - np.asarray(level).astype(image.dtype)
+        return image.astype(np.float64) - sky
+    return image - sky.astype(image.dtype)
 
 
 class _Subtracted:
@@ -673,11 +910,13 @@ class _Subtracted:
     the sky of many files never holds more than one image in memory.
     """
 
-    __slots__ = ("image", "level")
+    __slots__ = ("image", "level", "slope")
 
-    def __init__(self, image: Any, level: float) -> None:
+    def __init__(self, image: Any, level: float,
+                 slope: tuple[float, float] = (0.0, 0.0)) -> None:
         self.image = image
         self.level = float(level)
+        self.slope = (float(slope[0]), float(slope[1]))
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -690,7 +929,7 @@ class _Subtracted:
         return len(self.shape)
 
     def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
-        out = _minus(np.asarray(self.image), self.level)
+        out = _minus(np.asarray(self.image), self.level, self.slope)
         return out if dtype is None else out.astype(dtype, copy=False)
 
     def __repr__(self) -> str:

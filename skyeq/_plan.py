@@ -24,7 +24,7 @@ from ._records import Inputs
 from .stats import SkyStat
 from .wcs import WCSAdapter, as_wcs_adapter
 
-__all__ = ["GroupTask", "Plan", "group_tasks", "make_plan"]
+__all__ = ["GroupTask", "Plan", "group_tasks", "make_plan", "plane_frames"]
 
 
 @dataclass(frozen=True)
@@ -54,6 +54,8 @@ class GroupTask:
     want_local: bool
     #: the images of the group, for error messages
     label: str = ""
+    #: also locate every region (plane models): its centroid in the first member's pixels
+    centroids: bool = False
 
     def member_spans(self, m: int) -> list[np.ndarray]:
         """Row spans of member ``m``'s pixels in its overlap with each neighbour group.
@@ -96,12 +98,20 @@ class Plan:
         The image footprints (for `SkyResult.footprints`).
     adapters : list of WCSAdapter
         The images' checked WCSs.
+    cells : ndarray or None
+        For plane models (``make_plan(..., cells=True)``): the overlaps are cut into
+        cells (`skyeq.geometry.split_piece`) and the regions are cells, not neighbour
+        groups: ``neighbours[g]`` lists the cells group ``g`` takes part in, ``pieces``
+        is keyed ``(image m, cell)``, and row ``c`` of this ``(ncells, 4)`` int array
+        is ``(group G, group H, image of G, image of H)``: the cell lies in the
+        overlap of those two images. None otherwise.
     """
 
     neighbours: list[list[int]]
     pieces: dict[tuple[int, int], list]
     footprints: list[geometry.Footprint]
     adapters: list[Any]
+    cells: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -126,6 +136,7 @@ def make_plan(
     stepsize: int | None,
     executor: Executor | None = None,
     progress: _dispatch.Progress = False,
+    cells: bool = False,
 ) -> Plan:
     """Find the footprints, the overlapping pairs and the overlap of every group pair.
 
@@ -143,6 +154,9 @@ def make_plan(
     progress : bool or callable, optional
         A progress bar for the checks when True (a callable is not called here: it
         reports the measurements).
+    cells : bool, optional
+        Cut every overlap of two images into cells, each a region of its own (plane
+        models; see `Plan`). Default False: a group's regions are its neighbour groups.
 
     Returns
     -------
@@ -168,12 +182,25 @@ def make_plan(
                                            progress if isinstance(progress, bool) else False,
                                            total=1, phase="overlaps")
     pieces: dict[tuple[int, int], list] = {}
+    cell_rows: list[tuple[int, int, int, int]] = []
     for (a, b), ov in zip(pair_idx.tolist(), overlaps, strict=True):
         if gid[a] == gid[b] or ov.area <= 0.0:
+            continue
+        if cells:
+            for piece in ov.pieces:
+                for cell in geometry.split_piece(piece):
+                    pieces[(a, len(cell_rows))] = pieces[(b, len(cell_rows))] = [cell]
+                    cell_rows.append((int(gid[a]), int(gid[b]), a, b))
             continue
         pieces.setdefault((a, int(gid[b])), []).extend(ov.pieces)
         pieces.setdefault((b, int(gid[a])), []).extend(ov.pieces)
     neighbours: list[list[int]] = [[] for _ in range(inputs.ngroups)]
+    if cells:
+        for c, (g, h, _, _) in enumerate(cell_rows):
+            neighbours[g].append(c)
+            neighbours[h].append(c)
+        table = np.array(cell_rows, dtype=np.intp).reshape(-1, 4)
+        return Plan(neighbours, pieces, fps, adapters, table)
     for m, h in pieces:
         g = int(gid[m])
         if h not in neighbours[g]:
@@ -225,4 +252,50 @@ def group_tasks(
             stat=stat,
             want_local=want_local,
             label=inputs.group_label(g),
+            centroids=plan is not None and plan.cells is not None,
         )
+
+
+def plane_frames(inputs: Inputs, plan: Plan) -> tuple[np.ndarray, np.ndarray]:
+    """Return the pixel frames of plane models: per group, and per image in its group.
+
+    A group's plane lives in the pixels of its first image, about that image's centre.
+
+    Parameters
+    ----------
+    inputs : Inputs
+        The validated images and groups.
+    plan : Plan
+        The overlaps (its checked WCSs map the other members into the first one).
+
+    Returns
+    -------
+    groups : ndarray
+        ``(ngroups, 3)``: ``xc, yc, L`` of every group's first image (its centre and
+        half its larger side, in pixels).
+    images : ndarray
+        ``(nimages, 6)``: every image's centre in its group's first image's pixels,
+        relative to that image's centre, and the Jacobian of the map from the image's
+        pixels to those (``dx, dy, J00, J01, J10, J11``; least-squares affine over a
+        5 x 5 grid of the image: exact for linear WCSs, the best linear one otherwise).
+    """
+    def centre(k: int) -> tuple[float, float]:
+        ny, nx = inputs.records[k].shape
+        return (nx - 1) / 2.0, (ny - 1) / 2.0
+
+    gframes = np.empty((inputs.ngroups, 3))
+    iframes = np.tile([0.0, 0.0, 1.0, 0.0, 0.0, 1.0], (len(inputs.records), 1))
+    for g, members in enumerate(inputs.members):
+        f = int(members[0])
+        gframes[g] = (*centre(f), max(inputs.records[f].shape) / 2.0)
+        for k in (int(m) for m in members[1:]):
+            ny, nx = inputs.records[k].shape
+            x, y = (a.ravel() for a in np.meshgrid(np.linspace(0, nx - 1, 5),
+                                                   np.linspace(0, ny - 1, 5)))
+            big_x, big_y = plan.adapters[f].world_to_pixel(*plan.adapters[k].pixel_to_world(x, y))
+            xk, yk = centre(k)
+            design = np.column_stack((np.ones(x.size), x - xk, y - yk))
+            cx = np.linalg.lstsq(design, np.column_stack((big_x, big_y)), rcond=None)[0]
+            iframes[k] = (cx[0, 0] - gframes[g, 0], cx[0, 1] - gframes[g, 1],
+                          cx[1, 0], cx[2, 0], cx[1, 1], cx[2, 1])
+    return gframes, iframes

@@ -25,7 +25,7 @@ import numpy as np
 
 import skyeq
 
-from ._methods import METHODS
+from ._methods import METHODS, MODELS
 from ._records import DEFAULT_DQBITS
 from .stats import STATISTICS, SkyStat
 
@@ -166,6 +166,12 @@ def _add_match_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParse
         "--robust", action="store_true",
         help="down-weight overlaps whose sky difference disagrees with the others "
         "(iteratively reweighted least squares; match methods only)",
+    )
+    g.add_argument(
+        "--model", choices=MODELS, default="constant",
+        help="the sky of an image: one level (constant, the default) or a plane a + b x + "
+        "c y fitted from cells of the overlaps (plane; match methods only: BKGLEVEL is "
+        "the plane at the image centre, BKGSLPX/BKGSLPY its slopes per pixel)",
     )
     g.add_argument(
         "--bkgerr", action="store_true",
@@ -430,7 +436,8 @@ def _run_match(args: argparse.Namespace) -> list[str]:
     try:
         result = io.match_files(
             args.inputs, method=args.method, stat=args.skystat, match_down=args.match_down,
-            anchor=args.anchor, robust=args.robust, subtract=args.subtract, skylist=skylist,
+            anchor=args.anchor, robust=args.robust, model=args.model,
+            subtract=args.subtract, skylist=skylist,
             stepsize=args.stepsize, dqbits=args.dqbits, executor=executor, **options,
         )
         lines = _result_lines(result)

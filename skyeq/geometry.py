@@ -53,9 +53,10 @@ from scipy.spatial import cKDTree
 from spherical_geometry.polygon import SphericalPolygon
 
 from . import _kernels as _gk
-from .wcs import WCSAdapter, _radec_to_xyz, _xyz_to_radec, as_wcs_adapter
+from .wcs import WCSAdapter, _radec_to_xyz, _tangent_basis, _xyz_to_radec, as_wcs_adapter
 
 __all__ = [
+    "PLANE_CELLS",
     "Footprint",
     "Overlap",
     "candidate_pairs",
@@ -70,6 +71,7 @@ __all__ = [
     "overlap_graph",
     "overlap_spans",
     "overlap_spans_many",
+    "split_piece",
 ]
 
 log = logging.getLogger(__name__)
@@ -901,6 +903,92 @@ def _as_pieces(item: Any) -> list[np.ndarray]:
             a = a[:-1]  # accept closed rings
         rings.append(a)
     return rings
+
+
+#: Cells along each axis of an overlap piece for plane models (`split_piece`).
+PLANE_CELLS = 3
+
+
+def split_piece(piece: np.ndarray, ncell: int = PLANE_CELLS) -> list[np.ndarray]:
+    """Cut an overlap piece into a few cells of about equal size, for plane models.
+
+    The piece is projected gnomonically about its mean direction (great circles become
+    straight lines, so the cut is exact on the sphere), its principal axes are found,
+    and its bounding box along them is cut into an ``ncell`` x ``ncell`` grid, so that
+    a thin strip between two tiles has cells across its width too: without them the
+    slope across the strip would not be measured at all (with them it is measured
+    over the strip's width only, which is why planes are poorly determined on tiles
+    with narrow overlaps).
+
+    Parameters
+    ----------
+    piece : ndarray, shape (m, 3)
+        A convex open ring of unit vectors (an `Overlap` piece), within 70 degrees of
+        its mean direction.
+    ncell : int, optional
+        Cells along each axis (default `PLANE_CELLS`).
+
+    Returns
+    -------
+    list of ndarray, shape (k, 3)
+        The cells, open rings of unit vectors with the piece's orientation, whose union
+        is the piece; cells that would be empty are left out.
+
+    Examples
+    --------
+    >>> ring = _radec_to_xyz(np.array([0.0, 0.3, 0.3, 0.0]), np.array([0.0, 0.0, 0.1, 0.1]))
+    >>> [len(c) for c in split_piece(ring)]
+    [4, 4, 4, 4, 4, 4, 4, 4, 4]
+    """
+    ring = np.asarray(piece, dtype=np.float64)
+    t = _unit(ring.sum(axis=0))
+    east, north = _tangent_basis(t[None, :])
+    p = ring / (ring @ t)[:, None]
+    xy = np.column_stack((p @ east[0], p @ north[0]))
+    centre = xy.mean(axis=0)
+    _, vecs = np.linalg.eigh(np.cov((xy - centre).T))
+    major = vecs[:, 1]
+    axes = np.array([major, [-major[1], major[0]]])  # a rotation: keeps the orientation
+    uv = (xy - centre) @ axes.T
+    lo, hi = uv.min(axis=0), uv.max(axis=0)
+    extent = hi - lo
+    cells = []
+    for ku in range(ncell):
+        for kv in range(ncell):
+            cell = uv
+            for axis, k in ((0, ku), (1, kv)):
+                if k > 0:
+                    cell = _clip_half_plane(cell, axis, lo[axis] + extent[axis] * k / ncell, 1.0)
+                if k < ncell - 1:
+                    cell = _clip_half_plane(cell, axis, lo[axis] + extent[axis] * (k + 1) / ncell,
+                                            -1.0)
+            if len(cell) >= 3 and abs(_shoelace(cell)) > 1e-12 * extent[0] * extent[1]:
+                back = centre + cell @ axes
+                cells.append(_unit(t + back[:, :1] * east[0] + back[:, 1:] * north[0]))
+    return cells
+
+
+def _clip_half_plane(poly: np.ndarray, axis: int, cut: float, side: float) -> np.ndarray:
+    """Keep the part of a convex polygon where ``side * (coordinate - cut) >= 0``."""
+    out = []
+    m = len(poly)
+    for k in range(m):
+        a, b = poly[k], poly[(k + 1) % m]
+        da, db = side * (a[axis] - cut), side * (b[axis] - cut)
+        if da >= 0:
+            out.append(a)
+        if (da >= 0) != (db >= 0):
+            f = da / (da - db)
+            point = a + f * (b - a)
+            point[axis] = cut
+            out.append(point)
+    return np.array(out).reshape(-1, 2)
+
+
+def _shoelace(poly: np.ndarray) -> float:
+    """Signed area of a planar polygon (positive counter-clockwise)."""
+    x, y = poly[:, 0], poly[:, 1]
+    return 0.5 * float(np.dot(x, np.roll(y, -1)) - np.dot(np.roll(x, -1), y))
 
 
 def _densify(

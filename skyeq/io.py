@@ -271,7 +271,9 @@ def match_files(
         re-running with
         ``subtract=True`` on images whose sky was already subtracted, ``sky`` is the
         cumulative level (the previous BKGLEVEL plus the sky measured now on the
-        subtracted data); ``local`` and ``pairs`` describe the data as read.
+        subtracted data); ``local`` and ``pairs`` describe the data as read. With
+        ``model="plane"``, ``plane``'s level is cumulative too, its slopes are those
+        measured on the data as read.
 
     Raises
     ------
@@ -311,7 +313,11 @@ def match_files(
         for k in np.flatnonzero(previous != 0.0):
             log.info("%s: previous sky %.6g already subtracted; new level %.6g", paths[k],
                      previous[k], previous[k] + result.sky[k])
-        result = dataclasses.replace(result, sky=result.sky + previous)
+        plane = None
+        if result.plane is not None:  # the level is cumulative; the slopes are new
+            plane = result.plane.copy()
+            plane[:, 0] += previous
+        result = dataclasses.replace(result, sky=result.sky + previous, plane=plane)
     return result
 
 

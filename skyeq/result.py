@@ -207,6 +207,11 @@ class SkyResult:
         and the ``mode`` statistic (no simple error law). For the mean the variance of
         a statistic of ``n`` pixels of deviation ``s`` is ``s**2/n``, for the median
         and midpt ``(pi/2) s**2/n`` (Gaussian pixels).
+    plane : array_like of float, optional
+        For ``model="plane"``: ``(n, 3)``, every image's sky plane in its own zero-based
+        pixels, ``level + gx * (x - xc) + gy * (y - yc)`` about its centre ``xc = (nx -
+        1) / 2``, ``yc = (ny - 1) / 2``, as ``(level, gx, gy)``; ``level`` is ``sky``
+        (0 for an invalid image, like its slopes). None (default) for constant skies.
 
     Raises
     ------
@@ -240,6 +245,7 @@ class SkyResult:
     data: list[np.ndarray] | None = None
     footprints: list[np.ndarray] | None = None
     sky_err: np.ndarray | None = None
+    plane: np.ndarray | None = None
 
     def __post_init__(self):
         self.sky = np.array(self.sky, dtype=np.float64)
@@ -278,14 +284,31 @@ class SkyResult:
             _check_length("data", self.data, n)
         if self.footprints is not None:
             self.footprints = self._checked_footprints(self.footprints, n)
-        err = np.full(n, np.nan) if self.sky_err is None else np.array(self.sky_err,
-                                                                         dtype=np.float64)
+        self.sky_err = self._checked_errors(self.sky_err, n)
+        if self.plane is not None:
+            self.plane = self._checked_plane(self.plane, self.sky)
+
+    @staticmethod
+    def _checked_errors(sky_err: Any, n: int) -> np.ndarray:
+        """Return the standard errors as ``(n,)`` float64 (all NaN for None), checked."""
+        err = np.full(n, np.nan) if sky_err is None else np.array(sky_err, dtype=np.float64)
         if err.ndim != 1:
             raise ValueError(f"'sky_err' must be 1-D, got shape {err.shape}")
         _check_length("sky_err", err, n)
         if np.any(err < 0) or np.any(np.isinf(err)):
             raise ValueError("'sky_err' must be NaN or finite and >= 0")
-        self.sky_err = err
+        return err
+
+    @staticmethod
+    def _checked_plane(plane: Any, sky: np.ndarray) -> np.ndarray:
+        """Return the planes as an ``(n, 3)`` float64 array whose first column is ``sky``."""
+        out = np.array(plane, dtype=np.float64)
+        if out.shape != (sky.size, 3) or not np.all(np.isfinite(out)):
+            raise ValueError(f"'plane' must be an ({sky.size}, 3) array of finite values, got "
+                             f"shape {out.shape}")
+        if not np.array_equal(out[:, 0], sky):
+            raise ValueError("'plane[:, 0]' must equal 'sky' (the plane at the centre)")
+        return out
 
     @staticmethod
     def _checked_pairs(pairs: Table | None) -> Table:
@@ -395,7 +418,9 @@ class SkyResult:
         -------
         dict
             ``{"BKGLEVEL": float, "BKGMETH": str, "BKGSUB": bool}`` for a valid image
-            (and ``"BKGERR": float`` if asked and finite). For an invalid image the
+            (and ``"BKGERR": float`` if asked and finite; with a plane model
+            ``"BKGSLPX"`` and ``"BKGSLPY"``, the sky's change per pixel along x and y,
+            `plane`). For an invalid image the
             reference leaves the background keywords untouched (JWST marks the step
             SKIPPED), so the dict is empty: updating a header with it changes nothing.
 
@@ -413,6 +438,8 @@ class SkyResult:
                "BKGSUB": self.subtracted}
         if errors and np.isfinite(self.sky_err[k]):
             out["BKGERR"] = float(self.sky_err[k])
+        if self.plane is not None:
+            out["BKGSLPX"], out["BKGSLPY"] = (float(v) for v in self.plane[k, 1:])
         return out
 
     def to_table(self) -> Table:

@@ -21,8 +21,16 @@ import numpy as np
 
 from . import _dispatch, geometry
 from ._measure import measure_group
-from ._methods import check_method, group_skies, match_offsets, subtracted
-from ._plan import group_tasks, make_plan
+from ._methods import (
+    check_method,
+    check_model,
+    group_skies,
+    image_planes,
+    match_offsets,
+    plane_offsets,
+    subtracted,
+)
+from ._plan import group_tasks, make_plan, plane_frames
 from ._records import DEFAULT_DQBITS, Inputs, check_wcs_list, make_records
 from ._skylist import user_skies
 from .result import SkyResult, make_pair_table
@@ -54,6 +62,7 @@ def match_sky(
     inplace: bool = False,
     anchor: str = "global",
     robust: bool = False,
+    model: str = "constant",
 ) -> SkyResult:
     """Compute and match the sky levels of a set of overlapping images.
 
@@ -147,6 +156,15 @@ def match_sky(
         image) do not pull the skies; each pair's factor is the ``robust_weight``
         column of ``result.pairs`` (below 1: down-weighted) and the pairs below 0.5 are
         logged. Default False (the reference's plain weighted least squares).
+    model : {'constant', 'plane'}, optional
+        ``'constant'`` (default, the reference's): one sky level per image or group.
+        ``'plane'`` (``match`` and ``global+match``): a plane ``a + b x + c y`` per
+        group, in the pixels of its first image, fitted from both sides' statistics in
+        a few cells of every overlap (`skyeq.geometry.split_piece`); ``sky`` (BKGLEVEL)
+        is then each image's plane at its own centre and ``result.plane`` holds the
+        planes; ``subtract=True`` subtracts the planes. Overlaps see only
+        differences: besides the constant, a gradient shared by the whole mosaic is not
+        determined (the smallest slopes that fit are chosen). ``sky_err`` is NaN.
 
     Returns
     -------
@@ -164,6 +182,7 @@ def match_sky(
     t0 = time.perf_counter()
     meth = check_method(method)
     check_anchor(anchor)
+    check_model(model, meth)
     stepsize = geometry.check_stepsize(stepsize)
     stat = as_skystat(stat)
     inputs = make_records(data, wcs=wcs, mask=mask, dq=dq, dqbits=dqbits, groups=groups,
@@ -175,10 +194,11 @@ def match_sky(
         return _result(inputs, meth, sky, np.isfinite(sky), subtract, inplace, t0)
     rule = _nothing_to_match(inputs) if meth == "match" else meth  # how skies are made
     plan = None
+    planes = model == "plane" and "match" in rule
     if "match" in rule:
         notice_first_compile()  # before the geometry kernels compile
         plan = make_plan(inputs, check_wcs_list(inputs, meth), stepsize, executor,
-                         progress)
+                         progress, cells=planes)
     want_local = rule != "match"
     meas = _dispatch.run(measure_group, group_tasks(inputs, plan, stat, want_local), executor,
                          progress, total=inputs.ngroups, phase="measuring")
@@ -189,7 +209,12 @@ def match_sky(
                         inputs.group_label(int(g)))
     delta, components, pairs = np.full(inputs.ngroups, np.nan), [], make_pair_table()
     derr = np.full(inputs.ngroups, np.nan)
-    if plan is not None:
+    if planes:
+        gframes, iframes = plane_frames(inputs, plan)
+        fit = plane_offsets(meas, plan.neighbours, plan.cells, gframes, match_down,
+                            inputs.group_label, anchor, robust)
+        delta, components, pairs = fit.delta, fit.components, make_pair_table(**fit.pairs)
+    elif plan is not None:
         delta, components, columns, derr = match_offsets(meas, plan.neighbours, match_down,
                                                          inputs.group_label, anchor, robust)
         pairs = make_pair_table(**columns)
@@ -198,9 +223,15 @@ def match_sky(
     image_local = np.full(len(inputs.records), np.nan)
     for r in meas:
         image_local[inputs.members[r.index]] = r.member_local
+    valid = gvalid[inputs.gid]
+    plane = None
+    if planes:
+        plane = np.where(valid[:, None], image_planes(gsky, fit.slope, inputs.gid, iframes),
+                         0.0)
+    sky = plane[:, 0] if plane is not None else np.where(gvalid, gsky, 0.0)[inputs.gid]
     return _result(
-        inputs, meth, np.where(gvalid, gsky, 0.0)[inputs.gid], gvalid[inputs.gid], subtract,
-        inplace, t0, local=image_local if want_local else None, pairs=pairs,
+        inputs, meth, sky, valid, subtract,
+        inplace, t0, local=image_local if want_local else None, pairs=pairs, plane=plane,
         components=[np.sort(np.concatenate([inputs.members[g] for g in c]))
                     for c in components],
         sky_err=np.where(gvalid, gerr, np.nan)[inputs.gid],
@@ -242,9 +273,10 @@ def _result(inputs: Inputs, method: str, sky: np.ndarray, valid: np.ndarray, sub
             inplace: bool, t0: float, *, local: np.ndarray | None = None, pairs: Any = None,
             components: list[np.ndarray] | None = None,
             footprints: list[np.ndarray] | None = None,
-            sky_err: np.ndarray | None = None) -> SkyResult:
+            sky_err: np.ndarray | None = None, plane: np.ndarray | None = None) -> SkyResult:
     """Subtract if asked, log the skies, and build the `SkyResult`."""
-    out_data = (subtracted([r.data for r in inputs.records], sky, valid, inplace)
+    slope = None if plane is None else plane[:, 1:]
+    out_data = (subtracted([r.data for r in inputs.records], sky, valid, inplace, slope)
                 if subtract else None)
     for k in np.flatnonzero(valid):
         log.info("%s: sky background %.6g (%s)", inputs.records[k].label, sky[k], method)
@@ -263,4 +295,5 @@ def _result(inputs: Inputs, method: str, sky: np.ndarray, valid: np.ndarray, sub
         data=out_data,
         footprints=footprints,
         sky_err=sky_err,
+        plane=plane,
     )
