@@ -583,6 +583,10 @@ def referenced_errors(
     return out
 
 
+#: Weight of the rows that keep a plane system regular, relative to the median cell.
+_SLOPE_RIDGE = 1e-6
+
+
 class PlaneSolution(NamedTuple):
     """The plane of every group from the cells of their overlaps (`plane_offsets`).
 
@@ -607,12 +611,6 @@ class PlaneSolution(NamedTuple):
     pairs: dict[str, np.ndarray]
 
 
-#: Weight of the rows that hold every slope near 0, relative to the median cell weight:
-#: they decide only what the overlaps cannot (a gradient common to all images) and move
-#: what the overlaps do see by about this squared, relative.
-_SLOPE_RIDGE = 1e-3
-
-
 def plane_offsets(
     measurements: Sequence[Any],
     neighbours: Sequence[Sequence[int]],
@@ -632,10 +630,15 @@ def plane_offsets(
     ``v = (y - yc) / L`` about that image's centre, ``L`` half its larger side. The row
     weight is ``1 / sqrt(e_G**2 + e_H**2)`` from the statistics' standard errors
     (``1 / sqrt(1/n_G + 1/n_H)`` from the pixel counts when one has none, as for the
-    ``mode``). Overlaps see only differences: a constant, and a gradient shared by the
-    whole mosaic, are not determined; weak rows ``b = 0``, ``c = 0`` (`_SLOPE_RIDGE`)
-    choose the smallest slopes that fit, and the levels are referenced as in
-    `solve_match` (``anchor``, ``match_down``).
+    ``mode``). Overlaps see only differences: a constant is not determined at all, and
+    a gradient shared by a whole connected component (a plane on the sky) only through
+    the sub-pixel offsets between the two sides' centres, which would turn noise into
+    large common slopes. So the component's first level is held at 0 while solving
+    (`skyeq.solve.solve_offsets` with ``fixed``: a direct solve; rows ``b = 0``, ``c =
+    0`` weighted `_SLOPE_RIDGE` times the median cell only keep it regular), the
+    component's common gradient is then chosen to make its slopes smallest (least
+    squares over its groups, in one gnomonic frame of the mosaic, `_flatten`), and the
+    levels are referenced as in `solve_match` (``anchor``, ``match_down``).
 
     Parameters
     ----------
@@ -646,7 +649,8 @@ def plane_offsets(
     cells : ndarray
         ``(ncells, 4)``: the groups ``G, H`` of every cell (then two image indices).
     frames : ndarray
-        ``(ngroups, 3)``: ``xc, yc, L`` of every group's first image.
+        ``(ngroups, 9)``: ``xc, yc, L`` of every group's first image, then its centre
+        and Jacobian in the mosaic's gnomonic frame (`skyeq._plan.plane_frames`).
     match_down : bool
         Reference the levels to the lowest (True) or highest.
     group_label : callable
@@ -687,22 +691,26 @@ def plane_offsets(
     xc, yc, half = frames[:, 0], frames[:, 1], frames[:, 2]
     uv = np.stack([(side[:, k, 3:] - np.column_stack((xc, yc))[grp]) / half[grp, None]
                    for k, grp in ((0, g), (1, h))], axis=1)  # (ncell, side, 2)
-    # the terms: +a_G +u b_G +v c_G -a_H -u b_H -v c_H; then the ridge rows
+    # the terms: +a_G +u b_G +v c_G -a_H -u b_H -v c_H
     row = np.repeat(np.arange(ncell), 6)
     index = np.column_stack((3 * g, 3 * g + 1, 3 * g + 2, 3 * h, 3 * h + 1, 3 * h + 2)).ravel()
-    coef = np.column_stack((np.ones(ncell), uv[:, 0, 0], uv[:, 0, 1],
-                            -np.ones(ncell), -uv[:, 1, 0], -uv[:, 1, 1])).ravel()
+    coef = np.nan_to_num(np.column_stack((np.ones(ncell), uv[:, 0, 0], uv[:, 0, 1],
+                                          -np.ones(ncell), -uv[:, 1, 0], -uv[:, 1, 1])).ravel())
+    # rows b = 0, c = 0 far below the data: they only keep the normal equations regular
+    # where the common gradient is (nearly) blind; `_flatten` decides it afterwards
     seen = np.unique(np.concatenate((g[usable], h[usable])))
     slopes = np.concatenate((3 * seen + 1, 3 * seen + 2))
     ridge = _SLOPE_RIDGE * (float(np.median(weight[usable])) if usable.any() else 1.0)
     row = np.concatenate((row, ncell + np.arange(slopes.size)))
     index = np.concatenate((index, slopes))
-    coef = np.concatenate((np.nan_to_num(coef), np.ones(slopes.size)))
-    value_all = np.concatenate((np.where(usable, value, np.nan), np.zeros(slopes.size)))
+    coef = np.concatenate((coef, np.ones(slopes.size)))
+    value = np.concatenate((np.where(usable, value, np.nan), np.zeros(slopes.size)))
+    components = _label_components(n, g[usable], h[usable])[1]
+    held = np.array([3 * c[0] for c in components], dtype=np.intp)  # a level per component
 
     def solve(factor: np.ndarray) -> Any:
         w = np.concatenate((weight * np.sqrt(factor), np.full(slopes.size, ridge)))
-        return solve_offsets(3 * n, row, index, coef, value_all, w)
+        return solve_offsets(3 * n, row, index, coef, value, w, fixed=held)
 
     factor = np.ones(ncell)
     sol = solve(factor)
@@ -719,10 +727,11 @@ def plane_offsets(
                      "(groups %s)", low.size, int(usable.sum()),
                      ", ".join(f"{g[k]}-{h[k]}" for k in low[:20]))
     x = sol.x.reshape(n, 3)
-    level = np.where(np.isin(np.arange(n), seen), x[:, 0], np.nan)
-    components = _label_components(n, g[usable], h[usable])[1]
+    level, slope = x[:, 0].copy(), x[:, 1:] / half[:, None]
+    for c in components:
+        _flatten(level, slope, frames[c], c)
     delta = _referenced(level, components, match_down, anchor)
-    slope = np.where(np.isfinite(delta)[:, None], x[:, 1:] / half[:, None], np.nan)
+    slope[~np.isfinite(delta)] = np.nan
     for k in np.flatnonzero(~np.isfinite(delta)):
         log.warning("Unable to compute the match plane of %s: no usable overlap",
                     group_label(int(k)))
@@ -731,6 +740,25 @@ def plane_offsets(
              "weight": weight, "residual": np.where(usable, sol.residual[:ncell], np.nan),
              "robust_weight": factor}
     return PlaneSolution(delta, slope, components, pairs)
+
+
+def _flatten(level: np.ndarray, slope: np.ndarray, frames: np.ndarray,
+             members: np.ndarray) -> None:
+    """Remove from a component's planes the common plane that makes its slopes smallest.
+
+    A plane ``t . (X, Y)`` on the sky (``X, Y`` the mosaic's gnomonic frame) adds
+    ``J^T t`` to a group's slopes and ``t . (X0, Y0)`` to its level at its centre, and no
+    overlap sees it. ``t`` minimises the sum of the squared slopes of ``members`` after
+    its removal; ``level`` and ``slope`` are changed in place.
+    """
+    jac = frames[:, 5:9].reshape(-1, 2, 2)  # d(X, Y) / d(x, y) per group
+    s = slope[members]
+    # slope_g - J_g^T t: normal equations sum(J J^T) t = sum(J s)
+    lhs = np.einsum("kij,klj->il", jac, jac)
+    rhs = np.einsum("kij,kj->i", jac, s)
+    t = np.linalg.lstsq(lhs, rhs, rcond=None)[0]
+    slope[members] = s - np.einsum("kji,j->ki", jac, t)
+    level[members] -= frames[:, 3:5] @ t
 
 
 def _referenced(level: np.ndarray, components: Sequence[np.ndarray], match_down: bool,

@@ -22,7 +22,7 @@ import numpy as np
 from . import _dispatch, geometry
 from ._records import Inputs
 from .stats import SkyStat
-from .wcs import WCSAdapter, as_wcs_adapter
+from .wcs import WCSAdapter, _radec_to_xyz, _tangent_basis, as_wcs_adapter
 
 __all__ = ["GroupTask", "Plan", "group_tasks", "make_plan", "plane_frames"]
 
@@ -260,42 +260,71 @@ def plane_frames(inputs: Inputs, plan: Plan) -> tuple[np.ndarray, np.ndarray]:
     """Return the pixel frames of plane models: per group, and per image in its group.
 
     A group's plane lives in the pixels of its first image, about that image's centre.
+    Every frame is tied to the others through the least-squares affine map of a 5 x 5
+    grid of its pixels (exact for linear WCSs, the best linear one otherwise).
 
     Parameters
     ----------
     inputs : Inputs
         The validated images and groups.
     plan : Plan
-        The overlaps (its checked WCSs map the other members into the first one).
+        The overlaps (its checked WCSs map the pixels between the frames).
 
     Returns
     -------
     groups : ndarray
-        ``(ngroups, 3)``: ``xc, yc, L`` of every group's first image (its centre and
-        half its larger side, in pixels).
+        ``(ngroups, 9)``: ``xc, yc, L`` of every group's first image (its centre and half
+        its larger side, in pixels), then its centre ``X0, Y0`` and Jacobian ``J00, J01,
+        J10, J11`` (``d(X, Y) / d(x, y)``) in one gnomonic frame of the whole mosaic
+        (radians, about the mean direction of the footprints).
     images : ndarray
         ``(nimages, 6)``: every image's centre in its group's first image's pixels,
         relative to that image's centre, and the Jacobian of the map from the image's
-        pixels to those (``dx, dy, J00, J01, J10, J11``; least-squares affine over a
-        5 x 5 grid of the image: exact for linear WCSs, the best linear one otherwise).
+        pixels to those (``dx, dy, J00, J01, J10, J11``).
     """
-    def centre(k: int) -> tuple[float, float]:
-        ny, nx = inputs.records[k].shape
-        return (nx - 1) / 2.0, (ny - 1) / 2.0
+    tangent = np.concatenate([f.vertices for f in plan.footprints]).sum(axis=0)
+    tangent /= np.linalg.norm(tangent)
+    east, north = _tangent_basis(tangent[None, :])
 
-    gframes = np.empty((inputs.ngroups, 3))
+    def to_sky_frame(ra: np.ndarray, dec: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        v = _radec_to_xyz(ra, dec)
+        v = v / (v @ tangent)[:, None]
+        return v @ east[0], v @ north[0]
+
+    gframes = np.empty((inputs.ngroups, 9))
     iframes = np.tile([0.0, 0.0, 1.0, 0.0, 0.0, 1.0], (len(inputs.records), 1))
     for g, members in enumerate(inputs.members):
         f = int(members[0])
-        gframes[g] = (*centre(f), max(inputs.records[f].shape) / 2.0)
+        ad = plan.adapters[f]
+        affine = _affine(inputs.records[f].shape, lambda x, y, ad=ad: to_sky_frame(
+            *ad.pixel_to_world(x, y)))
+        gframes[g, :3] = (*_centre(inputs.records[f].shape),
+                          max(inputs.records[f].shape) / 2.0)
+        gframes[g, 3:] = affine
         for k in (int(m) for m in members[1:]):
-            ny, nx = inputs.records[k].shape
-            x, y = (a.ravel() for a in np.meshgrid(np.linspace(0, nx - 1, 5),
-                                                   np.linspace(0, ny - 1, 5)))
-            big_x, big_y = plan.adapters[f].world_to_pixel(*plan.adapters[k].pixel_to_world(x, y))
-            xk, yk = centre(k)
-            design = np.column_stack((np.ones(x.size), x - xk, y - yk))
-            cx = np.linalg.lstsq(design, np.column_stack((big_x, big_y)), rcond=None)[0]
-            iframes[k] = (cx[0, 0] - gframes[g, 0], cx[0, 1] - gframes[g, 1],
-                          cx[1, 0], cx[2, 0], cx[1, 1], cx[2, 1])
+            ak = plan.adapters[k]
+            dx, dy, *jac = _affine(inputs.records[k].shape,
+                                   lambda x, y, ak=ak, ad=ad: ad.world_to_pixel(
+                                       *ak.pixel_to_world(x, y)))
+            iframes[k] = (dx - gframes[g, 0], dy - gframes[g, 1], *jac)
     return gframes, iframes
+
+
+def _centre(shape: tuple[int, int]) -> tuple[float, float]:
+    """Return the centre ``(xc, yc)`` of an image of ``shape``, in zero-based pixels."""
+    return (shape[1] - 1) / 2.0, (shape[0] - 1) / 2.0
+
+
+def _affine(shape: tuple[int, int], to: Any) -> np.ndarray:
+    """Least-squares affine map of an image's pixels by ``to(x, y) -> (X, Y)``.
+
+    Returns ``X0, Y0, J00, J01, J10, J11``: the image centre's image and the Jacobian,
+    from a 5 x 5 grid over the image.
+    """
+    ny, nx = shape
+    x, y = (a.ravel() for a in np.meshgrid(np.linspace(0, nx - 1, 5), np.linspace(0, ny - 1, 5)))
+    big_x, big_y = to(x, y)
+    xc, yc = _centre(shape)
+    design = np.column_stack((np.ones(x.size), x - xc, y - yc))
+    c = np.linalg.lstsq(design, np.column_stack((big_x, big_y)), rcond=None)[0]
+    return np.array([c[0, 0], c[0, 1], c[1, 0], c[2, 0], c[1, 1], c[2, 1]])

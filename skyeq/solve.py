@@ -512,6 +512,7 @@ def solve_offsets(
     *,
     match_down: bool = True,
     anchor: str = "global",
+    fixed=None,
 ) -> OffsetSolution:
     """Solve weighted linear equations between ``n`` unknowns given as sparse triplets.
 
@@ -540,6 +541,14 @@ def solve_offsets(
         (``'global'``, default: the offsets between components are arbitrary) or one
         per component (``'component'``: each component's lowest, or highest, unknown
         is exactly 0; ``reference`` is then that of the first component).
+    fixed : array_like of int, optional
+        For a system that is not a difference system: unknowns held at exactly 0, one
+        for every direction the equations cannot see (a plane system: one level per
+        connected component). The others are then the unique least-squares solution,
+        found by a sparse direct solve of the normal equations polished by iterative
+        refinement, instead of LSQR's minimum-norm one (which converges slowly where
+        the equations are nearly blind). Should the fixed unknowns not remove every
+        blind direction, LSQR is used after all, with a warning.
 
     Returns
     -------
@@ -612,7 +621,9 @@ def solve_offsets(
         what = "pair"
     else:
         x, components = _solve_general(n, rr[term_used], ii[term_used], cc[term_used],
-                                       val, wgt, used)
+                                       val, wgt, used,
+                                       None if fixed is None else
+                                       _as_index_array("fixed", fixed, n))
         residual = np.full(neq, np.nan)
         fitted = np.bincount(rr[term_used], cc[term_used] * np.nan_to_num(x[ii[term_used]]),
                              minlength=neq)
@@ -714,11 +725,12 @@ def _solve_difference(
 
 def _solve_general(
     n: int, row: np.ndarray, index: np.ndarray, coef: np.ndarray, value: np.ndarray,
-    weight: np.ndarray, used: np.ndarray,
+    weight: np.ndarray, used: np.ndarray, fixed: np.ndarray | None = None,
 ) -> tuple[np.ndarray, list[np.ndarray]]:
-    """Minimum-norm weighted least squares by LSQR; the unknowns and the components.
+    """Weighted least squares; the unknowns and the components.
 
-    ``row``, ``index`` and ``coef`` are the terms of the used equations only.
+    ``row``, ``index`` and ``coef`` are the terms of the used equations only. Without
+    ``fixed``: the minimum-norm solution by LSQR; with it, `_solve_fixed`.
     """
     x = np.full(n, np.nan)
     order = np.argsort(row, kind="stable")
@@ -737,15 +749,63 @@ def _solve_general(
     compact[eqs] = np.arange(eqs.size)
     matrix = sp.csr_array((coef * w[row], (compact[row], index)), shape=(eqs.size, n))
     rhs = value[eqs] * w[eqs]
+    members = np.concatenate(components)
+    if fixed is not None:
+        solved = _solve_fixed(matrix, rhs, members, fixed)
+        if solved is not None:
+            x[members] = solved[members]
+            return x, components
     out = lsqr(matrix, rhs, atol=1e-14, btol=1e-14, conlim=1e14,
                iter_lim=max(1000, 50 * n))
     istop, itn = int(out[1]), int(out[2])
     if istop in (3, 6, 7):
         logger.warning("The equations were not solved to full accuracy (LSQR stopped "
                        "with code %d after %d iterations)", istop, itn)
-    members = np.concatenate(components)
     x[members] = out[0][members]
     return x, components
+
+
+#: Largest number of refinement steps of `_solve_fixed`.
+_FIXED_STEPS = 10
+
+
+def _solve_fixed(matrix: Any, rhs: np.ndarray, members: np.ndarray,
+                 fixed: np.ndarray) -> np.ndarray | None:
+    """Least squares with some unknowns held at 0, by the normal equations.
+
+    The normal matrix of the free unknowns is factorised once by SuperLU and the
+    solution refined with residuals of the original rows (each step removes the
+    error of the squared conditioning). Returns the ``(n,)`` solution (0 at the fixed
+    unknowns and outside ``members``), or None, logged, when the normal matrix is
+    singular (the fixed unknowns leave a blind direction) or the refinement diverges.
+    """
+    free = np.zeros(matrix.shape[1], dtype=bool)
+    free[members] = True
+    free[fixed] = False
+    cols = np.flatnonzero(free)
+    x = np.zeros(matrix.shape[1])
+    if cols.size == 0:
+        return x
+    a = matrix[:, cols].tocsc()
+    normal = (a.T @ a).tocsc()
+    try:
+        lu = splu(normal, permc_spec="MMD_AT_PLUS_A")
+    except RuntimeError as exc:
+        logger.warning("The equations leave a direction undetermined (%s); solving them "
+                       "by LSQR instead", exc)
+        return None
+    z = np.zeros(cols.size)
+    scale = max(float(np.max(np.abs(rhs))), np.finfo(float).tiny)
+    for _ in range(_FIXED_STEPS):
+        step = lu.solve(a.T @ (rhs - a @ z))
+        if not np.all(np.isfinite(step)):
+            logger.warning("The normal equations diverged; solving them by LSQR instead")
+            return None
+        z += step
+        if float(np.max(np.abs(step))) <= _REFINE_RTOL * max(scale, float(np.max(np.abs(z)))):
+            break
+    x[cols] = z
+    return x
 
 
 def _report(n: int, components: list[np.ndarray], nused: int, neq: int, what: str,

@@ -122,7 +122,7 @@ def test_plane_without_noise_is_exact_up_to_the_global_plane():
     data, truth = with_gradients(m, scale=3e6)  # slopes of a few units across an image
     res = match_sky(data, m.wcs, model="plane", stat="mean")
     _, worst = plane_error(m.wcs, m.shapes, res.plane, truth, np.ones(len(m)))
-    assert worst < 1e-4  # sky units, slopes of ~3 per image
+    assert worst < 1e-5  # sky units, slopes of ~3 per image (measured 2e-7)
 
 
 def test_plane_on_real_nircam_dithers():
@@ -314,6 +314,19 @@ def test_cli_model_plane_writes_the_slopes(tmp_path):
     expect = match_sky(data, m.wcs, model="plane", names=[str(p) for p in paths])
     for k, p in enumerate(paths):
         hdr = fits.getheader(p, "SCI")
-        assert hdr["BKGLEVEL"] == pytest.approx(expect.sky[k], abs=1e-9)
-        assert hdr["BKGSLPX"] == pytest.approx(expect.plane[k, 1], abs=1e-12)
-        assert hdr["BKGSLPY"] == pytest.approx(expect.plane[k, 2], abs=1e-12)
+        assert hdr["BKGLEVEL"] == pytest.approx(expect.sky[k], abs=1e-6)  # WCS via header
+        assert hdr["BKGSLPX"] == pytest.approx(expect.plane[k, 1], abs=1e-9)
+        assert hdr["BKGSLPY"] == pytest.approx(expect.plane[k, 2], abs=1e-9)
+
+
+def test_constant_skies_give_flat_planes_and_the_constant_levels():
+    # no gradient injected: the common gradient no overlap sees is chosen smallest, so
+    # the slopes are noise (the helper's benchmark found 13-15 sigma across every image
+    # before the gauge was held explicitly)
+    m = synthetic.tile_grid(3, 3, shape=(512, 512), seed=1)
+    res = match_sky(m.data, m.wcs, model="plane")
+    assert np.abs(res.plane[:, 1:] * 512).max() < 0.3  # sigma 1 across an image
+    const = match_sky(m.data, m.wcs)
+    assert np.abs(res.sky - const.sky).max() < 0.1
+    truth = m.sky - m.sky[np.argmin(const.sky)]
+    assert np.abs(res.sky - truth).max() < 0.1

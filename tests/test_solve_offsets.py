@@ -137,3 +137,34 @@ def test_invalid_input(change, match):
     n = args.pop("n")
     with pytest.raises(ValueError, match=match):
         solve_offsets(n, **args)
+
+
+def test_fixed_unknowns_give_the_least_squares_solution_of_the_others():
+    # random sparse overdetermined system with a blind direction (x0 + x1 only)
+    rng = np.random.default_rng(3)
+    n, neq = 6, 20
+    row = np.repeat(np.arange(neq), 3)
+    index = np.concatenate([rng.choice(np.arange(2, n), 2, replace=False) for _ in range(neq)])
+    index = np.column_stack((np.zeros(neq, int), index.reshape(neq, 2))).ravel()
+    coef = rng.normal(size=row.size)
+    coef[0::3] = 1.0  # x0 enters every equation only through x0 + x1 below
+    row = np.concatenate((row, np.arange(neq)))
+    index = np.concatenate((index, np.ones(neq, int)))
+    coef = np.concatenate((coef, np.ones(neq)))
+    value = rng.normal(size=neq) * 10
+    weight = rng.uniform(0.5, 2.0, neq)
+    sol = solve_offsets(n, row, index, coef, value, weight, fixed=[0])
+    a = np.zeros((neq, n))
+    np.add.at(a, (row, index), coef)
+    expect = np.linalg.lstsq(a[:, 1:] * weight[:, None], value * weight, rcond=None)[0]
+    assert sol.x[0] == 0.0
+    np.testing.assert_allclose(sol.x[1:], expect, rtol=1e-12, atol=1e-12)
+
+
+def test_fixed_unknowns_that_leave_a_blind_direction_fall_back_to_lsqr(caplog):
+    # x0 + x1 = 3 twice: holding x2 (in no equation) leaves x0 - x1 blind
+    with caplog.at_level(logging.WARNING, logger="skyeq.solve"):
+        sol = solve_offsets(3, [0, 0, 1, 1], [0, 1, 0, 1], [1.0, 1.0, 1.0, 1.0], [3.0, 3.0],
+                            [1.0, 1.0], fixed=[2])
+    assert "undetermined" in caplog.text or "diverged" in caplog.text
+    np.testing.assert_allclose(sol.x[:2], [1.5, 1.5], rtol=1e-12)  # LSQR's minimum norm
