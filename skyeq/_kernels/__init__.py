@@ -1,4 +1,4 @@
-"""Numba kernels: clipped sky statistics (`stats`) and footprint geometry (`geometry`).
+"""Numba kernels: sky statistics (`stats`), geometry (`geometry`), differences (`pairs`).
 
 The kernels know nothing of WCSs, files or logging: they take plain, native-endian
 numpy arrays and scalars, hold no global state and are compiled with
@@ -14,7 +14,7 @@ module, or ``NUMBA_CACHE_DIR`` when set).
 
 from __future__ import annotations
 
-from . import background, geometry, stats
+from . import background, geometry, pairs, stats
 from .geometry import convex_parts, intersect_pairs, ring_area, scan_spans
 from .stats import (
     MAX_CELL_REGIONS,
@@ -46,6 +46,7 @@ __all__ = [
     "intersect_pairs",
     "median_within",
     "moments",
+    "pairs",
     "prepare",
     "region_stats",
     "ring_area",
@@ -89,6 +90,7 @@ def warmup(parallel: bool = False) -> None:
     if parallel and not _geometry_cached():
         job = background.start(["geometry"])
     stats.warmup()
+    pairs.warmup()
     if job is not None:
         job.wait()
     geometry.warmup()  # loads what the child compiled (compiles if it failed)

@@ -1,0 +1,242 @@
+"""Numba kernels of pixel differences between two overlapping images (``pair_stat="difference"``).
+
+For each pixel of image i inside an overlap (row spans of image i), image j is sampled
+by bilinear interpolation at the same sky position, and ``data_i - sample`` is written
+out for every pixel usable in both images; the clipped statistic of those differences
+(`skyeq._pairs`) is the pair's offset. The position in image j of each pixel of image i
+is either a polynomial in the pixel coordinates (`sample_differences`, fitted once per
+pair by `skyeq._pairmap.fit_pixel_map`) or given (`sample_differences_at`, the exact
+WCS path).
+
+The kernels know nothing of WCSs: they take plain, native-endian numpy arrays and hold
+no global state. They are compiled with ``cache=True, nogil=True`` (no ``fastmath``,
+so the comparisons that reject NaN and infinite pixels stay exact), so several Python
+threads may run them at once. Bad data never raises: unusable pixels are skipped.
+
+Conventions shared by the kernels
+
+* ``data_i``, ``data_j`` are 2-D C-contiguous arrays of the same dtype, float32 or
+  float64 (one compiled signature per dtype; the caller converts a mixed pair).
+* ``good_i``, ``good_j`` are 2-D C-contiguous bool arrays of their image's shape (True
+  = good pixel), or a ``(0, 0)`` bool array for "no mask" (every pixel good), as
+  ``skyeq.stats._NO_MASK``: the same array type either way, so no extra signature.
+* ``spans`` is an int64 ``(k, 3)`` array of ``(row, first column, last column)`` of
+  image i, inclusive. Pixels outside image i are skipped.
+* Pixel coordinates are zero-based with pixel centres at integers.
+* ``out`` is a float64 1-D array at least as long as the spans' pixels; the differences
+  are computed in float64 whatever the data type.
+
+Bilinear sampling of image j at ``(x, y)`` reads the four pixels around it,
+``(floor(y) .. floor(y) + 1, floor(x) .. floor(x) + 1)``; all four must lie inside
+image j, be good and be finite, otherwise the pixel of image i is skipped. A
+coordinate within `SNAP` pixels of an integer is taken as that integer: its
+zero-weight neighbour is then not read. So a pixel of image i that falls on a pixel
+centre of image j samples that one pixel (a bad pixel of j removes the one pixel of
+i that falls on it, not the four around it, and the result does not depend on the
+round-off of the WCS round trip), and positions on j's last row or column (within
+`SNAP`) are sampled from that row or column alone; positions beyond them, or before
+the first row or column by more than `SNAP`, are outside image j and skipped.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit
+
+__all__ = ["SNAP", "sample_differences", "sample_differences_at", "warmup"]
+
+#: Pixel coordinates within this distance of an integer are snapped to it before
+#: bilinear sampling: the sample then moves by at most ``SNAP`` times the difference
+#: of two neighbouring pixels (negligible next to the map's 0.01-pixel tolerance), and
+#: the set of pixels read no longer depends on round-off (see the module docstring).
+SNAP = 1e-6
+
+
+@njit(cache=True, nogil=True)
+def _sample_row(data_i, good_i, use_i, r, c0, w, flat_j, good_j, use_j, nx_j, ny_j, xj, yj, p0,
+                out, n):
+    """Differences over pixels ``c0 .. c0 + w - 1`` of row ``r`` of image i.
+
+    ``xj[p0 + t]``, ``yj[p0 + t]`` is the position in image j of pixel ``c0 + t``;
+    ``flat_j``, ``good_j`` are image j and its mask (when ``use_j``) raveled. The
+    differences are written from ``out[n]`` on; returns the new count.
+    """
+    for t in range(w):
+        c = c0 + t
+        if use_i and not good_i[r, c]:
+            continue
+        di = float(data_i[r, c])
+        x = xj[p0 + t]
+        y = yj[p0 + t]
+        if not (x > -SNAP and x < nx_j - 1 + SNAP and y > -SNAP and y < ny_j - 1 + SNAP):
+            continue  # outside image j, or NaN
+        x0 = math.floor(x)
+        y0 = math.floor(y)
+        tx = x - x0
+        ty = y - y0
+        if tx >= 1.0 - SNAP:
+            x0 += 1
+            tx = 0.0
+        elif tx <= SNAP:
+            tx = 0.0
+        if ty >= 1.0 - SNAP:
+            y0 += 1
+            ty = 0.0
+        elif ty <= SNAP:
+            ty = 0.0
+        # unsigned indices (all >= 0 here): no negative-index wraparound code per read
+        i00 = np.uint64(y0 * nx_j + x0)
+        dx = np.uint64(1 if tx > 0.0 else 0)
+        dy = np.uint64(nx_j if ty > 0.0 else 0)
+        if use_j and not (good_j[i00] and good_j[i00 + dx] and good_j[i00 + dy]
+                          and good_j[i00 + dy + dx]):
+            continue
+        a00 = float(flat_j[i00])
+        a01 = float(flat_j[i00 + dx])
+        a10 = float(flat_j[i00 + dy])
+        a11 = float(flat_j[i00 + dy + dx])
+        low = (1.0 - tx) * a00 + tx * a01
+        high = (1.0 - tx) * a10 + tx * a11
+        d = di - ((1.0 - ty) * low + ty * high)
+        # d - d is 0 for a finite d, NaN when data_i or a pixel of j is NaN or inf (a
+        # zero-weight pixel is the same pixel as its partner, so it is tested too)
+        if (d - d) == 0.0:
+            out[n] = d
+            n += 1
+    return n
+
+
+@njit(cache=True, nogil=True)
+def _horner(coef, u):
+    """``sum(coef[p] * u**p)``."""
+    s = 0.0
+    for p in range(coef.shape[0] - 1, -1, -1):
+        s = s * u + coef[p]
+    return s
+
+
+#: Largest total degree of the polynomial map the kernel takes.
+_MAX_DEGREE = 5
+
+
+@njit(cache=True, nogil=True)
+def sample_differences(data_i, good_i, data_j, good_j, spans, coef_x, coef_y, norm, out):
+    """Differences ``data_i - data_j(map(x, y))`` over the spans, through a polynomial map.
+
+    Row by row, the map is evaluated at every pixel of the span (a loop without
+    branches, which the compiler vectorises), then image j is sampled there.
+
+    Parameters
+    ----------
+    data_i, good_i, data_j, good_j, spans
+        Images, masks and spans of image i (see the module docstring).
+    coef_x, coef_y : ndarray of float64, shape (d + 1, d + 1), d <= 5
+        Power-series coefficients of the map: the position in image j of pixel
+        ``(x, y)`` of image i is ``sum(coef[p, q] * u**p * v**q)`` with
+        ``u = (x - norm[0]) * norm[1]``, ``v = (y - norm[2]) * norm[3]``.
+    norm : ndarray of float64, shape (4,)
+        The normalisation of the coordinates.
+    out : ndarray of float64, 1-D
+        Output, at least as long as the spans' pixels.
+
+    Returns
+    -------
+    int
+        Number of differences written: ``out[:n]``, in span order, for the pixels of
+        image i that are good and finite and whose sample of image j is usable; -1 if
+        the degree is above 5 (nothing written).
+    """
+    ny, nx = data_i.shape
+    ny_j, nx_j = data_j.shape
+    use_i = good_i.size > 0
+    use_j = good_j.size > 0
+    flat_j = data_j.reshape(data_j.size)
+    gflat_j = good_j.reshape(good_j.size)
+    deg = coef_x.shape[0] - 1
+    if deg > _MAX_DEGREE or coef_y.shape[0] - 1 != deg:
+        return -1
+    ax = np.zeros(_MAX_DEGREE + 1)  # the row's polynomials in u, zero-padded to degree 5
+    ay = np.zeros(_MAX_DEGREE + 1)
+    xj = np.empty(nx)
+    yj = np.empty(nx)
+    n = 0
+    for k in range(spans.shape[0]):
+        r = spans[k, 0]
+        c0 = max(spans[k, 1], 0)
+        c1 = min(spans[k, 2], nx - 1)
+        if r < 0 or r >= ny or c1 < c0:
+            continue
+        v = (r - norm[2]) * norm[3]
+        for p in range(deg + 1):
+            ax[p] = _horner(coef_x[p], v)
+            ay[p] = _horner(coef_y[p], v)
+        a0, a1, a2, a3, a4, a5 = ax[0], ax[1], ax[2], ax[3], ax[4], ax[5]
+        b0, b1, b2, b3, b4, b5 = ay[0], ay[1], ay[2], ay[3], ay[4], ay[5]
+        w = c1 - c0 + 1
+        for t in range(w):
+            u = (c0 + t - norm[0]) * norm[1]
+            xj[t] = ((((a5 * u + a4) * u + a3) * u + a2) * u + a1) * u + a0
+            yj[t] = ((((b5 * u + b4) * u + b3) * u + b2) * u + b1) * u + b0
+        n = _sample_row(data_i, good_i, use_i, r, c0, w, flat_j, gflat_j, use_j, nx_j, ny_j,
+                        xj, yj, 0, out, n)
+    return n
+
+
+@njit(cache=True, nogil=True)
+def sample_differences_at(data_i, good_i, data_j, good_j, spans, xj, yj, out):
+    """Differences ``data_i - data_j(xj, yj)`` over the spans, at given positions in image j.
+
+    Parameters
+    ----------
+    data_i, good_i, data_j, good_j, spans
+        Images, masks and spans of image i (see the module docstring).
+    xj, yj : ndarray of float64, 1-D
+        Position in image j of every pixel of the spans, in span order (one per pixel
+        of the spans as given, including any outside image i, which are skipped).
+    out : ndarray of float64, 1-D
+        Output, at least as long as the spans' pixels.
+
+    Returns
+    -------
+    int
+        Number of differences written, as for `sample_differences`.
+    """
+    ny, nx = data_i.shape
+    ny_j, nx_j = data_j.shape
+    use_i = good_i.size > 0
+    use_j = good_j.size > 0
+    flat_j = data_j.reshape(data_j.size)
+    gflat_j = good_j.reshape(good_j.size)
+    n = 0
+    p = 0  # index in xj, yj of the first pixel of the span
+    for k in range(spans.shape[0]):
+        r = spans[k, 0]
+        first = spans[k, 1]
+        last = spans[k, 2]
+        c0 = max(first, 0)
+        c1 = min(last, nx - 1)
+        if 0 <= r < ny and c1 >= c0:
+            n = _sample_row(data_i, good_i, use_i, r, c0, c1 - c0 + 1, flat_j, gflat_j, use_j,
+                            nx_j, ny_j, xj, yj, p + c0 - first, out, n)
+        p += max(last - first + 1, 0)
+    return n
+
+
+def warmup() -> None:
+    """Compile (or load from the cache) both kernels for float32 and float64 images."""
+    no_mask = np.zeros((0, 0), dtype=np.bool_)
+    spans = np.array([[0, 0, 3], [1, 0, 3]], dtype=np.int64)
+    coef = np.zeros((2, 2))
+    coef[1, 0] = 1.0
+    norm = np.array([0.0, 1.0, 0.0, 1.0])
+    xj = np.tile(np.arange(4.0), 2)
+    yj = np.repeat(np.arange(2.0), 4)
+    out = np.empty(8)
+    for dtype in (np.float32, np.float64):
+        data = np.arange(12, dtype=dtype).reshape(3, 4)
+        mask = np.ones((3, 4), dtype=np.bool_)
+        for good in (no_mask, mask):
+            sample_differences(data, good, data, good, spans, coef, coef.T.copy(), norm, out)
+            sample_differences_at(data, good, data, good, spans, xj, yj, out)

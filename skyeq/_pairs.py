@@ -1,0 +1,241 @@
+"""Pair offsets from co-located pixel differences (``pair_stat="difference"``, issue #15).
+
+For an overlapping pair of images i and j, `pair_difference` samples image j at the sky
+position of every pixel of image i inside the overlap (bilinear interpolation through
+the pixel-to-pixel map of `skyeq._pairmap`), keeps the pixels usable in both images and
+takes the clipped statistic (the same `SkyStat` as everywhere) of the differences
+``data_i - data_j``. Emission that fills the overlap is the same in both images at the
+same sky position, so it cancels pixel by pixel: what is left is the sky offset plus
+noise, whatever the two images' own statistics would each make of the emission.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import threading
+from typing import Any
+
+import numpy as np
+
+from . import stats as _stats
+from ._kernels import pairs as _kpairs
+from ._pairmap import DEFAULT_TOLERANCE, PixelMap, fit_pixel_map
+from .stats import SkyStat, as_skystat, region_statistics
+from .wcs import as_wcs_adapter
+
+__all__ = ["pair_difference"]
+
+#: Pixels per batch of exact WCS round trips on the exact path (bounds its temporaries:
+#: a few float64 arrays of this length per WCS call).
+_CHUNK = 1 << 18
+# Per-thread scratch memory for the differences, kept between calls: fresh memory costs
+# a page fault per 4 KiB on first touch (~30 ms for the 16 MB of a 2048x2048 overlap);
+# the pattern of `skyeq.stats`.
+_SCRATCH = threading.local()
+
+
+def pair_difference(
+    stat: SkyStat | str | None,
+    data_i: Any,
+    good_i: Any,
+    adapter_i: Any,
+    data_j: Any,
+    good_j: Any,
+    adapter_j: Any,
+    spans_i: Any,
+    spans_j: Any = None,
+    tolerance: float = DEFAULT_TOLERANCE,
+) -> tuple[float, int, float]:
+    """Clipped statistic of the pixel differences ``data_i - data_j`` over an overlap.
+
+    Every pixel of image i in ``spans_i`` is mapped to image j through the two WCSs (a
+    polynomial map fitted once for the pair, checked to ``tolerance`` pixels, else exact
+    WCS calls; see `skyeq._pairmap.fit_pixel_map`), image j is sampled there by bilinear
+    interpolation (see `skyeq._kernels.pairs` for which pixels are read and what
+    happens at j's edges), and the difference is kept when the pixel of i is good and
+    finite and the four pixels of j around the position are inside j, good and finite.
+    The statistic of the differences is the pair's offset estimate (sky of i minus sky
+    of j).
+
+    Interpolation smooths what it samples: a star's core comes out lower and its wings
+    higher in the sampled image than in the sampled-at one, so ``data_i - sample_j``
+    is skewed by the sources (on dense fields its median moved by 0.05 sigma). With
+    ``spans_j`` (the same overlap in image j) the differences are taken both ways, each
+    on every other row: ``data_i - sample_j`` on the even rows of ``spans_i`` and
+    ``sample_i - data_j`` on the odd rows of ``spans_j``, one sample of about the same
+    size as one way, in which the two skews cancel.
+
+    Parameters
+    ----------
+    stat : SkyStat, str or None
+        The statistic and its clipping (see `skyeq.stats.as_skystat`). Its ``lower`` and
+        ``upper`` limits apply to the pixel values of both images, as everywhere (a
+        pixel of j outside them is unusable like a bad one); the differences are then
+        clipped with ``nclip``, ``lsigma`` and ``usigma`` only.
+    data_i, data_j : array_like, 2-D
+        The two images (float32 and float64 are used as they are; other real types, and
+        a pair of different float types, are converted to float64). A masked array's
+        mask is honoured.
+    good_i, good_j : array_like of bool or None
+        Good-pixel masks (True = good), or None.
+    adapter_i, adapter_j : WCSAdapter or WCS
+        The images' WCSs (anything `skyeq.wcs.as_wcs_adapter` takes); checked on the
+        image's shape unless they already are.
+    spans_i : array_like of int, shape (k, 3)
+        The overlap in image i: row spans ``(row, first column, last column)``,
+        inclusive; parts outside image i are ignored.
+    spans_j : array_like of int, shape (k, 3), optional
+        The overlap in image j: differences both ways (above). Default None: one way.
+    tolerance : float, optional
+        Largest error of the fitted pixel maps, in pixels. Default 0.01.
+
+    Returns
+    -------
+    value : float
+        The statistic of the differences; NaN when no pixel is usable in both images.
+    npix : int
+        Number of differences of the final clipping pass (0 when none).
+    std : float
+        Their ddof=1 standard deviation (NaN when none, 0.0 for a single one).
+
+    Raises
+    ------
+    ValueError
+        If an image is not 2-D, a mask's shape differs from its image's, or a WCS
+        cannot be checked on its image.
+    """
+    stat = as_skystat(stat)
+    arr_i, mask_i = _image(data_i, good_i, "image i")
+    arr_j, mask_j = _image(data_j, good_j, "image j")
+    if arr_i.dtype != arr_j.dtype:  # one compiled signature per dtype: widen the pair
+        arr_i = arr_i.astype(np.float64)
+        arr_j = arr_j.astype(np.float64)
+    if stat.lower is not None or stat.upper is not None:
+        mask_i = _within_limits(arr_i, mask_i, stat)
+        mask_j = _within_limits(arr_j, mask_j, stat)
+        stat = dataclasses.replace(stat, lower=None, upper=None)
+    ad_i = as_wcs_adapter(adapter_i, shape=arr_i.shape)
+    ad_j = as_wcs_adapter(adapter_j, shape=arr_j.shape)
+    side_i = (arr_i, _stats._NO_MASK if mask_i is None else mask_i, ad_i)
+    side_j = (arr_j, _stats._NO_MASK if mask_j is None else mask_j, ad_j)
+    ways = [(side_i, side_j, _clipped(_stats._spans_array(spans_i), arr_i.shape))]
+    if spans_j is not None:
+        ways = [(a, b, sp[sp[:, 0] % 2 == parity]) for (a, b, sp), parity in
+                ((ways[0], 0), ((side_j, side_i,
+                                 _clipped(_stats._spans_array(spans_j), arr_j.shape)), 1))]
+    sizes = [int((sp[:, 2] - sp[:, 1] + 1).sum()) for _, _, sp in ways]
+    if sum(sizes) == 0:
+        return math.nan, 0, math.nan
+    out = _scratch(sum(sizes))
+    n = 0
+    for k, (a, b, sp) in enumerate(ways):
+        start = n
+        n += _differences(a, b, sp, tolerance, out[n:])
+        if k == 1:  # sample_i - data_j
+            np.negative(out[start:n], out=out[start:n])
+    return _statistic(stat, out[:n])
+
+
+def _differences(side_i: tuple, side_j: tuple, spans: np.ndarray, tolerance: float,
+                 out: np.ndarray) -> int:
+    """Write ``data_i - sample_j`` over ``spans`` of image i into ``out``; return the count.
+
+    ``side_*`` is ``(array, mask or _NO_MASK, checked adapter)``.
+    """
+    if not len(spans):
+        return 0
+    arr_i, good_i, ad_i = side_i
+    arr_j, good_j, ad_j = side_j
+    pmap = fit_pixel_map(ad_i, ad_j, spans, tolerance)
+    if pmap.exact:
+        return _exact_differences(pmap, arr_i, good_i, arr_j, good_j, spans, out)
+    return _kpairs.sample_differences(arr_i, good_i, arr_j, good_j, spans, pmap.coef_x,
+                                      pmap.coef_y, pmap.norm, out)
+
+
+def _image(data: Any, good: Any, what: str) -> tuple[np.ndarray, np.ndarray | None]:
+    """One image and its mask as the kernels take them (`skyeq.stats._image_and_mask`)."""
+    ndim = np.ndim(np.ma.getdata(data) if isinstance(data, np.ma.MaskedArray) else data)
+    if ndim != 2:
+        raise ValueError(f"{what} must be a 2-D array, got {ndim} dimensions")
+    return _stats._image_and_mask(data, good)
+
+
+def _clipped(spans: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Clip the spans to the image and drop the empty ones."""
+    ny, nx = shape
+    out = spans.copy()
+    np.clip(out[:, 1], 0, None, out=out[:, 1])
+    np.clip(out[:, 2], None, nx - 1, out=out[:, 2])
+    keep = (out[:, 0] >= 0) & (out[:, 0] < ny) & (out[:, 2] >= out[:, 1])
+    return np.ascontiguousarray(out[keep])
+
+
+def _within_limits(arr: np.ndarray, mask: np.ndarray | None, stat: SkyStat) -> np.ndarray:
+    """Restrict a good-pixel mask to the pixel values within the statistic's limits."""
+    ok = np.ones(arr.shape, dtype=bool) if mask is None else mask.copy()
+    # numpy float64 limits: compared in float64 (a Python float would be cast to a
+    # float32 image's type, overflowing for limits beyond its range)
+    if stat.lower is not None:
+        ok &= arr >= np.float64(stat.lower)
+    if stat.upper is not None:
+        ok &= arr <= np.float64(stat.upper)
+    return ok
+
+
+def _scratch(size: int) -> np.ndarray:
+    """Return this thread's float64 scratch array, at least ``size`` long."""
+    buf = getattr(_SCRATCH, "diff", None)
+    if buf is None or buf.size < size:
+        buf = np.empty(size, dtype=np.float64)
+        _SCRATCH.diff = buf
+    return buf
+
+
+def _span_pixels(spans: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Pixel coordinates ``(x, y)`` of every pixel of the spans, in span order."""
+    lengths = spans[:, 2] - spans[:, 1] + 1
+    starts = np.cumsum(lengths) - lengths
+    x = np.arange(int(lengths.sum()), dtype=np.int64) + np.repeat(spans[:, 1] - starts, lengths)
+    y = np.repeat(spans[:, 0], lengths)
+    return x.astype(np.float64), y.astype(np.float64)
+
+
+def _exact_differences(
+    pmap: PixelMap,
+    arr_i: np.ndarray,
+    good_i: np.ndarray,
+    arr_j: np.ndarray,
+    good_j: np.ndarray,
+    spans: np.ndarray,
+    out: np.ndarray,
+) -> int:
+    """Write the differences through exact WCS round trips, in batches of `_CHUNK` pixels."""
+    ends = np.cumsum(spans[:, 2] - spans[:, 1] + 1)
+    n = 0
+    start = 0
+    while start < len(spans):
+        base = int(ends[start - 1]) if start else 0
+        stop = max(start + 1, int(np.searchsorted(ends, base + _CHUNK, side="right")))
+        chunk = spans[start:stop]
+        xj, yj = pmap(*_span_pixels(chunk))
+        n += _kpairs.sample_differences_at(
+            arr_i, good_i, arr_j, good_j, chunk,
+            np.ascontiguousarray(xj, dtype=np.float64).ravel(),
+            np.ascontiguousarray(yj, dtype=np.float64).ravel(), out[n:],
+        )
+        start = stop
+    return n
+
+
+def _statistic(stat: SkyStat, diffs: np.ndarray) -> tuple[float, int, float]:
+    """Value, npix and ddof=1 std of the clipped statistic of a float64 array.
+
+    Through `skyeq.stats.region_statistics` (the whole of a one-row image, no mask: the
+    kernels read the array in place), so the clipping and the statistics are exactly
+    those of every other measurement.
+    """
+    whole, _, spread = region_statistics(stat, diffs.reshape(1, -1), None, [], whole=True,
+                                         scatter=True)
+    return float(whole.value), int(whole.npix), float(spread[0])
