@@ -12,11 +12,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._plan import GroupTask
+from . import geometry
+from ._pairs import pair_difference
+from ._plan import GroupTask, PairTask
 from ._records import good_pixels
 from .stats import region_statistics
 
-__all__ = ["GroupMeasurement", "measure_group", "statistic_error"]
+__all__ = ["GroupMeasurement", "PairMeasurement", "measure_group", "measure_pairs",
+           "statistic_error"]
 
 
 @dataclass(frozen=True)
@@ -188,3 +191,68 @@ def _region_centres(task: GroupTask, m: int,
         x, y = task.adapters[0].world_to_pixel(ra, dec)
         xy[ok] = np.column_stack((x, y))
     return xy, npix
+
+
+@dataclass(frozen=True)
+class PairMeasurement:
+    """What one pair task measured: the differences of its image with each partner.
+
+    Parameters
+    ----------
+    index : int
+        The image ``i``.
+    partners : tuple of int
+        The images ``j``.
+    value, npix, err : ndarray
+        Per partner: the statistic of ``data_i - data_j`` over their overlap, the number
+        of differences behind it and its standard error (`statistic_error`).
+    """
+
+    index: int
+    partners: tuple[int, ...]
+    value: np.ndarray
+    npix: np.ndarray
+    err: np.ndarray
+
+
+def measure_pairs(task: PairTask) -> PairMeasurement:
+    """Measure the pixel differences of one image with each of its partners.
+
+    The image's overlap with every partner becomes row spans in the image (one batched
+    call), then each partner is read, the overlap becomes spans in it too, the two are
+    sampled at each other's pixels (both ways, on alternate rows, so that the smoothing
+    of interpolation cancels: `skyeq._pairs.pair_difference`) and the partner is
+    released.
+
+    Parameters
+    ----------
+    task : PairTask
+        The image and its partners.
+
+    Returns
+    -------
+    PairMeasurement
+        Its numbers.
+    """
+    spans = geometry.overlap_spans_many([list(p) for p in task.pieces], task.adapter,
+                                        task.shape)
+    image = np.asarray(task.data)
+    good = good_pixels(task.mask, task.dq, task.dqbits)
+    nb = len(task.partners)
+    value, npix, err = np.full(nb, np.nan), np.zeros(nb, dtype=np.int64), np.full(nb, np.nan)
+    for q in range(nb):
+        if not len(spans[q]):
+            continue
+        other = np.asarray(task.partner_data[q])
+        spans_j = geometry.overlap_spans(list(task.pieces[q]), task.partner_adapters[q],
+                                         task.partner_shapes[q])
+        v, k, std = pair_difference(
+            task.stat, image, good, task.adapter, other,
+            good_pixels(task.partner_masks[q], task.partner_dq[q], task.dqbits),
+            task.partner_adapters[q], spans[q], spans_j,
+        )
+        del other  # a partner read from a file is released before the next one
+        if k > 0 and math.isfinite(v):
+            value[q], npix[q] = v, k
+            err[q] = statistic_error(task.stat.statistic, std, k)
+    return PairMeasurement(task.index, task.partners, value, npix, err)

@@ -25,11 +25,14 @@ from .solve import _as_index_array, _as_pair_array, _label_components, solve_off
 __all__ = [
     "METHODS",
     "MODELS",
+    "PAIR_STATS",
     "MatchSolution",
     "PlaneSolution",
     "check_method",
     "check_model",
+    "check_pair_stat",
     "combine_global_match",
+    "difference_offsets",
     "group_skies",
     "image_planes",
     "match_offsets",
@@ -48,6 +51,22 @@ MODELS = ("constant", "plane")
 
 #: The methods that can fit a plane (they match; the others measure one level).
 PLANE_METHODS = ("match", "global+match")
+
+
+#: How a pair's sky difference is measured: each image's own statistic in the overlap
+#: (the reference's), or the statistic of the co-located pixel differences.
+PAIR_STATS = ("own", "difference")
+
+
+def check_pair_stat(pair_stat: Any, model: str) -> str:
+    """Return ``pair_stat`` if it is one of `PAIR_STATS` (and fits ``model``), else raise."""
+    if not isinstance(pair_stat, str) or pair_stat not in PAIR_STATS:
+        raise ValueError(f"pair_stat must be one of {', '.join(map(repr, PAIR_STATS))}, got "
+                         f"{pair_stat!r}")
+    if pair_stat == "difference" and model != "constant":
+        raise ValueError("pair_stat='difference' measures one level per pair: it needs "
+                         f"model='constant', got model={model!r}")
+    return pair_stat
 
 
 def check_model(model: Any, method: str) -> str:
@@ -480,8 +499,78 @@ def match_offsets(
     pi, pj, si, sj, ni, nj = cols
     pair_err = np.array([math.hypot(lookup_err[(g, h)], lookup_err[(h, g)])
                          for g, h in zip(pi, pj, strict=True)])
-    sol = solve_match(len(measurements), pi.astype(int), pj.astype(int), si, sj, ni, nj,
-                      match_down=match_down, anchor=anchor, robust=robust, pair_err=pair_err)
+    return _solve_pairs(len(measurements), pi.astype(int), pj.astype(int), si, sj, ni, nj,
+                        pair_err, match_down, group_label, anchor, robust)
+
+
+def difference_offsets(
+    measurements: Sequence[Any],
+    gid: np.ndarray,
+    ngroups: int,
+    match_down: bool,
+    group_label: Callable[[int], str],
+    anchor: str = "global",
+    robust: bool = False,
+) -> tuple[np.ndarray, list[np.ndarray], Any, np.ndarray]:
+    """Solve the group offsets from the pixel differences of overlapping images.
+
+    For ``pair_stat="difference"``: every measured image pair ``(a, b)`` gives the
+    statistic ``D`` of ``data_a - data_b`` over their overlap, from ``N`` differences.
+    The pairs between groups ``G`` and ``H`` make one equation ``x_G - x_H = sum(N D) /
+    sum(N)`` (``D`` negated for pairs measured the other way round), of weight
+    ``sum(N)`` (the own-statistic rule's mean pixel count, both sides being the same
+    pixels) and standard error ``sqrt(sum((N e)**2)) / sum(N)``.
+
+    Parameters
+    ----------
+    measurements : sequence of PairMeasurement
+        The pair tasks' results.
+    gid : ndarray
+        The group of every image.
+    ngroups : int
+        Number of groups.
+    match_down, group_label, anchor, robust
+        As for `match_offsets`.
+
+    Returns
+    -------
+    delta, components, pairs, err
+        As `match_offsets` returns them; in the pair table ``sky_i`` is the statistic of
+        the differences and ``sky_j`` is 0, ``npix_i`` and ``npix_j`` both the number of
+        differences.
+    """
+    sums: dict[tuple[int, int], list[float]] = {}
+    for r in measurements:
+        for b, d, k, e in zip(r.partners, r.value, r.npix, r.err, strict=True):
+            if not (k > 0 and math.isfinite(d)):
+                continue
+            g, h, sign = int(gid[r.index]), int(gid[b]), 1.0
+            if g > h:
+                g, h, sign = h, g, -1.0
+            acc = sums.setdefault((g, h), [0.0, 0.0, 0.0])
+            acc[0] += k * d * sign
+            acc[1] += k
+            acc[2] += (k * e) ** 2
+    keys = sorted(sums)
+    pi = np.array([g for g, _ in keys], dtype=int)
+    pj = np.array([h for _, h in keys], dtype=int)
+    total = np.array([sums[k][1] for k in keys])
+    value = np.array([sums[k][0] for k in keys]) / np.where(total > 0, total, 1.0)
+    with np.errstate(invalid="ignore"):
+        pair_err = np.sqrt(np.array([sums[k][2] for k in keys])) / np.where(total > 0, total,
+                                                                            1.0)
+    return _solve_pairs(ngroups, pi, pj, value, np.zeros(len(keys)), total, total, pair_err,
+                        match_down, group_label, anchor, robust)
+
+
+def _solve_pairs(
+    n: int, pi: np.ndarray, pj: np.ndarray, si: np.ndarray, sj: np.ndarray, ni: np.ndarray,
+    nj: np.ndarray, pair_err: np.ndarray, match_down: bool, group_label: Callable[[int], str],
+    anchor: str, robust: bool,
+) -> tuple[np.ndarray, list[np.ndarray], Any, np.ndarray]:
+    """Solve a match system of group pairs; the offsets, components, pair table, errors."""
+    sol = solve_match(n, pi, pj, si, sj, ni, nj, match_down=match_down, anchor=anchor,
+                      robust=robust, pair_err=pair_err)
     for g in np.flatnonzero(~sol.valid):
         log.warning("Unable to compute the match offset of %s: no usable overlap",
                     group_label(int(g)))
@@ -493,8 +582,7 @@ def match_offsets(
         refs = [int(c[pick(sol.delta[c])]) for c in sol.components]
     else:  # errors only inside the reference's component: the others float freely
         refs = [sol.reference if sol.reference in c else -1 for c in sol.components]
-    err = referenced_errors(len(measurements), pi.astype(int), pj.astype(int),
-                            sol.weight * np.sqrt(sol.robust_weight), pair_err,
+    err = referenced_errors(n, pi, pj, sol.weight * np.sqrt(sol.robust_weight), pair_err,
                             sol.components, refs)
     return sol.delta, sol.components, pairs, err
 

@@ -24,7 +24,8 @@ from ._records import Inputs
 from .stats import SkyStat
 from .wcs import WCSAdapter, _radec_to_xyz, _tangent_basis, as_wcs_adapter
 
-__all__ = ["GroupTask", "Plan", "group_tasks", "make_plan", "plane_frames"]
+__all__ = ["GroupTask", "PairTask", "Plan", "group_tasks", "make_plan", "pair_tasks",
+           "plane_frames"]
 
 
 @dataclass(frozen=True)
@@ -105,6 +106,10 @@ class Plan:
         is keyed ``(image m, cell)``, and row ``c`` of this ``(ncells, 4)`` int array
         is ``(group G, group H, image of G, image of H)``: the cell lies in the
         overlap of those two images. None otherwise.
+    image_pairs : list or None
+        For ``pair_stat="difference"`` (``make_plan(..., pairs=True)``): ``(a, b,
+        pieces)`` for every two overlapping images of different groups, ``a < b``, in
+        order. None otherwise.
     """
 
     neighbours: list[list[int]]
@@ -112,6 +117,7 @@ class Plan:
     footprints: list[geometry.Footprint]
     adapters: list[Any]
     cells: np.ndarray | None = None
+    image_pairs: list[tuple[int, int, list]] | None = None
 
 
 @dataclass(frozen=True)
@@ -137,6 +143,7 @@ def make_plan(
     executor: Executor | None = None,
     progress: _dispatch.Progress = False,
     cells: bool = False,
+    pairs: bool = False,
 ) -> Plan:
     """Find the footprints, the overlapping pairs and the overlap of every group pair.
 
@@ -157,6 +164,9 @@ def make_plan(
     cells : bool, optional
         Cut every overlap of two images into cells, each a region of its own (plane
         models; see `Plan`). Default False: a group's regions are its neighbour groups.
+    pairs : bool, optional
+        Also keep the overlap of every two images of different groups
+        (`Plan.image_pairs`, for pair tasks). Default False.
 
     Returns
     -------
@@ -183,9 +193,12 @@ def make_plan(
                                            total=1, phase="overlaps")
     pieces: dict[tuple[int, int], list] = {}
     cell_rows: list[tuple[int, int, int, int]] = []
+    image_pairs: list[tuple[int, int, list]] | None = [] if pairs else None
     for (a, b), ov in zip(pair_idx.tolist(), overlaps, strict=True):
         if gid[a] == gid[b] or ov.area <= 0.0:
             continue
+        if image_pairs is not None:
+            image_pairs.append((min(a, b), max(a, b), list(ov.pieces)))
         if cells:
             for piece in ov.pieces:
                 for cell in geometry.split_piece(piece):
@@ -200,14 +213,16 @@ def make_plan(
             neighbours[g].append(c)
             neighbours[h].append(c)
         table = np.array(cell_rows, dtype=np.intp).reshape(-1, 4)
-        return Plan(neighbours, pieces, fps, adapters, table)
+        return Plan(neighbours, pieces, fps, adapters, table, image_pairs)
     for m, h in pieces:
         g = int(gid[m])
         if h not in neighbours[g]:
             neighbours[g].append(h)
     for row in neighbours:
         row.sort()
-    return Plan(neighbours, pieces, fps, adapters)
+    if image_pairs is not None:
+        image_pairs.sort(key=lambda p: (p[0], p[1]))
+    return Plan(neighbours, pieces, fps, adapters, None, image_pairs)
 
 
 def group_tasks(
@@ -254,6 +269,78 @@ def group_tasks(
             label=inputs.group_label(g),
             centroids=plan is not None and plan.cells is not None,
         )
+
+
+@dataclass(frozen=True)
+class PairTask:
+    """Measure the pixel differences between one image and its partners.
+
+    For ``pair_stat="difference"``: image ``index`` (``i``) is loaded once; every partner
+    ``j`` is loaded in turn and released before the next, so a task holds at most two
+    images. Picklable, as far as the WCSs are.
+    """
+
+    index: int
+    data: Any
+    mask: Any
+    dq: Any
+    adapter: WCSAdapter
+    shape: tuple[int, int]
+    partners: tuple[int, ...]
+    partner_data: tuple[Any, ...]
+    partner_masks: tuple[Any, ...]
+    partner_dq: tuple[Any, ...]
+    partner_adapters: tuple[WCSAdapter, ...]
+    partner_shapes: tuple[tuple[int, int], ...]
+    #: the overlap pieces with each partner
+    pieces: tuple[tuple[Any, ...], ...]
+    dqbits: str | int | None
+    stat: SkyStat
+    #: the image, for error messages
+    label: str = ""
+
+
+def pair_tasks(inputs: Inputs, plan: Plan, stat: SkyStat) -> list[PairTask]:
+    """Return the pair tasks: one per image with partners of a higher index.
+
+    Every overlapping pair ``(a, b)``, ``a < b``, of images of different groups is
+    measured once, in ``a``'s task: ``a`` is read once and each partner once per task
+    it is a partner in (``n + npairs`` reads in all, not ``2 npairs``).
+
+    Parameters
+    ----------
+    inputs : Inputs
+        The validated images.
+    plan : Plan
+        The overlaps, with ``image_pairs``.
+    stat : SkyStat
+        The statistic of the differences.
+
+    Returns
+    -------
+    list of PairTask
+        In image order (images without a partner of higher index have no task).
+    """
+    by_image: dict[int, list[tuple[int, list]]] = {}
+    for a, b, pieces in plan.image_pairs or ():
+        by_image.setdefault(a, []).append((b, pieces))
+    tasks = []
+    for a in sorted(by_image):
+        rec = inputs.records[a]
+        partners = by_image[a]
+        js = tuple(b for b, _ in partners)
+        tasks.append(PairTask(
+            index=a, data=rec.data, mask=rec.mask, dq=rec.dq, adapter=plan.adapters[a],
+            shape=rec.shape, partners=js,
+            partner_data=tuple(inputs.records[b].data for b in js),
+            partner_masks=tuple(inputs.records[b].mask for b in js),
+            partner_dq=tuple(inputs.records[b].dq for b in js),
+            partner_adapters=tuple(plan.adapters[b] for b in js),
+            partner_shapes=tuple(inputs.records[b].shape for b in js),
+            pieces=tuple(tuple(p) for _, p in partners), dqbits=inputs.dqbits, stat=stat,
+            label=rec.label,
+        ))
+    return tasks
 
 
 def plane_frames(inputs: Inputs, plan: Plan) -> tuple[np.ndarray, np.ndarray]:

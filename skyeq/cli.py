@@ -25,7 +25,7 @@ import numpy as np
 
 import skyeq
 
-from ._methods import METHODS, MODELS
+from ._methods import METHODS, MODELS, PAIR_STATS
 from ._records import DEFAULT_DQBITS
 from .stats import STATISTICS, SkyStat
 
@@ -172,6 +172,13 @@ def _add_match_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParse
         help="the sky of an image: one level (constant, the default) or a plane a + b x + "
         "c y fitted from cells of the overlaps (plane; match methods only: BKGLEVEL is "
         "the plane at the image centre, BKGSLPX/BKGSLPY its slopes per pixel)",
+    )
+    g.add_argument(
+        "--pair-stat", choices=PAIR_STATS, default="own",
+        help="how two overlapping images' sky difference is measured: each image's own "
+        "statistic in the overlap (own, the default, as the JWST step) or the statistic of "
+        "the co-located pixel differences (difference: sources and nebulae common to both "
+        "cancel; match methods, constant model only)",
     )
     g.add_argument(
         "--bkgerr", action="store_true",
@@ -437,6 +444,7 @@ def _run_match(args: argparse.Namespace) -> list[str]:
         result = io.match_files(
             args.inputs, method=args.method, stat=args.skystat, match_down=args.match_down,
             anchor=args.anchor, robust=args.robust, model=args.model,
+            pair_stat=args.pair_stat,
             subtract=args.subtract, skylist=skylist,
             stepsize=args.stepsize, dqbits=args.dqbits, executor=executor, **options,
         )

@@ -20,17 +20,19 @@ from typing import Any
 import numpy as np
 
 from . import _dispatch, geometry
-from ._measure import measure_group
+from ._measure import measure_group, measure_pairs
 from ._methods import (
     check_method,
     check_model,
+    check_pair_stat,
+    difference_offsets,
     group_skies,
     image_planes,
     match_offsets,
     plane_offsets,
     subtracted,
 )
-from ._plan import group_tasks, make_plan, plane_frames
+from ._plan import group_tasks, make_plan, pair_tasks, plane_frames
 from ._records import DEFAULT_DQBITS, Inputs, check_wcs_list, make_records
 from ._skylist import user_skies
 from .result import SkyResult, make_pair_table
@@ -63,6 +65,7 @@ def match_sky(
     anchor: str = "global",
     robust: bool = False,
     model: str = "constant",
+    pair_stat: str = "own",
 ) -> SkyResult:
     """Compute and match the sky levels of a set of overlapping images.
 
@@ -165,6 +168,16 @@ def match_sky(
         planes; ``subtract=True`` subtracts the planes. Overlaps see only
         differences: besides the constant, a gradient shared by the whole mosaic is not
         determined (the smallest slopes that fit are chosen). ``sky_err`` is NaN.
+    pair_stat : {'own', 'difference'}, optional
+        How the sky difference of two overlapping images is measured (``match`` and
+        ``global+match``). ``'own'`` (default, the reference's): each image's statistic
+        over its own pixels in the overlap, then their difference. ``'difference'``: the
+        statistic of the co-located pixel differences: every pixel of one image in the
+        overlap minus the other image sampled at the same sky position (bilinear
+        interpolation through the two WCSs; pixels good in both), so that sources and
+        extended emission common to both images cancel instead of biasing each side's
+        statistic differently. The pairs of two groups combine their member pairs'
+        differences weighted by their counts. Needs ``model='constant'``.
 
     Returns
     -------
@@ -183,6 +196,7 @@ def match_sky(
     meth = check_method(method)
     check_anchor(anchor)
     check_model(model, meth)
+    check_pair_stat(pair_stat, model)
     stepsize = geometry.check_stepsize(stepsize)
     stat = as_skystat(stat)
     inputs = make_records(data, wcs=wcs, mask=mask, dq=dq, dqbits=dqbits, groups=groups,
@@ -195,14 +209,24 @@ def match_sky(
     rule = _nothing_to_match(inputs) if meth == "match" else meth  # how skies are made
     plan = None
     planes = model == "plane" and "match" in rule
+    differences = pair_stat == "difference" and "match" in rule
     if "match" in rule:
         notice_first_compile()  # before the geometry kernels compile
         plan = make_plan(inputs, check_wcs_list(inputs, meth), stepsize, executor,
-                         progress, cells=planes)
+                         progress, cells=planes, pairs=differences)
     want_local = rule != "match"
-    meas = _dispatch.run(measure_group, group_tasks(inputs, plan, stat, want_local), executor,
-                         progress, total=inputs.ngroups, phase="measuring")
-    local = np.array([r.local for r in meas])
+    meas, pair_meas = [], []
+    if differences:
+        tasks = pair_tasks(inputs, plan, stat)
+        pair_meas = _dispatch.run(measure_pairs, tasks, executor, progress,
+                                  total=len(tasks), phase="measuring pairs")
+    if want_local or not differences:
+        meas = _dispatch.run(measure_group,
+                             group_tasks(inputs, None if differences else plan, stat,
+                                         want_local),
+                             executor, progress, total=inputs.ngroups, phase="measuring")
+    local = (np.array([r.local for r in meas]) if meas
+             else np.full(inputs.ngroups, np.nan))
     if want_local:
         for g in np.flatnonzero(~np.isfinite(local)):
             log.warning("Unable to compute the sky of %s: no usable pixel",
@@ -214,12 +238,18 @@ def match_sky(
         fit = plane_offsets(meas, plan.neighbours, plan.cells, gframes, match_down,
                             inputs.group_label, anchor, robust)
         delta, components, pairs = fit.delta, fit.components, make_pair_table(**fit.pairs)
+    elif differences:
+        delta, components, columns, derr = difference_offsets(
+            pair_meas, inputs.gid, inputs.ngroups, match_down, inputs.group_label, anchor,
+            robust)
+        pairs = make_pair_table(**columns)
     elif plan is not None:
         delta, components, columns, derr = match_offsets(meas, plan.neighbours, match_down,
                                                          inputs.group_label, anchor, robust)
         pairs = make_pair_table(**columns)
     gsky, gvalid = group_skies(rule, local, delta, components, anchor)
-    gerr = _sky_errors(rule, np.array([r.local_err for r in meas]), local, derr)
+    gerr = _sky_errors(rule, np.array([r.local_err for r in meas]) if meas else local,
+                       local, derr)
     image_local = np.full(len(inputs.records), np.nan)
     for r in meas:
         image_local[inputs.members[r.index]] = r.member_local
