@@ -1,7 +1,9 @@
-"""Write the PNGs of ``docs/_static/plots/``: both plots of `skyeq.SkyResult` for 6 and 300 images.
+"""Write the PNGs of ``docs/_static/plots/``: the plots of `skyeq.SkyResult`, and paired.
 
-Run from the source tree: ``python docs/make_plot_pngs.py``. The mosaics are the ones of
-``docs/plots.rst`` (which the documentation build draws itself); the PNGs are kept in the
+Run from the source tree: ``python docs/make_plot_pngs.py``. Both plots of a result for 6
+and 300 images (the mosaics of ``docs/plots.rst``, which the documentation build draws
+itself), and the figure of ``docs/paired.md`` (a nebula mosaic matched with each
+image's own statistics and with ``pair_stat="difference"``). The PNGs are kept in the
 repository so that the figures can be seen without building the documentation.
 """
 
@@ -47,5 +49,30 @@ def main() -> None:
             print(f"wrote {path.relative_to(HERE.parent)}")
 
 
+def paired() -> None:
+    """Draw ``paired-errors.png`` (docs/paired.md): each image's sky error, both ways."""
+    import numpy as np
+
+    m = synthetic.add_nebula(synthetic.tile_grid(3, 3, shape=(256, 256), seed=4))
+    own = skyeq.match_sky(m.data, m.wcs)
+    diff = skyeq.match_sky(m.data, m.wcs, pair_stat="difference")
+    fig, ax = plt.subplots(figsize=(6.4, 3.6), layout="constrained")
+    k = np.arange(len(m))
+    for res, label, marker, colour in ((own, "own statistics (default)", "o", "#E69F00"),
+                                       (diff, 'pair_stat="difference"', "s", "#0072B2")):
+        d = (res.sky - m.sky) / m.noise
+        ax.plot(k, d - d.mean(), marker, color=colour, label=label, ms=7)
+    ax.axhline(0.0, color="0.5", lw=0.8)
+    ax.set_title("3x3 tiles in a nebula: sky errors of the match")
+    ax.set_xlabel("image")
+    ax.set_ylabel("sky error (noise sigma)")
+    ax.set_xticks(k)
+    ax.legend(loc="best", frameon=False)
+    fig.savefig(OUT / "paired-errors.png", dpi=100)
+    plt.close(fig)
+    print(f"wrote {(OUT / 'paired-errors.png').relative_to(HERE.parent)}")
+
+
 if __name__ == "__main__":
     main()
+    paired()

@@ -7,10 +7,10 @@ detector distortion differenced), so a low-degree polynomial reproduces it and t
 kernel (`skyeq._kernels.pairs.sample_differences`) evaluates it at every pixel for a
 few multiply-adds, with no WCS call per pixel.
 
-The fit: exact round trips on a 17 x 17 grid spanning the bounding box of the
+The fit: exact round trips on an 11 x 11 grid spanning the bounding box of the
 overlap's spans, a least-squares fit in Chebyshev polynomials of total degree 3 (then
 4, then 5) in coordinates scaled to [-1, 1] over that box, and the worst error of the
-fitted polynomial against exact round trips on that grid and on the 16 x 16 midpoints
+fitted polynomial against exact round trips on that grid and on the 10 x 10 midpoints
 of its cells (points kept out of the fit). The first degree whose error is within the
 tolerance is kept; if degree 5 misses it (or a round trip is not finite), the map falls
 back to exact WCS calls for every pixel (`PixelMap.exact`), which is correct but slow.
@@ -25,6 +25,7 @@ that, much less where the emission is faint.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from dataclasses import dataclass, field
@@ -43,7 +44,7 @@ DEFAULT_TOLERANCE = 0.01
 #: Total degrees tried, in order.
 _DEGREES = (3, 4, 5)
 #: Points per axis of the fit grid (the check grid is the midpoints of its cells).
-_GRID = 17
+_GRID = 11
 
 
 @dataclass(frozen=True, eq=False)
@@ -143,12 +144,17 @@ def exact_positions(
     return adapter_j.world_to_pixel(ra, dec)
 
 
+@functools.cache
 def _cheb_to_power(degree: int) -> np.ndarray:
-    """Matrix ``M`` with ``T_i(u) = sum_p M[p, i] u**p`` (Chebyshev to power series)."""
+    """Matrix ``M`` with ``T_i(u) = sum_p M[p, i] u**p`` (Chebyshev to power series).
+
+    Computed once per degree (read-only).
+    """
     m = np.zeros((degree + 1, degree + 1))
     for i in range(degree + 1):
         c = np.polynomial.chebyshev.cheb2poly(np.eye(degree + 1)[i])
         m[: len(c), i] = c
+    m.flags.writeable = False
     return m
 
 

@@ -17,27 +17,6 @@ from skyeq import match_sky, synthetic
 DATA = Path(__file__).parent / "data"
 
 
-def with_emission(m, amp=300.0, seed=1):
-    """Add bright smooth emission fixed on the sky (4 large Gaussian blobs of peak up to
-    ``amp`` noise sigmas, a few times the sky) to every image of a TAN mosaic."""
-    rng = np.random.default_rng(seed)
-    centres = np.array([w.wcs.crval for w in m.wcs])
-    ra0, dec0 = centres.mean(axis=0)
-    span = float(np.ptp(centres, axis=0).max()) + 0.01
-    blobs = [(ra0 + rng.uniform(-0.4, 0.4) * span, dec0 + rng.uniform(-0.4, 0.4) * span,
-              rng.uniform(0.15, 0.35) * span, amp * rng.uniform(0.5, 1.0)) for _ in range(4)]
-    out = []
-    for img, w, sigma in zip(m.data, m.wcs, m.noise, strict=True):
-        yy, xx = np.mgrid[0 : img.shape[0], 0 : img.shape[1]]
-        ra, dec = w.pixel_to_world_values(xx, yy)
-        f = np.zeros(img.shape)
-        for r0, d0, s, a in blobs:
-            f += a * sigma * np.exp(-(((ra - r0) * np.cos(np.radians(d0))) ** 2
-                                      + (dec - d0) ** 2) / (2 * s * s))
-        out.append((img + f).astype(img.dtype))
-    return out
-
-
 def rms_error(sky, truth, noise):
     """RMS of the relative skies' errors in noise sigmas (the free constant removed)."""
     e = (np.asarray(sky) - truth) / noise
@@ -58,11 +37,11 @@ def stcal_match(data, wcs, stat="median"):
 def nebula():
     """3x3 tiles of 256x256, 10 % overlaps, noise 1, sources, bright emission."""
     m = synthetic.tile_grid(3, 3, shape=(256, 256), seed=4)
-    return m, with_emission(m)
+    return m, synthetic.add_nebula(m).data
 
 
 def test_difference_recovers_skies_through_extended_emission(nebula):
-    # measured: difference 0.013 sigma RMS, own statistics 0.25, stcal 0.36
+    # measured: difference 0.013 sigma RMS, own statistics 0.155, stcal 0.24
     m, data = nebula
     diff = match_sky(data, m.wcs, pair_stat="difference")
     own = match_sky(data, m.wcs)
@@ -80,8 +59,8 @@ def test_difference_recovers_skies_through_extended_emission(nebula):
 
 def test_difference_mode_through_extended_emission(nebula):
     # the histogram mode of a few thousand differences is noisy in itself (0.12 sigma
-    # here, PEERS.md: 0.10 sigma at 26k pixels of pure noise), still 8x better than the
-    # own modes (0.98) and stcal's (1.03)
+    # here, PEERS.md: 0.10 sigma at 26k pixels of pure noise), still 10x better than the
+    # own modes (1.27) and stcal's (33: its histogram loses the peak in the emission)
     m, data = nebula
     e_diff = rms_error(match_sky(data, m.wcs, pair_stat="difference", stat="mode").sky,
                        m.sky, m.noise)
@@ -129,7 +108,7 @@ def test_difference_on_real_nircam_dithers():
 
 def test_groups_combine_their_member_pairs():
     m = synthetic.exposures(3, (2, 1), shape=(160, 160), seed=4, offset_arcsec=5.0)
-    data = with_emission(m, amp=100.0)
+    data = synthetic.add_nebula(m, peak=100.0).data
     diff = match_sky(data, m.wcs, groups=m.groups, pair_stat="difference")
     # one sky per exposure, the same for its detectors, recovered through the emission
     for g in range(3):
@@ -208,8 +187,8 @@ def test_cli_pair_stat(tmp_path):
 
 def test_differences_both_ways_cancel_the_smoothing_of_interpolation():
     # dense point sources, no nebula: one way (data_i - sample_j) is skewed by the
-    # interpolation's smoothing of the sources (measured 0.08 sigma off on this pair);
-    # both ways on alternate rows it is not (0.01)
+    # interpolation's smoothing of the sources (measured 0.082 sigma off on this pair);
+    # both ways on alternate rows it is not (0.013, the noise of 15 000 differences)
     from skyeq import SkyStat, geometry
     from skyeq._pairs import pair_difference
     from skyeq.wcs import as_wcs_adapter

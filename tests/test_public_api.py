@@ -13,8 +13,8 @@ PUBLIC = {
     "skyeq.io": ["Association", "FitsImage", "collect_inputs", "match_files",
                  "output_paths", "read_association", "read_image", "read_skylist",
                  "write_results", "write_table"],
-    "skyeq.synthetic": ["Mosaic", "constant_mosaic", "disjoint", "dithers", "exposures",
-                        "on_wcs", "repoint", "tile_grid"],
+    "skyeq.synthetic": ["Mosaic", "add_nebula", "constant_mosaic", "disjoint", "dithers",
+                        "exposures", "on_wcs", "repoint", "tile_grid"],
     "skyeq.compat.stcal": ["SkyGroup", "SkyImage", "SkyStats", "skymatch"],
 }
 
