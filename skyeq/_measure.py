@@ -219,10 +219,9 @@ def measure_pairs(task: PairTask) -> PairMeasurement:
     """Measure the pixel differences of one image with each of its partners.
 
     The image's overlap with every partner becomes row spans in the image (one batched
-    call), then each partner is read, the overlap becomes spans in it too, the two are
-    sampled at each other's pixels (both ways, on alternate rows, so that the smoothing
-    of interpolation cancels: `skyeq._pairs.pair_difference`) and the partner is
-    released.
+    call), then each partner is read, the two are sampled at each other's pixels (both
+    ways, on alternate rows, so that the smoothing of interpolation cancels:
+    `skyeq._pairs.pair_difference`) and the partner is released.
 
     Parameters
     ----------
@@ -244,12 +243,10 @@ def measure_pairs(task: PairTask) -> PairMeasurement:
         if not len(spans[q]):
             continue
         other = np.asarray(task.partner_data[q])
-        spans_j = geometry.overlap_spans(list(task.pieces[q]), task.partner_adapters[q],
-                                         task.partner_shapes[q])
         v, k, std = pair_difference(
             task.stat, image, good, task.adapter, other,
             good_pixels(task.partner_masks[q], task.partner_dq[q], task.dqbits),
-            task.partner_adapters[q], spans[q], spans_j,
+            task.partner_adapters[q], spans[q],
         )
         del other  # a partner read from a file is released before the next one
         if k > 0 and math.isfinite(v):

@@ -291,7 +291,6 @@ class PairTask:
     partner_masks: tuple[Any, ...]
     partner_dq: tuple[Any, ...]
     partner_adapters: tuple[WCSAdapter, ...]
-    partner_shapes: tuple[tuple[int, int], ...]
     #: the overlap pieces with each partner
     pieces: tuple[tuple[Any, ...], ...]
     dqbits: str | int | None
@@ -336,7 +335,6 @@ def pair_tasks(inputs: Inputs, plan: Plan, stat: SkyStat) -> list[PairTask]:
             partner_masks=tuple(inputs.records[b].mask for b in js),
             partner_dq=tuple(inputs.records[b].dq for b in js),
             partner_adapters=tuple(plan.adapters[b] for b in js),
-            partner_shapes=tuple(inputs.records[b].shape for b in js),
             pieces=tuple(tuple(p) for _, p in partners), dqbits=inputs.dqbits, stat=stat,
             label=rec.label,
         ))

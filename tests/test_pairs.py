@@ -211,7 +211,7 @@ def test_map_falls_back_to_exact_calls_on_a_kinked_wcs(caplog):
     gi = rng.random(shape) > 0.02
     gj = rng.random(shape) > 0.02
     ref = reference(di, gi, dj, gj, spans, xe, ye)
-    value, npix, std = pair_difference(MEAN0, di, gi, ai, dj, gj, aj, spans)
+    value, npix, std = pair_difference(MEAN0, di, gi, ai, dj, gj, aj, spans, both_ways=False)
     assert npix == ref.size > 15000
     assert value == pytest.approx(ref.mean(), abs=1e-12)
     assert std == pytest.approx(ref.std(ddof=1), rel=1e-9)
@@ -226,8 +226,9 @@ def test_exact_path_agrees_with_the_polynomial_path():
     di = render(wi, shape, 2.0, 1.0, rng, np.float32)
     dj = render(wj, shape, -1.0, 1.0, rng, np.float32)
     assert fit_pixel_map(wi, wj, spans, tolerance=1e-12).exact
-    poly = pair_difference("median", di, None, wi, dj, None, wj, spans)
-    exact = pair_difference("median", di, None, wi, dj, None, wj, spans, tolerance=1e-12)
+    poly = pair_difference("median", di, None, wi, dj, None, wj, spans, both_ways=False)
+    exact = pair_difference("median", di, None, wi, dj, None, wj, spans, tolerance=1e-12,
+                            both_ways=False)
     assert poly[1] == exact[1] > 10000
     assert poly[0] == pytest.approx(exact[0], abs=1e-6)
     assert poly[2] == pytest.approx(exact[2], rel=1e-6)
@@ -249,7 +250,8 @@ def test_offset_recovered_through_bright_emission(dtype):
     dj = render(wj, shape, cj, 2.0, rng, dtype)
     gj = np.ones(shape, bool)
     gj[110:170, 175:225] = False
-    value, npix, std = pair_difference(SkyStat("median"), di, None, wi, dj, gj, wj, spans_i)
+    value, npix, std = pair_difference(SkyStat("median"), di, None, wi, dj, gj, wj, spans_i,
+                                       both_ways=False)
     sigma_mean = std / np.sqrt(npix)
     assert npix > 15000 and 1.5 < std < 2.0  # sqrt(1 + ~0.6 * 4): bilinear averages j
     assert abs(value - (ci - cj)) < 4 * 1.25 * sigma_mean  # median: 1.25x the mean's error
@@ -258,7 +260,7 @@ def test_offset_recovered_through_bright_emission(dtype):
     # every usable pair of pixels counts (no clipping), as the reference rule says
     pmap = fit_pixel_map(wi, wj, spans_i)
     ref = reference(di, None, dj, gj, spans_i, *pmap.polynomial(*span_pixels(spans_i)))
-    value0, npix0, std0 = pair_difference(MEAN0, di, None, wi, dj, gj, wj, spans_i)
+    value0, npix0, std0 = pair_difference(MEAN0, di, None, wi, dj, gj, wj, spans_i, both_ways=False)
     assert npix0 == ref.size and npix0 >= npix
     assert value0 == pytest.approx(ref.mean(), abs=1e-9)
     assert std0 == pytest.approx(ref.std(ddof=1), rel=1e-9)
@@ -272,7 +274,7 @@ def test_noise_free_plane_is_differenced_exactly():
     rng = np.random.default_rng(7)
     di = render(wi, shape, 4.0, 0.0, rng, blob=0.0)
     dj = render(wj, shape, 1.5, 0.0, rng, blob=0.0)
-    value, npix, std = pair_difference(MEAN0, di, None, wi, dj, None, wj, spans)
+    value, npix, std = pair_difference(MEAN0, di, None, wi, dj, None, wj, spans, both_ways=False)
     assert npix > 10000
     assert value == pytest.approx(2.5, abs=1e-6)
     assert std < 1e-5
@@ -314,28 +316,29 @@ def test_exact_counts_on_integer_and_half_shifts(dx, dy, cols, rows, per_bad_j):
     di = (0.5 * x + 0.25 * y + 10.0).astype(np.float32)
     dj = (0.5 * (x - dx) + 0.25 * (y - dy) + 4.0).astype(np.float32)  # the same plane
     spans = full_spans(shape)
-    value, npix, std = pair_difference(MEAN0, di, None, wi, dj, None, wj, spans)
+    value, npix, std = pair_difference(MEAN0, di, None, wi, dj, None, wj, spans, both_ways=False)
     assert npix == cols * rows and value == pytest.approx(6.0, abs=1e-9) and std < 1e-9
     # bad pixels of i inside the usable block: one each
     gi = np.ones(shape, bool)
     gi[[0, 5, 9], [0, 7, 20]] = False
     gi[19, 29] = False  # outside the usable block: no change
-    assert pair_difference(MEAN0, di, gi, wi, dj, None, wj, spans)[1] == cols * rows - 3
+    assert pair_difference(MEAN0, di, gi, wi, dj, None, wj, spans,
+                           both_ways=False)[1] == cols * rows - 3
     # bad pixels of j in its interior: one, two or four pixels of i each
     gj = np.ones(shape, bool)
     gj[[8, 12], [10, 16]] = False
-    value, npix, _ = pair_difference(MEAN0, di, None, wi, dj, gj, wj, spans)
+    value, npix, _ = pair_difference(MEAN0, di, None, wi, dj, gj, wj, spans, both_ways=False)
     assert npix == cols * rows - 2 * per_bad_j and value == pytest.approx(6.0, abs=1e-9)
     dj_nan = dj.copy()
     dj_nan[8, 10] = np.nan
-    assert pair_difference(MEAN0, di, None, wi, dj_nan, None, wj, spans)[1] == (
+    assert pair_difference(MEAN0, di, None, wi, dj_nan, None, wj, spans, both_ways=False)[1] == (
         cols * rows - per_bad_j)
     # the statistic's upper limit applies to pixel values: a saturated j pixel is bad
     dj_sat = dj.copy()
     dj_sat[12, 16] = 1e6
-    assert pair_difference(MEAN0, di, None, wi, dj_sat, None, wj, spans)[0] < -100
+    assert pair_difference(MEAN0, di, None, wi, dj_sat, None, wj, spans, both_ways=False)[0] < -100
     capped = SkyStat("mean", nclip=0, upper=1e5)
-    value, npix, _ = pair_difference(capped, di, None, wi, dj_sat, None, wj, spans)
+    value, npix, _ = pair_difference(capped, di, None, wi, dj_sat, None, wj, spans, both_ways=False)
     assert npix == cols * rows - per_bad_j and value == pytest.approx(6.0, abs=1e-9)
 
 
@@ -359,7 +362,7 @@ def test_offset_recovered_on_nircam_dithers(nircam):
 
     di, dj = img(ai, 100.0), img(aj, 98.8)
     assert not fit_pixel_map(ai, aj, spans).exact
-    value, npix, std = pair_difference("median", di, None, ai, dj, None, aj, spans)
+    value, npix, std = pair_difference("median", di, None, ai, dj, None, aj, spans, both_ways=False)
     assert npix > 50000
     assert abs(value - 1.2) < 5 * std / np.sqrt(npix)
 
@@ -371,17 +374,19 @@ def test_empty_and_mixed_inputs():
     di = (x + y + 3.0).astype(np.float32)
     dj = (x + y + 1.0).astype(np.float64)  # (x - 1) + (y - 1) + 3
     empty = np.zeros((0, 3), dtype=np.int64)
-    value, npix, std = pair_difference(MEAN0, di, None, wi, dj, None, wj, empty)
+    value, npix, std = pair_difference(MEAN0, di, None, wi, dj, None, wj, empty, both_ways=False)
     assert np.isnan(value) and npix == 0 and np.isnan(std)
     outside = np.array([[-3, 0, 10], [45, 0, 10], [5, 60, 70]])  # not in image i
-    assert pair_difference(MEAN0, di, None, wi, dj, None, wj, outside)[1] == 0
-    value, npix, _ = pair_difference(MEAN0, di, None, wi, dj, None, wj, full_spans(shape))
+    assert pair_difference(MEAN0, di, None, wi, dj, None, wj, outside, both_ways=False)[1] == 0
+    value, npix, _ = pair_difference(MEAN0, di, None, wi, dj, None, wj, full_spans(shape),
+                                     both_ways=False)
     assert (value, npix) == (pytest.approx(0.0, abs=1e-9), 49 * 39)
     bad = np.zeros(shape, bool)
-    value, npix, std = pair_difference(MEAN0, di, bad, wi, dj, None, wj, full_spans(shape))
+    value, npix, std = pair_difference(MEAN0, di, bad, wi, dj, None, wj, full_spans(shape),
+                                       both_ways=False)
     assert np.isnan(value) and npix == 0
     with pytest.raises(ValueError, match="2-D"):
-        pair_difference(MEAN0, di[0], None, wi, dj, None, wj, full_spans(shape))
+        pair_difference(MEAN0, di[0], None, wi, dj, None, wj, full_spans(shape), both_ways=False)
     with pytest.raises(ValueError, match="tolerance"):
         fit_pixel_map(wi, wj, full_spans(shape), tolerance=0.0)
 
