@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 
-import asdf
 import numpy as np
 import pytest
+from fits_helpers import write_mosaic
+from nircam_helpers import load_nircam, subarray
 from stcal.skymatch import skymatch as stcal_skymatch
 from stcal.skymatch.skyimage import SkyImage
 from stcal.skymatch.skystatistics import SkyStats
@@ -86,16 +86,8 @@ def test_difference_and_own_agree_on_empty_sky(layout):
 
 
 def test_difference_on_real_nircam_dithers():
-    import gwcs
-    from astropy.modeling import models
-
-    with asdf.open(DATA / "nrcb1-wcs.asdf", lazy_load=False, memmap=False) as af:
-        w = copy.deepcopy(af["wcs"])
     shape = (384, 384)
-    fwd = (models.Shift(1600) & models.Shift(1600)) | w.forward_transform
-    base = gwcs.WCS(forward_transform=fwd, input_frame=w.input_frame,
-                    output_frame=w.output_frame)
-    base.bounding_box = ((-0.5, shape[1] - 0.5), (-0.5, shape[0] - 0.5))
+    base = subarray(load_nircam(), 1600, 1600, shape)
     ws = [synthetic.repoint(base, e, n) for e, n in ((0, 0), (1.7, 0.8), (-1.1, 1.9),
                                                       (2.2, -1.3))]
     truth = 100.0 + np.array([0.0, 0.7, -0.4, 1.3])
@@ -129,15 +121,9 @@ def test_global_match_with_differences_keeps_the_local_rule():
 def test_file_inputs_and_threads_give_the_same_skies(tmp_path):
     from concurrent.futures import ThreadPoolExecutor
 
-    from astropy.io import fits
 
     m = synthetic.dithers(3, shape=(128, 128), seed=5)
-    paths = []
-    for k, (img, w) in enumerate(zip(m.data, m.wcs, strict=True)):
-        p = tmp_path / f"d{k}.fits"
-        fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(img, w.to_header(), name="SCI")]
-                     ).writeto(p)
-        paths.append(str(p))
+    paths = [str(p) for p in write_mosaic(m, tmp_path)]
     serial = match_sky(m.data, m.wcs, pair_stat="difference")
     with ThreadPoolExecutor(2) as ex:
         threaded = match_sky(m.data, m.wcs, pair_stat="difference", executor=ex)
@@ -173,12 +159,7 @@ def test_cli_pair_stat(tmp_path):
     from skyeq.cli import main
 
     m = synthetic.dithers(3, shape=(96, 96), seed=2)
-    paths = []
-    for k, (img, w) in enumerate(zip(m.data, m.wcs, strict=True)):
-        p = tmp_path / f"d{k}.fits"
-        fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(img, w.to_header(), name="SCI")]
-                     ).writeto(p)
-        paths.append(str(p))
+    paths = [str(p) for p in write_mosaic(m, tmp_path)]
     assert main(["match", "--pair-stat", "difference", "--in-place", *paths]) == 0
     expect = match_sky(paths, pair_stat="difference")
     for k, p in enumerate(paths):

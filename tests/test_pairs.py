@@ -8,16 +8,13 @@ recovers injected offsets through bright extended emission, with exact pixel cou
 for masks on integer and half-pixel shifts.
 """
 
-import copy
 import logging
 from pathlib import Path
 
-import asdf
-import gwcs
 import numpy as np
 import pytest
-from astropy.modeling import models
 from astropy.wcs import WCS
+from nircam_helpers import load_nircam, subarray
 
 from skyeq import SkyStat, synthetic
 from skyeq import geometry as geo
@@ -140,16 +137,7 @@ def reference(data_i, good_i, data_j, good_j, spans, xj, yj):
 
 @pytest.fixture(scope="module")
 def nircam():
-    with asdf.open(DATA / "nrcb1-wcs.asdf", lazy_load=False, memmap=False) as af:
-        return copy.deepcopy(af["wcs"])
-
-
-def subarray(w, x0, y0, shape):
-    """A subarray of a gwcs detector: its pixel (0, 0) is detector pixel (x0, y0)."""
-    fwd = (models.Shift(x0) & models.Shift(y0)) | w.forward_transform
-    out = gwcs.WCS(forward_transform=fwd, input_frame=w.input_frame, output_frame=w.output_frame)
-    out.bounding_box = ((-0.5, shape[1] - 0.5), (-0.5, shape[0] - 0.5))
-    return out
+    return load_nircam()
 
 
 # ----------------------------------------------------------------------------- the map

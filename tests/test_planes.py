@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import copy
+import dataclasses
 import logging
 from pathlib import Path
 
-import asdf
 import numpy as np
 import pytest
+from fits_helpers import write_mosaic
+from nircam_helpers import load_nircam, subarray
 
 from skyeq import SkyResult, match_sky, synthetic
 from skyeq._methods import _sky_array
@@ -127,16 +128,8 @@ def test_plane_without_noise_is_exact_up_to_the_global_plane():
 
 def test_plane_on_real_nircam_dithers():
     # the real distortion: 4 dithered 512 x 512 subarrays of the NIRCam B1 corner
-    import gwcs
-    from astropy.modeling import models
-
-    with asdf.open(DATA / "nrcb1-wcs.asdf", lazy_load=False, memmap=False) as af:
-        w = copy.deepcopy(af["wcs"])
     shape = (512, 512)
-    fwd = (models.Shift(1536) & models.Shift(1536)) | w.forward_transform
-    base = gwcs.WCS(forward_transform=fwd, input_frame=w.input_frame,
-                    output_frame=w.output_frame)
-    base.bounding_box = ((-0.5, shape[1] - 0.5), (-0.5, shape[0] - 0.5))
+    base = subarray(load_nircam(), 1536, 1536, shape)
     ws = [synthetic.repoint(base, e, n) for e, n in ((0, 0), (2.1, 1.0), (-1.5, 2.4),
                                                       (2.6, -1.8))]
     m = synthetic.on_wcs(ws, [shape] * 4, sky=100.0 + np.array([0.0, 0.7, -0.4, 1.3]),
@@ -304,12 +297,7 @@ def test_cli_model_plane_writes_the_slopes(tmp_path):
 
     m = synthetic.dithers(3, shape=(96, 96), seed=2, point_sources=0, extended_sources=0)
     data, _ = with_gradients(m)
-    paths = []
-    for k, (img, w) in enumerate(zip(data, m.wcs, strict=True)):
-        hdr = w.to_header()
-        p = tmp_path / f"d{k}.fits"
-        fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(img, hdr, name="SCI")]).writeto(p)
-        paths.append(p)
+    paths = write_mosaic(dataclasses.replace(m, data=data), tmp_path)
     assert main(["match", "--model", "plane", "--in-place", *map(str, paths)]) == 0
     expect = match_sky(data, m.wcs, model="plane", names=[str(p) for p in paths])
     for k, p in enumerate(paths):

@@ -8,11 +8,9 @@ spherical_geometry, pixel spans follow the true boundary, and matched skies agre
 stcal on the same inputs.
 """
 
-import copy
 import warnings
 from pathlib import Path
 
-import asdf
 import gwcs
 import numpy as np
 import pytest
@@ -20,6 +18,7 @@ from astropy.io import fits
 from astropy.modeling import models
 from astropy.wcs import WCS, FITSFixedWarning
 from geometry_helpers import edge_grid, misplaced_span_pixels, round_trip, spans_to_mask
+from nircam_helpers import load_nircam, subarray
 from stcal.skymatch import skymatch as stcal_skymatch
 from stcal.skymatch.skyimage import SkyImage
 from stcal.skymatch.skystatistics import SkyStats
@@ -35,8 +34,7 @@ NIRCAM = (2048, 2048)
 
 @pytest.fixture(scope="module")
 def nircam():
-    with asdf.open(DATA / "nrcb1-wcs.asdf", lazy_load=False, memmap=False) as af:
-        return copy.deepcopy(af["wcs"])
+    return load_nircam()
 
 
 def acs_wcs():
@@ -51,14 +49,6 @@ def wfc3_wcs():
         warnings.simplefilter("ignore", FITSFixedWarning)  # a header without pixels
         with fits.open(DATA / "ie6d07ujq_wcs.fits") as hl:
             return WCS(hl[0].header, hl)
-
-
-def subarray(w, x0, y0, shape):
-    """A subarray of a gwcs detector: its pixel (0, 0) is detector pixel (x0, y0)."""
-    fwd = (models.Shift(x0) & models.Shift(y0)) | w.forward_transform
-    out = gwcs.WCS(forward_transform=fwd, input_frame=w.input_frame, output_frame=w.output_frame)
-    out.bounding_box = ((-0.5, shape[1] - 0.5), (-0.5, shape[0] - 0.5))
-    return out
 
 
 def gwcs_forward(w):
