@@ -677,3 +677,21 @@ def test_match_files_takes_arrays_only_from_the_files(grid, tmp_path):
         io.match_files(paths, names=["a"] * len(paths))
     with pytest.raises(ValueError, match="given twice"):
         io.match_files([paths[0], tmp_path / "." / paths[0].name])
+
+
+def test_reading_gives_native_arrays_and_leaves_a_callers_hdulist_intact(tmp_path):
+    # big-endian FITS data come back native; an HDUList the caller passes is not touched
+    data = np.arange(64 * 48, dtype=">f4").reshape(64, 48) + 100.0
+    header = synthetic.dithers(1, shape=(64, 48), seed=1).wcs[0].to_header()
+    path = tmp_path / "a.fits"
+    fits.PrimaryHDU(data, header).writeto(path)
+    img = io.read_image(path)
+    assert img.data.dtype == np.float32 and img.data.dtype.isnative
+    assert_array_equal(img.data, data)
+    lazy = io.match_files([path], method="local")  # read inside its task
+    assert lazy.sky[0] == pytest.approx(float(np.median(data)))
+    with fits.open(path, memmap=False) as hdul:
+        before = hdul[0].data.copy()
+        res = match_sky([hdul], method="local")
+        assert_array_equal(hdul[0].data, before)
+    assert res.sky[0] == pytest.approx(float(np.median(data)))
