@@ -217,6 +217,7 @@ def match_sky(
     want_local = rule != "match"
     meas, pair_meas = [], []
     if differences:
+        notice_first_compile(pairs=True)
         tasks = pair_tasks(inputs, plan, stat)
         pair_meas = _dispatch.run(measure_pairs, tasks, executor, progress,
                                   total=len(tasks), phase="measuring pairs")

@@ -337,21 +337,35 @@ _SAFE_MAGNITUDE = (2.0**-300, 2.0**300)
 
 _NOTICE = threading.Lock()
 _noticed = False
+_noticed_pairs = False
 
 
-def notice_first_compile() -> None:
+def notice_first_compile(pairs: bool = False) -> None:
     """Say once per process, before the wait, that the kernels are about to be compiled.
 
     On a fresh install numba compiles the kernels on their first call (about half a
     minute, then loaded from its cache in well under a second): without a word
     the first call looks hung. ``python -m skyeq warmup`` compiles them ahead of time.
+
+    Parameters
+    ----------
+    pairs : bool, optional
+        About the kernels of ``pair_stat="difference"`` instead (about 7 s), once too.
     """
-    global _noticed
+    global _noticed, _noticed_pairs
     with _NOTICE:
-        if _noticed:
+        if _noticed_pairs if pairs else _noticed:
             return
-        _noticed = True
-    if _kernels.warm() is False:
+        if pairs:
+            _noticed_pairs = True
+        else:
+            _noticed = True
+    if pairs and _kernels.pairs_warm() is False:
+        log.warning(
+            "skyeq is compiling the kernels of pair_stat='difference' (first use only: about "
+            "10 s; `python -m skyeq warmup` does this ahead of time)"
+        )
+    elif not pairs and _kernels.warm() is False:
         log.warning(
             "skyeq is compiling its numba kernels (first use only: about half a minute on two "
             "cores; later runs load them from the cache; `python -m skyeq warmup` does "

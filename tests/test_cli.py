@@ -351,3 +351,19 @@ def test_the_first_compile_is_announced_once(monkeypatch, caplog):
     with caplog.at_level(logging.WARNING, logger="skyeq"):
         skyeq.match_sky(m.data, m.wcs)
     assert not [r for r in caplog.records if "compiling" in r.message]
+
+
+
+def test_the_first_compile_of_the_pair_kernels_is_announced_once(monkeypatch, caplog):
+    from skyeq import _kernels, stats
+
+    monkeypatch.setattr(stats, "_noticed_pairs", False)
+    monkeypatch.setattr(_kernels, "pairs_warm", lambda: False)
+    m = synthetic.tile_grid(1, 2, shape=(32, 32), seed=1)
+    with caplog.at_level(logging.WARNING, logger="skyeq"):
+        skyeq.match_sky(m.data, m.wcs)  # own statistics: no word about the pair kernels
+        assert not [r for r in caplog.records if "pair_stat" in r.message]
+        skyeq.match_sky(m.data, m.wcs, pair_stat="difference")
+        skyeq.match_sky(m.data, m.wcs, pair_stat="difference")
+    notes = [r for r in caplog.records if "kernels of pair_stat='difference'" in r.message]
+    assert len(notes) == 1

@@ -47,6 +47,7 @@ __all__ = [
     "median_within",
     "moments",
     "pairs",
+    "pairs_warm",
     "prepare",
     "region_stats",
     "ring_area",
@@ -124,6 +125,14 @@ def prepare(dtypes) -> None:
 def _geometry_cached() -> bool:
     """Tell whether every geometry kernel a match calls is in numba's cache."""
     return all(_cached_dtypes(getattr(geometry, name)) for name in _GEOMETRY)
+
+
+def pairs_warm() -> bool | None:
+    """Tell whether the pair-difference kernels are in numba's cache (see `warm`)."""
+    found = [_cached_dtypes(k) for k in (pairs.sample_differences, pairs.sample_differences_at)]
+    if any(f is None for f in found):
+        return None
+    return bool(found[0])
 
 
 def warm() -> bool | None:
