@@ -19,11 +19,35 @@ def package_version(name: str) -> str:
         return "-"
 
 
+def skyeq_source() -> str:
+    """Where the imported skyeq comes from: its folder and, in a git checkout, the commit.
+
+    The installed distribution's version can be stale when the source tree is imported
+    through ``PYTHONPATH`` (an older non-editable install stays in site-packages), so the
+    banner names the code that actually ran.
+    """
+    import subprocess
+    from pathlib import Path
+
+    import skyeq
+
+    where = Path(skyeq.__file__).resolve().parent
+    try:
+        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=where, check=True,
+                             capture_output=True, text=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "."], cwd=where,
+                               check=True, capture_output=True, text=True).stdout.strip()
+        return f"{where} at {sha}{' + changes' if dirty else ''}"
+    except (OSError, subprocess.CalledProcessError):
+        return str(where)
+
+
 def environment() -> str:
     """One paragraph describing the machine and the package versions."""
-    names = ["skyeq", "numpy", "numba", "scipy", "astropy", "spherical-geometry", "stcal",
+    names = ["numpy", "numba", "scipy", "astropy", "spherical-geometry", "stcal",
              "stsci.imagestats"]
-    vers = ", ".join(f"{n} {package_version(n)}" for n in names)
+    vers = f"skyeq from {skyeq_source()}, " + ", ".join(
+        f"{n} {package_version(n)}" for n in names)
     cache = os.environ.get("NUMBA_CACHE_DIR", "(default)")
     return (
         f"python {platform.python_version()} on {platform.machine()}, "
