@@ -20,7 +20,7 @@ Python process, numba kernels loaded from the cache first, with a
 ``ThreadPoolExecutor`` of ``--threads`` threads (default 2, the machine's cores) as the
 executor: footprints from the headers, every image memory-mapped and read inside its
 measurement task. Reported: wall time of the call, the process's peak resident memory
-(``ru_maxrss``, the whole process: Python, numba, astropy included), the largest error
+(``VmHWM``, the whole process: Python, numba, astropy included), the largest error
 of the relative skies (``max |d - mean(d)|``, ``d = sky - true sky``, noise sigma 1),
 with ``--dask`` the same on a dask.distributed ``LocalCluster`` of ``--threads`` worker
 processes (its executor; the files read by the workers) and the largest difference of
@@ -162,9 +162,25 @@ def _child(listing: str, threads: int, profile: bool, dask: bool = False) -> Non
         client.close()
     elif pool is not None:
         pool.shutdown()
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # kB -> MB
+    rss = _peak_rss_mb()
     print(json.dumps({"wall": wall, "rss_mb": rss, "sky": [float(s) for s in res.sky],
                       "pairs": len(res.pairs)}))
+
+
+def _peak_rss_mb() -> float:
+    """Return the peak resident memory of this process in MB: ``VmHWM``, else ``ru_maxrss``.
+
+    ``ru_maxrss`` survives ``fork`` and ``exec``: a child of a large parent (after
+    ``--stcal`` read its images) would report at least the parent's size. ``VmHWM``
+    belongs to the address space, which ``exec`` makes anew.
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return float(line.split()[1]) / 1024.0  # kB
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 def _print_profile(prof) -> None:
