@@ -15,6 +15,7 @@ from .geometry import Footprint, Overlap, footprints, overlap_graph
 from .result import SkyResult
 from .skymatch import match_sky
 from .stats import SkyStat, SkyValue, sky_statistic
+from .summaries import sky_summaries
 
 try:
     __version__ = version("skyeq")
@@ -32,6 +33,7 @@ __all__ = [
     "match_sky",
     "overlap_graph",
     "sky_statistic",
+    "sky_summaries",
     "synthetic",
 ]
 

@@ -47,6 +47,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from astropy.io import fits
+from astropy.table import Table
 
 from . import SkyResult, _dispatch, match_sky
 from ._asn import Association, read_association
@@ -63,6 +65,7 @@ __all__ = [
     "read_image",
     "read_skylist",
     "write_results",
+    "write_summaries",
     "write_table",
 ]
 
@@ -1003,6 +1006,61 @@ def write_table(result: SkyResult, path: str | PathLike) -> Path:
     _atomic_write(path, lambda tmp: _write_table(result, tmp, fmt), None)
     log.info("wrote the table of %d images to %s", len(result), path)
     return path
+
+
+def write_summaries(table: Table, path: str | PathLike) -> Path:
+    """Write HEALPix sky summaries (`skyeq.sky_summaries`) as a FITS table, atomically.
+
+    The format: one binary-table extension ``SKYSUMMARY``, a row per image and NESTED
+    HEALPix cell, columns ``image`` (int64), ``name`` (text), ``cell`` (int64, the
+    NESTED pixel index), ``sky`` (float64, the clipped statistic of the image's pixels
+    in the cell, data units), ``npix`` (int64) and ``sky_err`` (float64, NaN where not
+    estimated); header keywords ``NSIDE``, ``ORDERING`` = ``NESTED``, ``COORDSYS`` =
+    ``C``, ``SKYSTAT``, ``NCLIP``, ``LSIGMA``, ``USIGMA``, ``BLOCK`` (pixels per side
+    of the blocks that assign pixels to cells) and ``CELLDEG``. Read it back with
+    ``astropy.table.Table.read(path, hdu="SKYSUMMARY")``; the cells map to sky
+    positions with any HEALPix library (e.g. ``astropy_healpix.HEALPix(nside,
+    order="nested").healpix_to_lonlat``).
+
+    Parameters
+    ----------
+    table : astropy.table.Table
+        What `skyeq.sky_summaries` returned.
+    path : path
+        The ``.fits`` file; an existing one is replaced whole or left as it was.
+
+    Returns
+    -------
+    pathlib.Path
+        The file written.
+
+    Raises
+    ------
+    ValueError
+        If ``table`` lacks a column or ``NSIDE`` of a summary, or ``path`` does not end
+        in ``.fits`` (checked first: nothing is written).
+    OSError
+        If the file cannot be written (the message names it).
+    """
+    from .summaries import SUMMARY_COLUMNS
+
+    missing = [c for c, _ in SUMMARY_COLUMNS if c not in table.colnames]
+    if missing or "NSIDE" not in table.meta:
+        raise ValueError(f"not a sky summary table (missing {missing or ['NSIDE']})")
+    if not str(path).lower().endswith(".fits"):
+        raise ValueError(f"sky summaries are written as FITS: {path} does not end in .fits")
+    target = _check_output_file(path, f"summary file {path}")
+
+    def write(tmp: Path) -> None:
+        out = table.copy(copy_data=False)
+        out["name"] = np.char.encode(np.asarray(out["name"], dtype=str), "utf-8")
+        hdu = fits.table_to_hdu(out)
+        hdu.name = "SKYSUMMARY"
+        fits.HDUList([fits.PrimaryHDU(), hdu]).writeto(tmp)
+
+    _atomic_write(target, write, None)
+    log.info("wrote the sky summaries of %d cells to %s", len(table), target)
+    return target
 
 
 def _write_table(result: SkyResult, path: Path, fmt: str) -> None:

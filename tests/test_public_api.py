@@ -9,10 +9,11 @@ import skyeq.io
 
 PUBLIC = {
     "skyeq": ["Footprint", "Overlap", "SkyResult", "SkyStat", "SkyValue", "__version__",
-              "footprints", "match_sky", "overlap_graph", "sky_statistic", "synthetic"],
+              "footprints", "match_sky", "overlap_graph", "sky_statistic", "sky_summaries",
+              "synthetic"],
     "skyeq.io": ["Association", "FitsImage", "collect_inputs", "match_files",
                  "output_paths", "read_association", "read_image", "read_skylist",
-                 "write_results", "write_table"],
+                 "write_results", "write_summaries", "write_table"],
     "skyeq.synthetic": ["Mosaic", "add_nebula", "constant_mosaic", "disjoint", "dithers",
                         "exposures", "on_wcs", "repoint", "tile_grid"],
     "skyeq.compat.stcal": ["SkyGroup", "SkyImage", "SkyStats", "skymatch"],
