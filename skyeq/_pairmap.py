@@ -84,6 +84,27 @@ class PixelMap:
     tolerance: float
     adapter_i: WCSAdapter = field(repr=False)
     adapter_j: WCSAdapter = field(repr=False)
+    #: the exact round trips the polynomial was fitted to and checked on: ``(x, y, xj,
+    #: yj, nfit)`` (the first ``nfit`` points are the fit grid), for `inverse`
+    samples: tuple | None = field(default=None, repr=False)
+
+    def inverse(self) -> PixelMap | None:
+        """Return the map from image j back to image i, fitted to the same round trips.
+
+        The points of the fit and check grids taken to image j are the samples of the
+        reverse map, so no WCS is called again; its box is the fit grid's image in j,
+        which holds the overlap. None when there are no finite samples or no polynomial
+        of degree 3 to 5 reproduces them within the tolerance (fit the reverse map from
+        its own round trips then).
+        """
+        if self.samples is None:
+            return None
+        x, y, xj, yj, nfit = self.samples
+        if not (np.all(np.isfinite(xj)) and np.all(np.isfinite(yj))):
+            return None
+        out = _fit_samples(xj, yj, x, y, nfit, self.tolerance, self.adapter_j,
+                           self.adapter_i)
+        return None if out.exact else out
 
     def __call__(self, x: Any, y: Any) -> tuple[np.ndarray, np.ndarray]:
         """Positions in image j of pixel positions of image i.
@@ -178,16 +199,57 @@ def _grids(box: tuple[float, float, float, float]) -> tuple[np.ndarray, np.ndarr
 
 
 def _fit(u: np.ndarray, v: np.ndarray, xj: np.ndarray, yj: np.ndarray, nfit: int,
-         degree: int) -> tuple[np.ndarray, np.ndarray, float]:
-    """Fit both coordinates at one degree; return power-series matrices and the max error."""
-    design = _chebyshev_terms(u[:nfit], v[:nfit], degree)
-    coef = np.linalg.lstsq(design, np.column_stack((xj[:nfit], yj[:nfit])), rcond=None)[0]
+         degree: int) -> tuple[np.ndarray, float]:
+    """Fit both coordinates at one degree; return the Chebyshev coefficients and max error.
+
+    The error is that of the fitted polynomial on all points (fit grid and check
+    points), evaluated with the same Chebyshev terms.
+    """
+    design = _chebyshev_terms(u, v, degree)
+    target = np.column_stack((xj, yj))
+    coef = np.linalg.lstsq(design[:nfit], target[:nfit], rcond=None)[0]
+    err = np.hypot(*(design @ coef - target).T)
+    return coef, float(err.max())
+
+
+def _to_power(coef: np.ndarray, degree: int) -> tuple[np.ndarray, np.ndarray]:
+    """Power-series matrices (what the kernel takes) of fitted Chebyshev coefficients."""
     m = _cheb_to_power(degree)
-    px = m @ _as_matrix(coef[:, 0], degree) @ m.T
-    py = m @ _as_matrix(coef[:, 1], degree) @ m.T
-    pv = np.polynomial.polynomial.polyval2d
-    err = np.hypot(pv(u, v, px) - xj, pv(u, v, py) - yj)
-    return px, py, float(err.max())
+    return (m @ _as_matrix(coef[:, 0], degree) @ m.T,
+            m @ _as_matrix(coef[:, 1], degree) @ m.T)
+
+
+def _fit_samples(x: np.ndarray, y: np.ndarray, xj: np.ndarray, yj: np.ndarray, nfit: int,
+                 tolerance: float, ad_i: WCSAdapter, ad_j: WCSAdapter) -> PixelMap:
+    """Fit the lowest degree within ``tolerance`` to round trips ``(x, y) -> (xj, yj)``.
+
+    The coordinates are scaled to [-1, 1] over the box of the first ``nfit`` points (the
+    fit grid); the others are checked only.
+    """
+    x0, x1, y0, y1 = x[:nfit].min(), x[:nfit].max(), y[:nfit].min(), y[:nfit].max()
+    cx, hx = 0.5 * (x0 + x1), max(0.5 * (x1 - x0), 0.5)
+    cy, hy = 0.5 * (y0 + y1), max(0.5 * (y1 - y0), 0.5)
+    norm = np.array([cx, 1.0 / hx, cy, 1.0 / hy])
+    u = (x - cx) / hx
+    v = (y - cy) / hy
+    finite = bool(np.isfinite(xj).all() and np.isfinite(yj).all())
+    coef, degree, error = None, 0, math.inf
+    if finite:
+        for degree in _DEGREES:
+            coef, error = _fit(u, v, xj, yj, nfit, degree)
+            log.debug("pixel map %s -> %s: degree %d, max error %.3g pixel", ad_i.name,
+                      ad_j.name, degree, error)
+            if error <= tolerance:
+                break
+    exact = not error <= tolerance
+    if exact:
+        why = (f"degree {degree} misses it by {error:.3g} pixel" if finite
+               else "a WCS round trip on the fit grid is not finite")
+        log.info("pixel map %s -> %s: no polynomial within %.3g pixel (%s); using exact WCS "
+                 "calls for every pixel", ad_i.name, ad_j.name, tolerance, why)
+    px, py = _to_power(coef, degree) if coef is not None else (np.zeros((1, 1)),) * 2
+    return PixelMap(px, py, norm, degree, error, exact, float(tolerance), ad_i, ad_j,
+                    (x, y, xj, yj, nfit))
 
 
 def fit_pixel_map(
@@ -232,29 +294,6 @@ def fit_pixel_map(
         raise ValueError("the overlap has no spans: there is no pixel map to fit")
     ad_i = as_wcs_adapter(adapter_i)
     ad_j = as_wcs_adapter(adapter_j)
-    box = _box(spans)
-    cx, hx = 0.5 * (box[0] + box[1]), max(0.5 * (box[1] - box[0]), 0.5)
-    cy, hy = 0.5 * (box[2] + box[3]), max(0.5 * (box[3] - box[2]), 0.5)
-    norm = np.array([cx, 1.0 / hx, cy, 1.0 / hy])
-    x, y, nfit = _grids(box)
+    x, y, nfit = _grids(_box(spans))
     xj, yj = exact_positions(ad_i, ad_j, x, y)
-    u = (x - cx) / hx
-    v = (y - cy) / hy
-    finite = bool(np.isfinite(xj).all() and np.isfinite(yj).all())
-    px = py = np.zeros((1, 1))
-    degree = 0
-    error = math.inf
-    if finite:
-        for degree in _DEGREES:
-            px, py, error = _fit(u, v, xj, yj, nfit, degree)
-            log.debug("pixel map %s -> %s: degree %d, max error %.3g pixel", ad_i.name,
-                      ad_j.name, degree, error)
-            if error <= tolerance:
-                break
-    exact = not error <= tolerance
-    if exact:
-        why = (f"degree {degree} misses it by {error:.3g} pixel" if finite
-               else "a WCS round trip on the fit grid is not finite")
-        log.info("pixel map %s -> %s: no polynomial within %.3g pixel (%s); using exact WCS "
-                 "calls for every pixel", ad_i.name, ad_j.name, tolerance, why)
-    return PixelMap(px, py, norm, degree, error, exact, float(tolerance), ad_i, ad_j)
+    return _fit_samples(x, y, xj, yj, nfit, float(tolerance), ad_i, ad_j)

@@ -136,9 +136,11 @@ def pair_difference(
         if not len(sp):
             continue
         start = n
-        n += _differences(a, b, sp, fitted or fit_pixel_map(a[2], b[2], sp, tolerance),
-                          out[n:])
-        if fitted is None:  # sample_i - data_j
+        reverse = fitted is None
+        if reverse:  # the reverse map from the forward round trips, else its own
+            fitted = pmap.inverse() or fit_pixel_map(a[2], b[2], sp, tolerance)
+        n += _differences(a, b, sp, fitted, out[n:])
+        if reverse:  # sample_i - data_j
             np.negative(out[start:n], out=out[start:n])
     return _statistic(stat, out[:n])
 
