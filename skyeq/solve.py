@@ -833,7 +833,10 @@ def _report(n: int, components: list[np.ndarray], nused: int, neq: int, what: st
             inside[np.concatenate(components)] = True
         lonely = np.flatnonzero(~inside)
         shown = ", ".join(str(k) for k in lonely[:10]) + (", ..." if nfree > 10 else "")
-        logger.warning(
+        # a general system's unknowns are its caller's (three per group for planes): the
+        # caller names the images; a match system's unknowns are the groups themselves
+        logger.log(
+            logging.WARNING if what == "pair" else logging.DEBUG,
             "%d of %d unknowns take part in no usable %s (indices %s); their match "
             "offsets cannot be computed.",
             nfree,

@@ -318,3 +318,14 @@ def test_constant_skies_give_flat_planes_and_the_constant_levels():
     assert np.abs(res.sky - const.sky).max() < 0.1
     truth = m.sky - m.sky[np.argmin(const.sky)]
     assert np.abs(res.sky - truth).max() < 0.1
+
+
+def test_an_image_without_overlap_is_named_once(caplog):
+    m = synthetic.disjoint(((1, 2), (1, 1)), shape=(96, 96), overlap=0.3, seed=5,
+                           point_sources=0, extended_sources=0)
+    with caplog.at_level(logging.WARNING, logger="skyeq"):
+        res = match_sky(m.data, m.wcs, model="plane")
+    assert res.valid.tolist() == [True, True, False]
+    lines = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert any("Unable to compute the match plane of #2" in x for x in lines)
+    assert not any("unknowns take part" in x for x in lines)  # not the solver's indices
