@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import threading
 from typing import Any
 
 import numpy as np
@@ -29,10 +28,6 @@ __all__ = ["pair_difference"]
 #: Pixels per batch of exact WCS round trips on the exact path (bounds its temporaries:
 #: a few float64 arrays of this length per WCS call).
 _CHUNK = 1 << 18
-# Per-thread scratch memory for the differences, kept between calls: fresh memory costs
-# a page fault per 4 KiB on first touch (~30 ms for the 16 MB of a 2048x2048 overlap);
-# the pattern of `skyeq.stats`.
-_SCRATCH = threading.local()
 
 
 def pair_difference(
@@ -216,12 +211,8 @@ def _within_limits(arr: np.ndarray, mask: np.ndarray | None, stat: SkyStat) -> n
 
 
 def _scratch(size: int) -> np.ndarray:
-    """Return this thread's float64 scratch array, at least ``size`` long."""
-    buf = getattr(_SCRATCH, "diff", None)
-    if buf is None or buf.size < size:
-        buf = np.empty(size, dtype=np.float64)
-        _SCRATCH.diff = buf
-    return buf
+    """Return this thread's float64 buffer of the differences (`skyeq.stats._scratch`)."""
+    return _stats._scratch("differences", size, np.float64)
 
 
 def _span_pixels(spans: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -203,10 +203,10 @@ class SkyResult:
         and pixel counts of both sides), relative to the component's reference image
         (whose error is 0 by definition); images outside the reference's component
         get NaN unless ``anchor="component"``. ``local``: the statistic's own error;
-        ``global``: that of the smallest local sky. NaN for ``global+match``, ``user``
-        and the ``mode`` statistic (no simple error law). For the mean the variance of
-        a statistic of ``n`` pixels of deviation ``s`` is ``s**2/n``, for the median
-        and midpt ``(pi/2) s**2/n`` (Gaussian pixels).
+        ``global``: that of the smallest local sky. NaN for ``global+match``, ``user``,
+        ``model="plane"`` and the ``mode`` statistic (no simple error law). For the
+        mean the variance of a statistic of ``n`` pixels of deviation ``s`` is
+        ``s**2/n``, for the median and midpt ``(pi/2) s**2/n`` (Gaussian pixels).
     plane : array_like of float, optional
         For ``model="plane"``: ``(n, 3)``, every image's sky plane in its own zero-based
         pixels, ``level + gx * (x - xc) + gy * (y - yc)`` about its centre ``xc = (nx -

@@ -226,8 +226,9 @@ def match_sky(
                              group_tasks(inputs, None if differences else plan, stat,
                                          want_local),
                              executor, progress, total=inputs.ngroups, phase="measuring")
-    local = (np.array([r.local for r in meas]) if meas
-             else np.full(inputs.ngroups, np.nan))
+    nothing = np.full(inputs.ngroups, np.nan)  # no group task ran (differences, match)
+    local = np.array([r.local for r in meas]) if meas else nothing
+    local_err = np.array([r.local_err for r in meas]) if meas else nothing
     if want_local:
         for g in np.flatnonzero(~np.isfinite(local)):
             log.warning("Unable to compute the sky of %s: no usable pixel",
@@ -249,8 +250,7 @@ def match_sky(
                                                          inputs.group_label, anchor, robust)
         pairs = make_pair_table(**columns)
     gsky, gvalid = group_skies(rule, local, delta, components, anchor)
-    gerr = _sky_errors(rule, np.array([r.local_err for r in meas]) if meas else local,
-                       local, derr)
+    gerr = _sky_errors(rule, local_err, local, derr)
     image_local = np.full(len(inputs.records), np.nan)
     for r in meas:
         image_local[inputs.members[r.index]] = r.member_local

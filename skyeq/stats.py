@@ -40,10 +40,23 @@ _NO_SPANS = np.zeros((0, 3), dtype=np.int64)
 #: add up to more than this many images: then bucketing each pixel once beats reading
 #: it in every clipping pass of every region that holds it.
 _CELL_COVERAGE = 2.5
-# Per-thread scratch memory of the cell buckets (one array per dtype), kept between
-# calls: fresh memory costs a page fault per 4 KiB on first touch (~30 ms for the
-# 16 MB of a 2048x2048 image).
+# Per-thread scratch memory, kept between calls: fresh memory costs a page fault per
+# 4 KiB on first touch (~30 ms for the 16 MB of a 2048x2048 image). See `_scratch`.
 _SCRATCH = threading.local()
+
+
+def _scratch(name: str, size: int, dtype: Any) -> np.ndarray:
+    """Return this thread's scratch array ``name``, at least ``size`` long, of ``dtype``.
+
+    Each ``name`` and dtype has its own array (the cell buckets of an image, the pixel
+    differences of a pair, ...), so two users never share one.
+    """
+    key = f"{name}_{np.dtype(dtype).char}"
+    buf = getattr(_SCRATCH, key, None)
+    if buf is None or buf.size < size:
+        buf = np.empty(size, dtype=dtype)
+        setattr(_SCRATCH, key, buf)
+    return buf
 
 
 class SkyValue(NamedTuple):
@@ -273,10 +286,7 @@ def region_statistics(
             stat.nclip, stat.lsigma, stat.usigma, stat.binwidth, code,
         )
     else:
-        scratch = getattr(_SCRATCH, arr.dtype.char, None)
-        if scratch is None or scratch.size < arr.size:
-            scratch = np.empty(arr.size, dtype=arr.dtype)
-            setattr(_SCRATCH, arr.dtype.char, scratch)
+        scratch = _scratch("cells", arr.size, arr.dtype)
         value, count, std = _kernels.cell_stats(
             arr, mask_arg, good is not None, all_spans, reg_off, whole, lower, upper,
             stat.nclip, stat.lsigma, stat.usigma, stat.binwidth, code, scratch,
