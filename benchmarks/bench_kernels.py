@@ -10,13 +10,16 @@ with a Gaussian PSF), no mask, all pixels finite. For every statistic (``nclip=5
   read the image in place, no gather);
 * ``tile strips``: the overlaps of an interior tile of a 6x6 grid with 10 % overlaps,
   its 8 neighbours: 4 edge strips and 4 corner squares, through
-  ``region_statistics`` (the direct path: each region gathered, then clipped);
+  ``region_statistics``: the bucketed-cell path (``cell_stats``) for the mean and the
+  median, the direct path (each region gathered, then clipped) for the mode and midpt
+  (their cells win only from about one image of region pixels; see
+  ``skyeq.stats._CELL_COVERAGE``);
+* ``tile strips, direct path``: the same regions through the direct kernel
+  ``region_stats``, for comparison;
 * ``dithers``: 5 regions each covering 89-93 % of the image (the overlaps with 5
   other pointings shifted by 30-150 pixels along each axis and rotated by up to 0.45
-  degrees), through ``region_statistics``, which takes the bucketed-cell path
-  (``cell_stats``) since the regions cover more than 2.5 images;
-* ``dithers, direct path``: the same regions through the direct kernel
-  ``region_stats``, for comparison (what the cell path replaces).
+  degrees), through ``region_statistics`` (the cells);
+* ``dithers, direct path``: the same regions through ``region_stats``.
 
 Reported per statistic and layout: the median time of ``--repeat`` runs, in ns per
 image pixel and per region pixel (summed over the regions), and in passes: the time
@@ -30,17 +33,18 @@ pixel counts are checked against the kernels'), and from them an analytic count 
 pixel reads: the direct path reads a region once to gather it (not for the whole
 image), once per moments pass, and twice more for the median (coarse histogram, then
 the values of the median's bins), the mode and the midpt (min/max, then the histogram);
-the cell path reads the covered pixels three times (bucket counts, scatter, per-bucket
-sums) and then, per region, only the buckets its limits fall in (not counted).
+the cell path reads the covered pixels once (each cell's sums, and the values of the
+kept buckets: the tails and, for a median, its middle buckets), the mode and midpt
+once more (the buckets straddling a histogram bin edge), and then, per region, only
+the kept values (not counted).
 
 For the dithers the phases of the cell path are timed by calling the private kernels of
 ``skyeq._kernels.stats``: ``_cell_segments`` (rows cut into segments of equal region
-coverage), ``_bucket_placement`` (bucket edges from a sample of 16384 values),
-``_bucket_partition`` (placement, then count pass, scatter pass and per-bucket sums;
-reported without the placement) and the queries (every region's clipping passes and
-final statistic from the buckets: ``_clip``, ``_bucket_median``, ``_hist_stat``, called
-as ``cell_stats`` calls them), with ``cell_stats`` (all of it in one call) for
-comparison with their sum.
+coverage), ``_bucket_placement`` (bucket edges from a sample of 16384 values), the one
+read ``_bucket_histogram`` (reported without its placement), and the rest of
+``cell_stats`` (every region's clipping and final statistic from the buckets, and for
+the mode and midpt the second read and the queries again): ``cell_stats`` less the
+others. "kept": the values the read copies, per image pixel.
 """
 
 from __future__ import annotations
@@ -55,7 +59,7 @@ import numpy as np
 
 from skyeq import SkyStat, _kernels
 from skyeq._kernels import stats as kstats
-from skyeq.stats import region_statistics
+from skyeq.stats import _CELL_COVERAGE, region_statistics
 
 from ._common import environment, markdown_table, timeit
 
@@ -238,7 +242,15 @@ class Layout:
 
     name: str
     regions: list[np.ndarray] | None  # None: the whole image
-    path: str  # "in place", "direct" or "cells"
+    path: str  # "in place", "direct-forced" (region_stats) or "auto" (region_statistics)
+
+    def path_of(self, name: str, shape: tuple[int, int]) -> str:
+        """Return the path ``region_statistics`` takes for statistic ``name`` here."""
+        if self.path != "auto":
+            return self.path.replace("-forced", "")
+        cover = sum(self.region_pixels(shape)) / (shape[0] * shape[1])
+        use = len(self.regions or ()) >= 2 and cover >= _CELL_COVERAGE[name]
+        return "cells" if use else "direct"
 
     def region_pixels(self, shape: tuple[int, int]) -> list[int]:
         """Pixels of every region."""
@@ -311,16 +323,18 @@ def measure_layouts(img: np.ndarray, layouts: Sequence[Layout], args: argparse.N
     for name, lay, t, npix in timed:
         sizes = lay.region_pixels(img.shape)
         p = passes[lay.name]
-        if lay.path == "cells":
+        path = lay.path_of(name, img.shape)
+        if path == "cells":
             union = region_mask(img.shape, np.concatenate(lay.regions)).sum()
-            reads = f"{3 * union / npix_img:.2f} + queries"
+            rereads = 2 if name in ("mode", "midpt") else 1
+            reads = f"{rereads * union / npix_img:.2f} + kept"
         else:
             gather = 0 if lay.regions is None else 1
             total = sum(n * (gather + q + FINAL_READS[name])
                         for n, q in zip(sizes, p, strict=True))
             reads = f"{total / npix_img:.2f}"
         rows.append([
-            name, lay.name, lay.path.replace("-forced", ""), len(sizes),
+            name, lay.name, path, len(sizes),
             f"{sum(sizes) / npix_img:.2f}",
             f"{min(p)}" if min(p) == max(p) else f"{min(p)}-{max(p)}",
             f"{t * 1e3:.2f}", f"{t / npix_img * 1e9:.2f}", f"{t / sum(sizes) * 1e9:.2f}",
@@ -330,38 +344,15 @@ def measure_layouts(img: np.ndarray, layouts: Sequence[Layout], args: argparse.N
     return rows, t_sum
 
 
-def _queries(part: tuple, bins: tuple, shift: float, keys: np.ndarray, nreg: int,
-             code: int, args: argparse.Namespace) -> list[float]:
-    """Run the queries of `cell_stats` on a given partition (its loop over the regions).
-
-    Every region's clipping from the buckets (``_clip``) and its final statistic
-    (``_bucket_median`` or ``_hist_stat``), as ``cell_stats`` calls them.
-    """
-    vals = part[0]
-    out = []
-    for r in range(nreg):
-        cells = np.flatnonzero((keys >> r) & 1).astype(np.int64)
-        count, mean, std, lo, hi = kstats._clip(1, vals, 0, part, bins, cells, shift, -BIG,
-                                                BIG, args.nclip, 4.0, 4.0)
-        if count == 0 or code == _kernels.STAT_MEAN:
-            out.append(mean)
-        elif code == _kernels.STAT_MEDIAN:
-            out.append(kstats._bucket_median(part, bins, cells, lo, hi))
-        else:
-            out.append(kstats._hist_stat(1, vals, 0, part, bins, cells, lo, hi, BIG, std, 0.1,
-                                         code == _kernels.STAT_MIDPT))
-    return out
-
-
 def measure_phases(img: np.ndarray, regions: list[np.ndarray], args: argparse.Namespace,
                    t_sum: float) -> list[list[object]]:
     """Time the phases of the bucketed-cell path on the dithers; return the table rows.
 
     Each phase is a call of its own: ``_cell_segments``, ``_bucket_placement``,
-    ``_bucket_partition`` (which runs the placement first: reported without it) and the
-    queries on that partition (`_queries`); ``cell_stats`` (all of it in one call) is
-    timed too, to check that the phases add up. Round robin as in `measure_layouts`;
-    each figure is the median over the rounds.
+    ``_bucket_histogram`` (the one read, which runs the placement first: reported
+    without it) and ``cell_stats`` (all of it in one call); the rest (queries, and for
+    the mode and midpt the second read) is ``cell_stats`` less the others. Round robin
+    as in `measure_layouts`; each figure is the median over the rounds.
     """
     ny, nx = img.shape
     spans, off = _concat(regions)
@@ -369,17 +360,18 @@ def measure_phases(img: np.ndarray, regions: list[np.ndarray], args: argparse.Na
     seg, keys = kstats._cell_segments(spans, off, ny, nx, False)
     ncell = keys.shape[0]
     print(f"  dithers: {len(seg)} segments in {ncell} cells", flush=True)
-    part, bins, shift = kstats._bucket_partition(img, NO_MASK, False, seg, ncell, -BIG, BIG,
-                                                 scratch)
     calls = {
         "segments": lambda: kstats._cell_segments(spans, off, ny, nx, False),
         "placement": lambda: kstats._bucket_placement(img, NO_MASK, False, seg, -BIG, BIG),
-        "partition": lambda: kstats._bucket_partition(img, NO_MASK, False, seg, ncell, -BIG,
-                                                      BIG, scratch),
     }
+    kept = {}
     for name, code in CODES.items():
-        calls["q " + name] = lambda code=code: _queries(part, bins, shift, keys, len(regions),
-                                                        code, args)
+        flags = (name in ("mode", "midpt"), name in ("median", "midpt"), False)
+        part, _, _ = kstats._bucket_histogram(img, NO_MASK, False, seg, ncell, -BIG, BIG,
+                                              scratch, *flags)
+        kept[name] = int(part[2][:, -1].sum())
+        calls["read " + name] = lambda flags=flags: kstats._bucket_histogram(
+            img, NO_MASK, False, seg, ncell, -BIG, BIG, scratch, *flags)
         calls[name] = lambda code=code: kstats.cell_stats(
             img, NO_MASK, False, spans, off, False, -BIG, BIG, args.nclip, 4.0, 4.0, 0.1,
             code, scratch)
@@ -388,17 +380,16 @@ def measure_phases(img: np.ndarray, regions: list[np.ndarray], args: argparse.Na
         for key, call in calls.items():
             t0 = time.perf_counter()
             call()
-            if r:  # round 0 warms up (and compiles the query kernels' own signatures)
+            if r:  # round 0 warms up
                 times[key].append(time.perf_counter() - t0)
     med = {k: float(np.median(v)) for k, v in times.items()}
-    part_t = med["partition"] - med["placement"]
     rows: list[list[object]] = []
     for name in STATS:
-        query = med["q " + name]
-        total = med["segments"] + med["placement"] + part_t + query
-        phases = (med["segments"], med["placement"], part_t, query, total, med[name])
+        read = med["read " + name] - med["placement"]
+        rest = med[name] - med["segments"] - med["placement"] - read
+        phases = (med["segments"], med["placement"], read, rest, med[name])
         rows.append([name] + [f"{t * 1e3:.2f} ({t / t_sum:.1f})" for t in phases]
-                    + [f"{100 * part_t / total:.0f} %", f"{100 * query / total:.0f} %"])
+                    + [f"{kept[name] / img.size:.3f}", f"{100 * read / med[name]:.0f} %"])
     return rows
 
 
@@ -450,13 +441,15 @@ def main(argv: list[str]) -> int:
     img = make_image(args.size)
     scale = args.size / 2048  # the same coverage on other sizes
     dithers = [dither_region(args.size, dx * scale, dy * scale, a) for dx, dy, a in DITHERS]
+    strips = tile_regions(args.size)
     layouts = [
         Layout("whole image", None, "in place"),
-        Layout("tile strips", tile_regions(args.size), "direct"),
-        Layout("dithers", dithers, "cells"),
+        Layout("tile strips", strips, "auto"),
+        Layout("tile strips, direct path", strips, "direct-forced"),
+        Layout("dithers", dithers, "auto"),
         Layout("dithers, direct path", dithers, "direct-forced"),
     ]
-    cover = ", ".join(f"{n / img.size:.3f}" for n in layouts[2].region_pixels(img.shape))
+    cover = ", ".join(f"{n / img.size:.3f}" for n in layouts[3].region_pixels(img.shape))
     print(f"dither regions cover {cover} of the image", flush=True)
     _kernels.warmup()
     print(f"timing: {args.repeat} rounds of {4 * len(layouts)} cases, then the phases ...",
@@ -475,8 +468,8 @@ def main(argv: list[str]) -> int:
     ))
     print("\nPhases of the cell path on the dithers: ms (numpy passes)\n")
     print(markdown_table(
-        ["statistic", "segments", "bucket placement", "count + scatter + sums", "queries",
-         "sum", "cell_stats", "partition share", "queries share"],
+        ["statistic", "segments", "bucket placement", "read", "queries (+ second read)",
+         "cell_stats", "kept / image px", "read share"],
         phase_rows,
     ))
     print("\nPhases of the direct path on the whole image: ms (numpy passes)\n")

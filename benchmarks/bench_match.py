@@ -9,7 +9,7 @@ Run from the repository root::
 Each case is a seeded synthetic mosaic of 2048x2048 float32 images from
 `skyeq.synthetic` (skies 100-120, noise sigma 1-2, point and extended sources):
 
-* ``6x6``, ``dithers8``: TAN WCSs;
+* ``6x6``, ``dithers8``, ``dithers16``: TAN WCSs;
 * ``realwcs``: 6 dithers of the real JWST NIRCam detector gwcs of ``tests/data``
   (``synthetic.repoint`` by up to 10 arcsec, ~330 pixels), sources fixed on the sky and
   rendered through the distortion, skies 100 plus offsets within +-1, noise 1;
@@ -58,6 +58,7 @@ SHAPE = (2048, 2048)
 CASES = {
     "6x6": "6x6 tiles, 10 % overlap",
     "dithers8": "8 dithers",
+    "dithers16": "16 dithers",
     "realwcs": "6 dithers, NIRCam gwcs",
     "sip": "6 dithers, ACS SIP",
     "tan6": "6 dithers, TAN",
@@ -92,6 +93,8 @@ def _mosaic(case: str):
         return synthetic.tile_grid(6, 6, shape=SHAPE, overlap=0.1, noise=(1.0, 2.0), seed=6)
     if case == "dithers8":
         return synthetic.dithers(8, shape=SHAPE, noise=(1.0, 2.0), seed=8)
+    if case == "dithers16":
+        return synthetic.dithers(16, shape=SHAPE, noise=(1.0, 2.0), seed=16)
     if case in ("realwcs", "sip", "tan6"):
         base, reach = _real_wcs(case)
         rng = np.random.default_rng(11)

@@ -12,6 +12,7 @@ import pytest
 from numpy.testing import assert_allclose
 
 from skyeq import SkyStat, SkyValue, _kernels, sky_statistic
+from skyeq.stats import STATISTICS
 
 ALL = ("mean", "median", "mode", "midpt")
 
@@ -437,13 +438,13 @@ def test_region_statistics_equal_one_call_per_region(name, monkeypatch):
         expect = [st(img, mask, s) for s in regions]
         expect_whole = st(img, mask)
         # direct kernel (one shared buffer): bit-identical to one call per region
-        monkeypatch.setattr(stats_mod, "_CELL_COVERAGE", np.inf)
+        monkeypatch.setattr(stats_mod, "_CELL_COVERAGE", dict.fromkeys(STATISTICS, np.inf))
         whole, got = stats_mod.region_statistics(st, img, mask, regions, whole=True)
         np.testing.assert_array_equal(
             np.array([whole, *got], dtype=float), np.array([expect_whole, *expect], dtype=float)
         )
         # bucketed cells: the same pixels, sums in another order
-        monkeypatch.setattr(stats_mod, "_CELL_COVERAGE", 0.0)
+        monkeypatch.setattr(stats_mod, "_CELL_COVERAGE", dict.fromkeys(STATISTICS, 0.0))
         whole, got = stats_mod.region_statistics(st, img, mask, regions, whole=True)
         for a, b in zip([whole, *got], [expect_whole, *expect], strict=True):
             assert a.npix == b.npix, trial
@@ -462,15 +463,22 @@ def test_region_statistics_pick_bucketed_cells_for_heavy_overlap(monkeypatch):
     calls = []
     real = kernels.cell_stats
     monkeypatch.setattr(kernels, "cell_stats", lambda *a: calls.append(1) or real(*a))
+    _, got = stats_mod.region_statistics(SkyStat("mode", nclip=0), img, None, regions)
+    assert calls == [1]  # mode: 3 regions of ~1 image each: bucketed cells
     _, got = stats_mod.region_statistics(SkyStat("median", nclip=0), img, None, regions)
-    assert calls == [1]  # 3 regions of ~1 image each: bucketed cells
+    assert calls == [1, 1]
     assert got == [(49.5, 100), (49.0, 90), (54.5, 90)]
-    # small regions stay on the direct kernel
-    _, got = stats_mod.region_statistics(
-        SkyStat("mean", nclip=0), img, None, [_rect(0, 0, 0, 3), _rect(9, 9, 6, 9)]
-    )
-    assert calls == [1]
+    # small regions: the mode stays on the direct kernel; a mean or median takes the
+    # cells from two regions on, one region stays direct
+    small = [_rect(0, 0, 0, 3), _rect(9, 9, 6, 9)]
+    _, got = stats_mod.region_statistics(SkyStat("mode", nclip=0), img, None, small)
+    assert calls == [1, 1]
+    _, got = stats_mod.region_statistics(SkyStat("mean", nclip=0), img, None, small)
+    assert calls == [1, 1, 1]
     assert got == [(1.5, 4), (97.5, 4)]
+    _, got = stats_mod.region_statistics(SkyStat("median", nclip=0), img, None, small[:1])
+    assert calls == [1, 1, 1]
+    assert got == [(1.5, 4)]
 
 
 @pytest.mark.parametrize("bad_fraction", [0.1, 0.8])  # copied with NaNs / compacted
@@ -529,7 +537,7 @@ def test_bucketed_cells_equal_one_call_per_region_on_awkward_data(dtype, monkeyp
 
     regions = [_rect(0, 89, 0, 109), _rect(5, 80, 0, 100), _rect(10, 89, 20, 109),
                _rect(0, 44, 0, 54)]
-    monkeypatch.setattr(stats_mod, "_CELL_COVERAGE", 0.0)
+    monkeypatch.setattr(stats_mod, "_CELL_COVERAGE", dict.fromkeys(STATISTICS, 0.0))
     for name, img in _awkward_images(dtype):
         for stat in ("mean", "median", "mode", "midpt"):
             for nclip in (0, 3):
@@ -548,37 +556,101 @@ def test_bucketed_cells_equal_one_call_per_region_on_awkward_data(dtype, monkeyp
                             name, stat, nclip)
 
 
-def test_bucket_partition_pure_python_matches_the_compiled_kernel():
+def test_bucket_histogram_pure_python_matches_the_compiled_kernel():
     rng = np.random.default_rng(9)
-    img = rng.normal(20.0, 3.0, (12, 15)).astype(np.float32)
+    img = rng.normal(20.0, 3.0, (40, 50)).astype(np.float32)
     img[2, 3] = 1e6
-    spans = np.concatenate([_rect(0, 11, 0, 14), _rect(3, 9, 2, 12)])
-    reg_off = np.array([0, 12, 19], dtype=np.int64)
+    img[5, 7] = np.nan
+    spans = np.concatenate([_rect(0, 39, 0, 49), _rect(3, 29, 2, 42)])
+    reg_off = np.array([0, 40, 67], dtype=np.int64)
     kern = _kernels.stats
-    seg, keys = kern._cell_segments(spans, reg_off, 12, 15, False)
-    seg_py, keys_py = kern._cell_segments.py_func(spans, reg_off, 12, 15, False)
+    seg, keys = kern._cell_segments(spans, reg_off, 40, 50, False)
+    seg_py, keys_py = kern._cell_segments.py_func(spans, reg_off, 40, 50, False)
     np.testing.assert_array_equal(seg, seg_py)
     np.testing.assert_array_equal(keys, keys_py)
     assert keys.tolist() == [1, 3]
-    args = (img, np.zeros((0, 0), bool), False, seg, 2, -3e38, 3e38)  # float32-safe limits
-    part, bins, shift = kern._bucket_partition(*args, np.empty(img.size, np.float32))
-    part_py, bins_py, shift_py = kern._bucket_partition.py_func(*args,
-                                                                np.empty(img.size, np.float32))
-    assert bins == bins_py and shift == shift_py
-    for got, expect in zip(part, part_py, strict=True):
-        np.testing.assert_array_equal(got, expect)
-    vals, start = part[0], part[1]
-    nb = bins[2]
-    # every cell's buckets hold its values, in non-decreasing bucket order
-    for c, rows in enumerate((_rect(0, 11, 0, 14), _rect(3, 9, 2, 12))):
-        cell = np.zeros(img.shape, bool)
-        for r, x0, x1 in rows:
-            cell[r, x0 : x1 + 1] = True
-        if c == 0:
-            cell[3:10, 2:13] = False
-        got = np.sort(vals[start[c * (nb + 2)] : start[(c + 1) * (nb + 2)]])
-        np.testing.assert_array_equal(got, np.sort(img[cell]))
-    assert part[5][(nb + 2) - 1] == np.float32(1e6)  # the value above every fine bucket
+    for counted, middle, everything in ((False, True, False), (True, False, True)):
+        args = (img, np.zeros((0, 0), bool), False, seg, 2, -3e38, 3e38)  # float32-safe
+        part, bins, shift = kern._bucket_histogram(*args, np.empty(img.size, np.float32),
+                                                   counted, middle, everything)
+        part_py, bins_py, shift_py = kern._bucket_histogram.py_func(
+            *args, np.empty(img.size, np.float32), counted, middle, everything)
+        assert bins == bins_py and shift == shift_py
+        vals, start, pc, _, _, _, tot, _, take = part[:9]
+        for got, expect in zip(part[1:], part_py[1:], strict=True):
+            np.testing.assert_array_equal(got, expect)
+        nbt = bins[2] + 2
+        kept = pc[:, -1].sum()
+        np.testing.assert_array_equal(np.sort(vals[:kept]), np.sort(part_py[0][:kept]))
+        # every cell's totals are those of its finite pixels; its kept buckets hold all
+        # of their values, in non-decreasing bucket order
+        for c, rows in enumerate((_rect(0, 39, 0, 49), _rect(3, 29, 2, 42))):
+            cell = np.zeros(img.shape, bool)
+            for r, x0, x1 in rows:
+                cell[r, x0 : x1 + 1] = True
+            if c == 0:
+                cell[3:30, 2:43] = False
+            good = img[cell & np.isfinite(img)].astype(np.float64)
+            assert tot[c, 0] == good.size
+            assert tot[c, 1] == pytest.approx(np.sum(good - shift), rel=1e-12)
+            k = c * nbt + np.arange(nbt)
+            got = np.concatenate([vals[start[q] : start[q] + pc[c, q - c * nbt + 1]
+                                       - pc[c, q - c * nbt]] for q in k[take[k]]])
+            expect = np.sort(good)
+            buckets = np.array([kern._bucket(v, *bins) for v in expect])
+            np.testing.assert_array_equal(np.sort(got), expect[take[c * nbt + buckets]])
+            if everything:
+                assert got.size == good.size
+        assert np.float32(1e6) in vals[:kept]  # the value above every fine bucket is kept
+
+
+def _dither_image(seed=3):
+    """A 512x512 sky with sources and three overlapping regions covering most of it."""
+    rng = np.random.default_rng(seed)
+    img = rng.normal(100.0, 2.0, (512, 512)).astype(np.float32)
+    for y, x in rng.integers(8, 504, (60, 2)):
+        img[y - 3 : y + 4, x - 3 : x + 4] += rng.uniform(20, 2000)
+    regions = [_rect(0, 480, 10, 511), _rect(20, 511, 0, 470), _rect(5, 500, 30, 500)]
+    return img, regions
+
+
+@pytest.mark.parametrize("name", ["mean", "median", "mode", "midpt"])
+def test_bucketed_cells_read_the_tails_and_fall_back_to_every_value(name, monkeypatch):
+    # a sky with sources: the clip bounds (4 sigma) fall in the kept tails and the
+    # medians in the kept middle, so the first queries need nothing more than the one
+    # read (the mode and midpt: one gather of the buckets straddling bin edges), and
+    # well under a tenth of the values are copied; bounds at 1 sigma fall in the middle
+    # of the distribution, which is not kept: the image is read again keeping every
+    # value. Either way the pixels and the statistics are those of the direct kernel.
+    from skyeq import stats as stats_mod
+
+    kern = _kernels.stats
+    img, regions = _dither_image()
+    code = {"mean": 0, "median": 1, "mode": 2, "midpt": 3}[name]
+    spans = np.concatenate(regions)
+    reg_off = np.array([0, 481, 973, 1469], dtype=np.int64)
+    seg, keys = kern._cell_segments(spans, reg_off, 512, 512, True)
+    big = 1.7976931348623157e308
+    for sigma, short in ((4.0, False), (1.0, True)):
+        part, bins, shift = kern._bucket_histogram(
+            img, np.zeros((0, 0), bool), False, seg, keys.size, -big, big,
+            np.empty(img.size, np.float32), code >= 2, code in (1, 3), False)
+        assert part[2][:, -1].sum() < 0.1 * img.size
+        kern._cell_queries(part, bins, shift, keys, 3, True, -big, big, 5, sigma, sigma, 0.1,
+                           code)
+        assert bool(part[10][0]) == short
+        assert part[9].any() == (code >= 2 and not short)  # the histogram's straddlers
+        st = SkyStat(name, nclip=5, lsigma=sigma, usigma=sigma)
+        monkeypatch.setattr(stats_mod, "_CELL_COVERAGE", dict.fromkeys(STATISTICS, 0.0))
+        whole, got = stats_mod.region_statistics(st, img, None, regions, whole=True)
+        monkeypatch.setattr(stats_mod, "_CELL_COVERAGE", dict.fromkeys(STATISTICS, np.inf))
+        whole_d, expect = stats_mod.region_statistics(st, img, None, regions, whole=True)
+        for a, b in zip([whole, *got], [whole_d, *expect], strict=True):
+            assert a.npix == b.npix > 10000
+            if name == "median":
+                assert a.value == b.value
+            else:
+                assert a.value == pytest.approx(b.value, rel=1e-12)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

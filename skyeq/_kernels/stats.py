@@ -255,7 +255,7 @@ def _clip(kind, buf, n, part, bins, cells, shift0, lower, upper, nclip, lsig, us
     """Run the clipping loop of `clip_moments` over a buffer or over sorted cells.
 
     ``kind`` 0 reads ``buf[:n]`` (the cell arguments are placeholders); ``kind`` 1 reads
-    the cells ``cells`` of a bucket partition (`_bucket_partition`, sums shifted by
+    the cells ``cells`` of a bucket partition (`_bucket_histogram`, sums shifted by
     ``shift0``; ``buf`` and ``n`` are placeholders).
     """
     lo = lower
@@ -322,7 +322,10 @@ def _no_cells(buf):
     f0 = np.empty(0)
     i0 = np.empty(0, dtype=np.int64)
     v0 = np.empty(0, dtype=buf.dtype)
-    return (v0, i0, f0, f0, v0, v0), (0.0, 0.0, 0), i0
+    b0 = np.empty(0, dtype=np.bool_)
+    i2 = np.empty((0, 0), dtype=np.int64)
+    f2 = np.empty((0, 0))
+    return (v0, i0, i2, f2, f2, i0, f2, i0, b0, b0, b0, i0, f0), (0.0, 0.0, 0), i0
 
 
 @njit(cache=True, nogil=True)
@@ -560,12 +563,12 @@ def _hist_stat(kind, buf, n, part, bins, cells, lo, hi, upper, std, binwidth, wa
         mn, mx = _minmax_within(buf, n, lo, hi)
     else:
         mn, mx = _bucket_minmax(part, bins, cells, lo, hi)
-    if mn > mx:
+    if not mn <= mx:  # none (or, on the bucketed cells, values not at hand)
         return np.nan
     hw = binwidth * std
     drange = mx - mn
     tiny = _RES64 * max(abs(mn), abs(mx))
-    if hw <= tiny or drange <= tiny or hw > drange:
+    if not (hw > tiny and drange > tiny and hw <= drange):  # (a NaN std: one bin)
         if want_midpt:
             if kind == 0:
                 return median_within(buf, n, lo, hi)
@@ -596,6 +599,8 @@ def _hist_stat(kind, buf, n, part, bins, cells, lo, hi, upper, std, binwidth, wa
         total = 0
         for b in range(nbins):
             total += counts[b]
+        if total == 0:  # only on estimates of the bucketed cells (not returned)
+            return np.nan
         half = 0.5 * total
         cum = 0
         lo_bin = 0
@@ -775,16 +780,20 @@ def region_stats(data, mask, use_mask, spans, reg_off, whole, lower, upper, ncli
 # --------------------------------------------------------------------------------------
 # many regions of one image: bucketed cells
 # --------------------------------------------------------------------------------------
-# When the regions of one image overlap heavily (dithers: every overlap is nearly the
-# whole image), reading every region's pixels in every clipping pass costs regions x
-# pixels. Instead the image is cut once into *cells*, the maximal sets of pixels covered
-# by the same regions (`_cell_segments`), and the usable values of every cell are
-# distributed into value *buckets* (a counting sort on a monotone bucket index: two
-# reads of the image, no sort), with each bucket's count, shifted sums, smallest and
-# largest value (`_bucket_partition`). A moments pass of a region then reads whole
-# buckets from prefix sums and scans only the two buckets its clip bounds fall in; its
-# median is a selection inside the one bucket that holds the rank; its histogram
-# counts whole buckets and scans those that straddle a bin edge (`cell_stats`).
+# When the regions of one image overlap (dithers: every overlap is nearly the whole
+# image), reading every region's pixels in every clipping pass costs regions x pixels x
+# passes. Instead the image is cut once into *cells*, the maximal sets of pixels
+# covered by the same regions (`_cell_segments`), and read once (`_bucket_histogram`):
+# every cell's count and shifted sums, and, by a monotone *bucket* index of the value,
+# the values of the buckets where the answers lie: the tails (beyond about 2.7 sigma,
+# where clip bounds of a few sigma fall) and, for a median, a few buckets about the
+# sample's clipped median: a few per cent of the pixels. A moments pass of a region is
+# its cells' totals less the kept values outside its bounds; its median a selection in
+# the one kept bucket that holds the rank. A mode or midpt also counts every bucket
+# and reads the buckets that straddle a bin edge once more (`_bucket_gather`). When a
+# query needs values that were not kept (a bound or a median in the unkept middle:
+# unusual data, clip bounds of a sigma or so), the image is read again keeping every
+# value (`cell_stats`).
 #
 # The bucket index is monotone non-decreasing in the value, so a value in a bucket
 # below the one of ``lo`` is below ``lo`` and one in a bucket above is above it: every
@@ -901,8 +910,10 @@ def _bucket_placement(data, mask, use_mask, seg, lower, upper):
     """Place the fine buckets from a strided sample of the segments' usable values.
 
     Returns ``(a, inv, nb, shift)``: bucket ``1 + int((v - a) * inv)`` for the ``nb``
-    fine buckets, and the sample median (the shift of the sums). ``inv`` is 0 (one
-    bucket for everything) when the sample has no spread.
+    fine buckets (centred on the sample median), and the median of the sample values
+    within 3 sigma of it (the shift of the sums, and the centre of the middle buckets
+    `_bucket_histogram` keeps). ``inv`` is 0 (one bucket for everything) when the
+    sample has no spread.
     """
     total = 0
     for s in range(seg.shape[0]):
@@ -943,29 +954,67 @@ def _bucket_placement(data, mask, use_mask, seg, lower, upper):
     reach = _BUCKET_REACH * spread
     if not (reach > 0.0 and math.isfinite(reach) and math.isfinite(nb / (2.0 * reach))):
         return med, 0.0, nb, med
-    return med - reach, nb / (2.0 * reach), nb, med
+    # the shift: the median of the sample within +-3 sigma (of a Gaussian with this
+    # interquartile range) of its median, where a clipped median will be
+    near = np.empty(m, dtype=sample.dtype)
+    w = 0
+    for t in range(m):
+        v = sample[t]
+        near[w] = v
+        w += abs(v - med) <= 2.2239 * spread
+    centre = select_kth(near, w, w // 2) if w > 0 else med
+    return med - reach, nb / (2.0 * reach), nb, float(centre)
+
+
+#: Which buckets `_bucket_histogram` keeps the values of as it reads the image, in units
+#: of the interquartile range of its sample (the fine buckets span +-``_BUCKET_REACH``
+#: of it about the sample median): the *tails*, beyond ``_TAIL_FROM`` (about 2.7 sigma
+#: of a Gaussian sky: under 1 % of its pixels, plus the sources), where clip bounds of
+#: a few sigma fall, and for a median the *middle*: the 9 of 2048 buckets (~3.5 %
+#: of a sky's pixels) about the median of the sample within 3 sigma, a clipped median's
+#: place (the medians of 2048x2048 dithers and tiles with sources fell 0-2 buckets from
+#: it, measured).
+_TAIL_FROM = 2.0
+_MIDDLE_REACH = 0.03125
 
 
 @njit(cache=True, nogil=True, fastmath=_REASSOC)
-def _run_sums(vals, a0, a1, shift):
-    """Sum and sum of squares of ``v - shift``, smallest and largest ``v`` of ``vals[a0:a1]``."""
+def _segment_pass(src, good, use_mask, lower, upper, a, inv, fnb, shift, edges, ids, keep):
+    """Bucket of every value of one segment (-1 if unusable), and the segment's sums.
+
+    One vectorised loop over a 1-D slice (indexing the 2-D image pixel by pixel was 6x
+    slower, measured). ``keep[i]`` is set for the usable values in the buckets
+    `_bucket_histogram` keeps (``edges``: its middle ``edges[0]..edges[1]``, and the
+    tails below ``edges[2]`` and above ``edges[3]``). Returns the count of usable
+    values, the sums of ``v - shift`` and of its square, and the count of usable
+    values in buckets below the middle.
+    """
+    m_lo, m_hi, t_lo, t_hi = edges[0], edges[1], edges[2], edges[3]
+    n = 0
+    below = 0
     s = 0.0
     q = 0.0
-    mn = vals[a0]
-    mx = vals[a0]
-    for k in range(a0, a1):
-        v = vals[k]
-        d = v - shift
+    for i in range(src.shape[0]):
+        v = src[i]
+        t = (v - a) * inv
+        j = 0 if t < 0.0 else 1 + np.int64(min(t, fnb))  # `_bucket`, without branches
+        ok = (v >= lower) & (v <= upper)
+        if use_mask:
+            ok = ok & good[i]
+        ids[i] = j if ok else -1
+        keep[i] = ok & ((j < t_lo) | (j > t_hi) | ((j >= m_lo) & (j <= m_hi)))
+        d = (v - shift) if ok else 0.0
+        n += ok
+        below += ok & (j < m_lo)
         s += d
         q += d * d
-        mn = min(mn, v)
-        mx = max(mx, v)
-    return s, q, mn, mx
+    return n, s, q, below
 
 
 @njit(cache=True, nogil=True)
-def _bucket_partition(data, mask, use_mask, seg, ncell, lower, upper, out):
-    """Distribute the usable values of every cell into value buckets.
+def _bucket_histogram(data, mask, use_mask, seg, ncell, lower, upper, out, counted, middle,
+                      everything):
+    """Read the image once: every cell's sums, and the values of its tail buckets.
 
     Parameters
     ----------
@@ -978,149 +1027,282 @@ def _bucket_partition(data, mask, use_mask, seg, ncell, lower, upper, out):
     lower, upper : float
         Finite inclusive bounds on usable values (NaN and inf are never usable).
     out : ndarray, 1-D, data dtype
-        Where the values go: at least as long as the segments' pixels.
+        Where the kept values go, by bucket: at least as long as the segments' pixels.
+    counted : bool
+        Also count every bucket (the histograms of the mode and midpt need them).
+    middle : bool
+        Also keep the middle buckets (a median's).
+    everything : bool
+        Keep every value (when the queries needed a bucket that is not kept).
 
     Returns
     -------
     part : tuple
-        ``(vals, start, p1, p2, bmin, bmax)``: bucket ``k = cell * (nb + 2) + j`` holds
-        ``vals[start[k]:start[k + 1]]`` (unordered) with smallest and largest value
-        ``bmin[k]``, ``bmax[k]``; ``p1[k]``, ``p2[k]`` are the sums of ``v - shift`` and
-        of its square over the fine buckets ``1 .. j - 1`` of the cell.
+        ``(vals, start, pc, p1, p2, size, tot, below, take, need, short, edges, lim)``.
+        Bucket ``k = cell * (nb + 2) + j``. Kept (``take[k]``) or gathered buckets hold
+        their values at ``vals[start[k]:start[k] + size[k]]`` in row-major order.
+        ``pc[c, j]``, ``p1[c, j]``, ``p2[c, j]``: the count and sums of ``v - shift`` and
+        of its square of the kept values of cell ``c``'s buckets below ``j``.
+        ``tot[c]``: the count and sums of all usable values of cell ``c``; ``below[c]``:
+        how many of them lie in buckets below the middle. ``size[k]``: the bucket's
+        count when ``counted``, else its kept count. ``need[k]``: a histogram wants the
+        values (see `_bucket_gather`). ``short[0]``: the tails overflowed their buffer,
+        or a query needed values that are not kept. ``edges``: first and last middle
+        bucket, end of the lower tail, start of the upper tail less one. ``lim``:
+        ``(lower, upper)``.
     bins : tuple
         ``(a, inv, nb)``, see `_bucket`.
     shift : float
         The shift of the sums.
     """
     a, inv, nb, shift = _bucket_placement(data, mask, use_mask, seg, lower, upper)
+    nx = data.shape[1]
+    flat = data.reshape(data.size)
+    fmask = mask.reshape(mask.size)
     nbt = nb + 2
     nk = ncell * nbt
-    # segments cell by cell (a counting sort by cell): the scatter below then writes to
-    # one cell's buckets at a time, which keeps its targets in cache
-    order = np.empty(seg.shape[0], dtype=np.int64)
-    first = np.zeros(ncell + 1, dtype=np.int64)
+    fnb = float(nb)
+    everything = everything or inv == 0.0  # no spread: one bucket
+    per_iqr = nb / (2.0 * _BUCKET_REACH)
+    if everything:
+        t_lo, t_hi, m_lo, m_hi = nbt, nbt, nbt, -1  # every bucket in the "lower tail"
+    else:
+        tail = int(_TAIL_FROM * per_iqr)
+        t_lo = max(1, 1 + nb // 2 - tail)
+        t_hi = min(nb, 1 + nb // 2 + tail)
+        centre = _bucket(shift, a, inv, nb)  # where the clipped medians are
+        half = max(1, int(_MIDDLE_REACH * per_iqr))
+        m_lo = max(t_lo, centre - half) if middle else nbt
+        m_hi = min(t_hi, centre + half)
+    tot = np.zeros((ncell, 3))
+    below = np.zeros(ncell, dtype=np.int64)
+    cnt = np.zeros(nk + 1, dtype=np.int64)
+    cap = data.size if everything else max(4 * nx, data.size // 4, min(data.size, 1 << 16))
+    side_v = np.empty(cap, dtype=data.dtype)
+    side_k = np.empty(cap, dtype=np.int32)
+    ns = 0
+    overflow = False
+    edges = np.array([m_lo, m_hi, t_lo, t_hi], dtype=np.int64)
+    ids = np.empty(nx, dtype=np.int64)
+    keep = np.zeros(8 * (nx // 8 + 1), dtype=np.uint8)
+    keep8 = keep.view(np.uint64)  # eight flags at a time: most are all clear
     for s in range(seg.shape[0]):
-        first[seg[s, 3] + 1] += 1
-    for c in range(ncell):
-        first[c + 1] += first[c]
-    for s in range(seg.shape[0]):
-        order[first[seg[s, 3]]] = s
-        first[seg[s, 3]] += 1
+        p0 = seg[s, 0] * nx + seg[s, 1]
+        m = seg[s, 2] - seg[s, 1] + 1
+        src = flat[p0 : p0 + m]
+        good = fmask[p0 : p0 + m] if use_mask else fmask
+        c = seg[s, 3]
+        base = c * nbt
+        n, sd, sq, nbelow = _segment_pass(src, good, use_mask, lower, upper, a, inv, fnb,
+                                          shift, edges, ids, keep)
+        tot[c, 0] += n
+        tot[c, 1] += sd
+        tot[c, 2] += sq
+        below[c] += nbelow
+        if counted:
+            for i in range(m):
+                cnt[base + ids[i] if ids[i] >= 0 else nk] += 1
+        if ns + m > cap:  # too much in the tails for the buffer: keep everything instead
+            overflow = True
+            break
+        for b in range((m + 7) // 8):
+            if keep8[b] != 0:
+                for i in range(8 * b, min(8 * b + 8, m)):
+                    if keep[i]:
+                        side_v[ns] = src[i]
+                        side_k[ns] = base + ids[i]
+                        ns += 1
+    take = np.zeros(nk + 1, dtype=np.bool_)  # the last slot: unusable pixels
+    kept = np.zeros(nk + 1, dtype=np.int64)
+    if overflow:  # nothing kept: `short` sends `cell_stats` to keep everything
+        ns = 0
+    else:
+        for j in range(nbt):
+            if j < t_lo or j > t_hi or (j >= m_lo and j <= m_hi):
+                for c in range(ncell):
+                    take[c * nbt + j] = True
+        for t in range(ns):
+            kept[side_k[t]] += 1
+    size = cnt if counted else kept
     start = np.zeros(nk + 1, dtype=np.int64)
-    for s in range(seg.shape[0]):
-        y = seg[s, 0]
-        base = seg[s, 3] * nbt + 1  # counts land one slot up: start is their prefix sum
-        for x in range(seg[s, 1], seg[s, 2] + 1):
-            v = data[y, x]
-            if (not use_mask or mask[y, x]) and v >= lower and v <= upper:
-                start[base + _bucket(v, a, inv, nb)] += 1
     for k in range(nk):
-        start[k + 1] += start[k]
-    pos = start[:-1].copy()
-    for t in range(seg.shape[0]):
-        s = order[t]
-        y = seg[s, 0]
-        base = seg[s, 3] * nbt
-        for x in range(seg[s, 1], seg[s, 2] + 1):
-            v = data[y, x]
-            if (not use_mask or mask[y, x]) and v >= lower and v <= upper:
-                k = base + _bucket(v, a, inv, nb)
-                out[pos[k]] = v
-                pos[k] += 1
-    p1 = np.zeros(nk + 1)
-    p2 = np.zeros(nk + 1)
-    bmin = np.full(nk, np.inf, dtype=out.dtype)
-    bmax = np.full(nk, -np.inf, dtype=out.dtype)
+        start[k + 1] = start[k] + size[k]
+    pos = start[:nk].copy()
+    for t in range(ns):  # the kept values to their buckets, in row-major order
+        k = side_k[t]
+        out[pos[k]] = side_v[t]
+        pos[k] += 1
+    pc = np.zeros((ncell, nbt + 1), dtype=np.int64)
+    p1 = np.zeros((ncell, nbt + 1))
+    p2 = np.zeros((ncell, nbt + 1))
     for c in range(ncell):
-        s1 = 0.0
-        s2 = 0.0
         for j in range(nbt):
             k = c * nbt + j
-            p1[k] = s1
-            p2[k] = s2
-            if start[k + 1] > start[k]:
-                s, q, bmin[k], bmax[k] = _run_sums(out, start[k], start[k + 1], shift)
-                if 1 <= j <= nb:
-                    s1 += s
-                    s2 += q
-    return (out, start, p1, p2, bmin, bmax), (a, inv, nb), shift
+            n = kept[k]
+            ds = 0.0
+            dq = 0.0
+            if n > 0:
+                n, ds, dq = _sums(out[start[k] : start[k] + n], n, lower, upper, shift)
+            pc[c, j + 1] = pc[c, j] + n
+            p1[c, j + 1] = p1[c, j] + ds
+            p2[c, j + 1] = p2[c, j] + dq
+    need = np.zeros(nk + 1, dtype=np.bool_)
+    flags = np.zeros(1, dtype=np.bool_)
+    flags[0] = overflow
+    lim = np.array([lower, upper])
+    part = (out, start, pc, p1, p2, size, tot, below, take, need, flags, edges, lim)
+    return part, (a, inv, nb), shift
+
+
+@njit(cache=True, nogil=True, fastmath=_REASSOC)
+def _sums_beside(buf, n, x, below, inclusive, shift):
+    """Count and sums of ``v - shift`` of the values of ``buf[:n]`` below (or above) ``x``.
+
+    ``inclusive``: also the values equal to ``x``.
+    """
+    count = 0
+    s = 0.0
+    q = 0.0
+    for k in range(n):
+        v = buf[k]
+        side = (v < x) if below else (v > x)
+        ok = side | (inclusive & (v == x))
+        d = (v - shift) if ok else 0.0
+        count += ok
+        s += d
+        q += d * d
+    return count, s, q
+
+
+@njit(cache=True, nogil=True)
+def _below(part, bins, c, x, inclusive, shift):
+    """Count and sums of ``v - shift`` of cell ``c``'s usable values below ``x``.
+
+    ``inclusive``: also those equal to ``x``. ``shift`` must be the partition's. From
+    the kept buckets below ``x`` and the values of ``x``'s own bucket when ``x`` falls
+    in the lower tail; from the cell's totals less the kept buckets above when in the
+    upper tail. Elsewhere (the unkept middle of the distribution) the values are not
+    at hand: ``short`` is set and zeros are returned.
+    """
+    vals, start, pc, p1, p2, _, tot, _, _, _, short, edges, lim = part
+    a, inv, nb = bins
+    nbt = nb + 2
+    if x < lim[0]:
+        return 0, 0.0, 0.0
+    if x > lim[1]:
+        return np.int64(tot[c, 0]), tot[c, 1], tot[c, 2]
+    j = _bucket(x, a, inv, nb)
+    k = c * nbt + j
+    n_k = pc[c, j + 1] - pc[c, j]
+    if j < edges[2]:
+        n, s, q = _sums_beside(vals[start[k] : start[k] + n_k], n_k, x, True, inclusive, shift)
+        return pc[c, j] + n, p1[c, j] + s, p2[c, j] + q
+    if j > edges[3]:
+        n, s, q = _sums_beside(vals[start[k] : start[k] + n_k], n_k, x, False, not inclusive,
+                               shift)
+        n += pc[c, nbt] - pc[c, j + 1]
+        s += p1[c, nbt] - p1[c, j + 1]
+        q += p2[c, nbt] - p2[c, j + 1]
+        return np.int64(tot[c, 0]) - n, tot[c, 1] - s, tot[c, 2] - q
+    short[0] = True
+    return 0, 0.0, 0.0
 
 
 @njit(cache=True, nogil=True)
 def _bucket_moments(part, bins, cells, lo, hi, shift):
     """Count, mean and ddof=1 std of the values within ``[lo, hi]`` of some cells."""
-    vals, start, p1, p2, _, _ = part
-    a, inv, nb = bins
-    nbt = nb + 2
-    jl = _bucket(lo, a, inv, nb)
-    jh = _bucket(hi, a, inv, nb)
     count = 0
     s = 0.0
     q = 0.0
     for i in range(cells.shape[0]):
-        base = cells[i] * nbt
-        k = base + jl
-        n, ds, dq = _sums(vals[start[k]:start[k + 1]], start[k + 1] - start[k], lo, hi, shift)
-        count += n
-        s += ds
-        q += dq
-        if jh > jl:
-            kh = base + jh
-            n, ds, dq = _sums(vals[start[kh]:start[kh + 1]], start[kh + 1] - start[kh], lo, hi,
-                              shift)
-            count += n + start[kh] - start[k + 1]  # the fine buckets strictly between
-            s += ds + p1[kh] - p1[k + 1]
-            q += dq + p2[kh] - p2[k + 1]
+        n1, s1, q1 = _below(part, bins, cells[i], hi, True, shift)
+        n0, s0, q0 = _below(part, bins, cells[i], lo, False, shift)
+        count += n1 - n0
+        s += s1 - s0
+        q += q1 - q0
+    if count < 0:  # only when `short`: the results are not used
+        count = 0
     return _moments_from_sums(count, s, q, shift)
 
 
 @njit(cache=True, nogil=True)
-def _count_within(vals, a0, a1, lo, hi):
-    """Count the values of ``vals[a0:a1]`` within ``[lo, hi]``."""
-    n = 0
-    for k in range(a0, a1):
-        v = vals[k]
-        n += (v >= lo) & (v <= hi)
-    return n
+def _kept_bucket(part, nbt, cells, first, last, before, rank, offset):
+    """Find the bucket ``j`` in ``first..last`` that holds ``rank`` among the kept values.
+
+    ``before`` values precede the kept values of bucket ``first`` (over the cells);
+    returns ``j`` and the count of values before bucket ``j``. Bisection on the
+    prefix counts (``offset`` = ``first``'s column of ``pc``).
+    """
+    pc = part[2]
+    while first < last:
+        mid = (first + last) // 2
+        upto = before
+        for i in range(cells.shape[0]):
+            upto += pc[cells[i], mid + 1] - pc[cells[i], offset]
+        if upto > rank:
+            last = mid
+        else:
+            first = mid + 1
+    for i in range(cells.shape[0]):
+        before += pc[cells[i], first] - pc[cells[i], offset]
+    return first, before
 
 
 @njit(cache=True, nogil=True)
 def _bucket_kth(part, bins, cells, lo, hi, rank):
-    """Return the ``rank``-th smallest value within ``[lo, hi]`` of some cells (NaN if fewer).
+    """Return the ``rank``-th smallest value within ``[lo, hi]`` of some cells.
 
+    The rank among all the cells' usable values (``rank`` plus those below ``lo``) is
+    found in the lower tail, the middle or the upper tail, whose buckets are kept, by
+    bisection on their prefix counts; then it is selected among its bucket's values.
     Returned in the data's type: the mean of the two middle values of an even count is
-    then taken in the data's precision, as `median_within` does.
+    then taken in the data's precision, as `median_within` does. NaN, with ``short``
+    set, when the rank falls among values that are not kept.
     """
-    vals, start, _, _, _, _ = part
-    a, inv, nb = bins
-    nbt = nb + 2
-    jl = _bucket(lo, a, inv, nb)
-    jh = _bucket(hi, a, inv, nb)
-    before = 0
-    for j in range(jl, jh + 1):
-        n = 0
-        size = 0
-        for i in range(cells.shape[0]):
-            k = cells[i] * nbt + j
-            size += start[k + 1] - start[k]
-            if j == jl or j == jh:
-                n += _count_within(vals, start[k], start[k + 1], lo, hi)
-            else:
-                n += start[k + 1] - start[k]
-        if before + n > rank:
-            work = np.empty(size, dtype=vals.dtype)
-            m = 0
-            for i in range(cells.shape[0]):
-                k = cells[i] * nbt + j
-                for t in range(start[k], start[k + 1]):
-                    v = vals[t]
-                    work[m] = v
-                    m += (v >= lo) & (v <= hi)
-            return select_kth(work, m, rank - before)
-        before += n
-    none = np.empty(1, dtype=vals.dtype)  # not reached for rank < count; typed as the data
-    none[0] = np.nan
-    return none[0]
+    vals, start, pc, _, _, _, tot, below, _, _, short, edges, _ = part
+    nbt = bins[2] + 2
+    m_lo, m_hi, t_lo, t_hi = edges[0], edges[1], edges[2], edges[3]
+    typed = np.empty(1, dtype=vals.dtype)
+    typed[0] = np.nan
+    ncl = cells.shape[0]
+    r = rank
+    for i in range(ncl):
+        r += _below(part, bins, cells[i], lo, False, 0.0)[0]
+    low = 0  # kept values of the lower tail
+    mid_from = 0  # usable values below the middle
+    mid_to = 0
+    up_from = 0  # usable values up to the upper tail
+    for i in range(ncl):
+        c = cells[i]
+        low += pc[c, t_lo]
+        mid_from += below[c]
+        if m_hi >= m_lo:
+            mid_to += pc[c, m_hi + 1] - pc[c, m_lo]
+        up_from += np.int64(tot[c, 0]) - (pc[c, nbt] - pc[c, min(t_hi + 1, nbt)])
+    if r < low:
+        j, before = _kept_bucket(part, nbt, cells, 0, t_lo - 1, 0, r, 0)
+    elif m_hi >= m_lo and mid_from <= r < mid_from + mid_to:
+        j, before = _kept_bucket(part, nbt, cells, m_lo, m_hi, mid_from, r, m_lo)
+    elif t_hi + 1 < nbt and r >= up_from:
+        j, before = _kept_bucket(part, nbt, cells, t_hi + 1, nbt - 1, up_from, r, t_hi + 1)
+    else:
+        short[0] = True
+        return typed[0]
+    size = 0
+    for i in range(ncl):
+        size += pc[cells[i], j + 1] - pc[cells[i], j]
+    work = np.empty(size, dtype=vals.dtype)
+    m = 0
+    for i in range(ncl):
+        c = cells[i]
+        k = c * nbt + j
+        for t in range(start[k], start[k] + pc[c, j + 1] - pc[c, j]):
+            work[m] = vals[t]
+            m += 1
+    if not 0 <= r - before < m:  # not reached: the counts are exact
+        short[0] = True
+        return typed[0]
+    return select_kth(work, m, r - before)
 
 
 @njit(cache=True, nogil=True)
@@ -1139,103 +1321,140 @@ def _bucket_median(part, bins, cells, lo, hi):
 @njit(cache=True, nogil=True)
 def _bucket_minmax(part, bins, cells, lo, hi):
     """Smallest and largest values within ``[lo, hi]`` of some cells (inf, -inf if none)."""
-    vals, start, _, _, bmin, bmax = part
+    count, _, _ = _bucket_moments(part, bins, cells, lo, hi, 0.0)
+    if count <= 0:
+        return np.inf, -np.inf
+    return (float(_bucket_kth(part, bins, cells, lo, hi, 0)),
+            float(_bucket_kth(part, bins, cells, lo, hi, count - 1)))
+
+
+@njit(cache=True, nogil=True)
+def _bucket_gather(data, mask, use_mask, seg, lower, upper, part, bins, shift):
+    """Copy the values of every bucket marked in ``need`` to its place in ``vals``.
+
+    One more read of the cells that hold such a bucket (their sums are not taken
+    again); each bucket's values keep their row-major order. The buckets become kept
+    (``take``) and are no longer ``need``.
+    """
+    vals, start, _, _, _, _, _, _, take, need, _, edges, _ = part
     a, inv, nb = bins
+    nx = data.shape[1]
+    flat = data.reshape(data.size)
+    fmask = mask.reshape(mask.size)
     nbt = nb + 2
-    jl = _bucket(lo, a, inv, nb)
-    jh = _bucket(hi, a, inv, nb)
-    mn = np.inf
-    mx = -np.inf
-    for i in range(cells.shape[0]):
-        base = cells[i] * nbt
-        for j in range(jl, jh + 1):
-            k = base + j
-            if j == jl or j == jh:
-                lo_k, _ = _minmax_within(vals[start[k]:start[k + 1]], start[k + 1] - start[k],
-                                         lo, hi)
-            else:
-                lo_k = float(bmin[k])
-            if lo_k < np.inf:
-                mn = min(mn, lo_k)
-                break
-        for j in range(jh, jl - 1, -1):
-            k = base + j
-            if j == jl or j == jh:
-                _, hi_k = _minmax_within(vals[start[k]:start[k + 1]], start[k + 1] - start[k],
-                                         lo, hi)
-            else:
-                hi_k = float(bmax[k])
-            if hi_k > -np.inf:
-                mx = max(mx, hi_k)
-                break
-    return mn, mx
+    nk = start.shape[0] - 1
+    ncell = nk // nbt
+    busy = np.zeros(ncell, dtype=np.bool_)
+    for k in range(nk):
+        if need[k]:
+            busy[k // nbt] = True
+    pos = start[:nk].copy()
+    ids = np.empty(nx, dtype=np.int64)
+    keep = np.empty(nx, dtype=np.uint8)
+    for s in range(seg.shape[0]):
+        c = seg[s, 3]
+        if not busy[c]:
+            continue
+        p0 = seg[s, 0] * nx + seg[s, 1]
+        m = seg[s, 2] - seg[s, 1] + 1
+        src = flat[p0 : p0 + m]
+        good = fmask[p0 : p0 + m] if use_mask else fmask
+        _segment_pass(src, good, use_mask, lower, upper, a, inv, float(nb), shift, edges, ids,
+                      keep)
+        base = c * nbt
+        for i in range(m):
+            j = ids[i]
+            if j >= 0 and need[base + j]:
+                k = base + j
+                vals[pos[k]] = src[i]
+                pos[k] += 1
+    for k in range(nk):
+        if need[k]:
+            take[k] = True
+            need[k] = False
+
+
+@njit(cache=True, nogil=True)
+def _typed_below(typed, x):
+    """Return the largest value of ``typed``'s dtype ``<= x`` (``typed`` is scratch)."""
+    typed[0] = x
+    if typed[0] > x:
+        typed[0] = np.nextafter(typed[0], -np.inf)
+    return typed[0]
+
+
+@njit(cache=True, nogil=True)
+def _typed_above(typed, x):
+    """Return the smallest value of ``typed``'s dtype ``>= x`` (``typed`` is scratch)."""
+    typed[0] = x
+    if typed[0] < x:
+        typed[0] = np.nextafter(typed[0], np.inf)
+    return typed[0]
 
 
 @njit(cache=True, nogil=True)
 def _bucket_hist_counts(part, bins, cells, h0, top, upper, hinv, nbins):
-    """`_hist_counts` over some cells' buckets.
+    """`_hist_counts` over some cells' buckets (every bucket counted: ``counted``).
 
-    The bin index ``int(hinv * (v - h0))`` does not decrease with ``v``, so a bucket
-    whose smallest and largest values share a bin adds its count to that bin; only the
-    buckets that straddle a bin edge (or a limit) are read value by value.
+    The bin index ``int(hinv * (v - h0))`` (in the data's precision) does not decrease
+    with ``v``, so the values of a fine bucket whose edges (widened far beyond the
+    rounding of `_bucket`, then rounded outwards to the data's type) lie in one bin,
+    within ``[h0, top)`` and not above ``upper``, add their count to that bin in every
+    cell at once. The other buckets are read value by value when kept; the others are
+    marked ``need`` (for `_bucket_gather`) and counted in the bin of their middle, an
+    estimate `cell_stats` does not return.
     """
-    vals, start, _, _, bmin, bmax = part
+    vals, start, _, _, _, size, _, _, take, need, _, _, lim = part
     a, inv, nb = bins
     nbt = nb + 2
     j0 = _bucket(float(h0), a, inv, nb)
     j1 = _bucket(float(top), a, inv, nb)
+    typed = np.empty(1, dtype=vals.dtype)
+    w = 1.0 / inv if inv > 0.0 else 0.0
+    eps = 1e-9 * (abs(a) + (nb + 2) * w)
     counts = np.zeros(nbins, dtype=np.int64)
-    for i in range(cells.shape[0]):
-        base = cells[i] * nbt
-        for j in range(j0, j1 + 1):
-            k = base + j
-            if start[k + 1] == start[k]:
-                continue
-            if j0 < j < j1 and bmax[k] <= upper:  # all values in [h0, top) and <= upper
-                b = int(hinv * (bmin[k] - h0))
-                if b == int(hinv * (bmax[k] - h0)):
+    ncl = cells.shape[0]
+    for j in range(j0, j1 + 1):
+        x0 = a + (j - 1) * w - eps if j > 0 else lim[0]
+        x1 = a + j * w + eps if j <= nb else lim[1]
+        if inv > 0.0 and 1 <= j <= nb:
+            lo_v = _typed_below(typed, x0)
+            hi_v = _typed_above(typed, x1)
+            if lo_v >= h0 and hi_v < top and hi_v <= upper:
+                b = int(hinv * (lo_v - h0))
+                if b == int(hinv * (hi_v - h0)):
                     if b < nbins:
-                        counts[b] += start[k + 1] - start[k]
+                        for i in range(ncl):
+                            counts[b] += size[cells[i] * nbt + j]
                     continue
-            for t in range(start[k], start[k + 1]):
-                v = vals[t]
-                if v >= h0 and v < top and v <= upper:
-                    b = int(hinv * (v - h0))
-                    if b < nbins:
-                        counts[b] += 1
+        for i in range(ncl):
+            k = cells[i] * nbt + j
+            n = size[k]
+            if n == 0:
+                continue
+            if take[k]:
+                for t in range(start[k], start[k] + n):
+                    v = vals[t]
+                    if v >= h0 and v < top and v <= upper:
+                        b = int(hinv * (v - h0))
+                        if b < nbins:
+                            counts[b] += 1
+                continue
+            need[k] = True
+            typed[0] = 0.5 * (x0 + x1)
+            v = typed[0]
+            if v >= h0 and v < top and v <= upper:
+                b = int(hinv * (v - h0))
+                if b < nbins:
+                    counts[b] += n
     return counts
 
 
 @njit(cache=True, nogil=True)
-def cell_stats(data, mask, use_mask, spans, reg_off, whole, lower, upper, nclip, lsig, usig,
-               binwidth, code, out):
-    """Clipped statistic of every region (and of the whole image) through bucketed cells.
-
-    The same results as `region_stats` (the same pixels kept, the same median, mode and
-    midpt; sums in another order), for regions that overlap heavily.
-
-    Parameters
-    ----------
-    data, mask, use_mask, spans, reg_off, whole, lower, upper, nclip, lsig, usig, binwidth, code
-        As for `region_stats` (at most `MAX_CELL_REGIONS` regions).
-    out : ndarray, 1-D, data dtype
-        Scratch space for the values, at least ``data.size`` long (reused between calls:
-        fresh memory costs a page fault per 4 KiB on first touch).
-
-    Returns
-    -------
-    value : ndarray of float64, shape (R + whole,)
-        NaN where no pixel is usable.
-    npix : ndarray of int64
-        Pixels of the final clipping pass.
-    std : ndarray of float64
-        Their ddof=1 standard deviation.
-    """
-    ny, nx = data.shape
-    nreg = reg_off.shape[0] - 1
-    seg, keys = _cell_segments(spans, reg_off, ny, nx, whole)
+def _cell_queries(part, bins, shift, keys, nreg, whole, lower, upper, nclip, lsig, usig,
+                  binwidth, code):
+    """Every region's statistic from the buckets (the queries of `cell_stats`)."""
     ncell = keys.shape[0]
-    part, bins, shift = _bucket_partition(data, mask, use_mask, seg, ncell, lower, upper, out)
     nout = nreg + (1 if whole else 0)
     value = np.full(nout, np.nan)
     npix = np.zeros(nout, dtype=np.int64)
@@ -1266,6 +1485,66 @@ def cell_stats(data, mask, use_mask, spans, reg_off, whole, lower, upper, nclip,
             value[r] = _hist_stat(1, vals, 0, part, bins, cells, lo, hi, upper, std, binwidth,
                                   code == STAT_MIDPT)
     return value, npix, spread
+
+
+@njit(cache=True, nogil=True)
+def cell_stats(data, mask, use_mask, spans, reg_off, whole, lower, upper, nclip, lsig, usig,
+               binwidth, code, out):
+    """Clipped statistic of every region (and of the whole image) through bucketed cells.
+
+    The same results as `region_stats` (the same pixels kept, the same median, mode and
+    midpt; sums in another order), for regions that overlap heavily.
+
+    One read of the image takes every cell's count and sums and keeps the values of
+    its tail buckets, where clip bounds fall, and of a median's middle buckets
+    (`_bucket_histogram`). A moments pass of a region is then its cells' totals less
+    the kept values outside the bounds; a median a selection in the one kept bucket
+    that holds it. For a mode or midpt every bucket is counted too, and the buckets
+    that straddle a histogram bin edge are gathered by one more read
+    (`_bucket_gather`); the queries then run again. Should a query need values that
+    are not kept (a clip bound or a median in the unkept middle of the distribution:
+    unusual data), the image is read again keeping every value.
+
+    Parameters
+    ----------
+    data, mask, use_mask, spans, reg_off, whole, lower, upper, nclip, lsig, usig, binwidth, code
+        As for `region_stats` (at most `MAX_CELL_REGIONS` regions).
+    out : ndarray, 1-D, data dtype
+        Scratch space for the kept values, at least ``data.size`` long (reused between
+        calls: fresh memory costs a page fault per 4 KiB on first touch).
+
+    Returns
+    -------
+    value : ndarray of float64, shape (R + whole,)
+        NaN where no pixel is usable.
+    npix : ndarray of int64
+        Pixels of the final clipping pass.
+    std : ndarray of float64
+        Their ddof=1 standard deviation.
+    """
+    ny, nx = data.shape
+    nreg = reg_off.shape[0] - 1
+    seg, keys = _cell_segments(spans, reg_off, ny, nx, whole)
+    ncell = keys.shape[0]
+    hist = code == STAT_MODE or code == STAT_MIDPT
+    middle = code == STAT_MEDIAN or code == STAT_MIDPT
+    part, bins, shift = _bucket_histogram(data, mask, use_mask, seg, ncell, lower, upper, out,
+                                          hist, middle, False)
+    everything = bool(part[10][0])  # the tails overflowed their buffer
+    if everything:
+        part, bins, shift = _bucket_histogram(data, mask, use_mask, seg, ncell, lower, upper,
+                                              out, hist, middle, True)
+    while True:  # ends: each pass keeps or gathers buckets the one before did not have
+        value, npix, spread = _cell_queries(part, bins, shift, keys, nreg, whole, lower, upper,
+                                            nclip, lsig, usig, binwidth, code)
+        if part[10][0] and not everything:
+            everything = True
+            part, bins, shift = _bucket_histogram(data, mask, use_mask, seg, ncell, lower,
+                                                  upper, out, hist, middle, True)
+            continue
+        if not part[9].any():
+            return value, npix, spread
+        _bucket_gather(data, mask, use_mask, seg, lower, upper, part, bins, shift)
 
 
 def warmup() -> None:
