@@ -32,6 +32,7 @@ import math
 
 import numpy as np
 from numba import njit
+from numba.cpython.unsafe.numbers import trailing_zeros
 
 from .buffers import grow
 
@@ -1011,6 +1012,12 @@ def _segment_pass(src, good, use_mask, lower, upper, a, inv, fnb, shift, edges, 
     return n, s, q, below
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _first_set_byte(w):
+    """Index of the lowest non-zero byte of the non-zero uint64 ``w``."""
+    return trailing_zeros(w) >> 3
+
+
 @njit(cache=True, nogil=True)
 def _bucket_histogram(data, mask, use_mask, seg, ncell, lower, upper, out, counted, middle,
                       everything):
@@ -1105,13 +1112,16 @@ def _bucket_histogram(data, mask, use_mask, seg, ncell, lower, upper, out, count
         if ns + m > cap:  # too much in the tails for the buffer: keep everything instead
             overflow = True
             break
+        for i in range(m, 8 * ((m + 7) // 8)):
+            keep[i] = 0  # past the segment: flags of a longer one before
         for b in range((m + 7) // 8):
-            if keep8[b] != 0:
-                for i in range(8 * b, min(8 * b + 8, m)):
-                    if keep[i]:
-                        side_v[ns] = src[i]
-                        side_k[ns] = base + ids[i]
-                        ns += 1
+            w = keep8[b]  # eight flags of 0 or 1 (at bits 0, 8, ..., 56)
+            while w != 0:  # one pass per kept value, not per pixel
+                i = 8 * b + _first_set_byte(w)
+                side_v[ns] = src[i]
+                side_k[ns] = base + ids[i]
+                ns += 1
+                w &= w - np.uint64(1)
     take = np.zeros(nk + 1, dtype=np.bool_)  # the last slot: unusable pixels
     kept = np.zeros(nk + 1, dtype=np.int64)
     if overflow:  # nothing kept: `short` sends `cell_stats` to keep everything
@@ -1128,24 +1138,25 @@ def _bucket_histogram(data, mask, use_mask, seg, ncell, lower, upper, out, count
     for k in range(nk):
         start[k + 1] = start[k] + size[k]
     pos = start[:nk].copy()
+    s1 = np.zeros(nk + 1)
+    s2 = np.zeros(nk + 1)
     for t in range(ns):  # the kept values to their buckets, in row-major order
         k = side_k[t]
-        out[pos[k]] = side_v[t]
+        v = side_v[t]
+        out[pos[k]] = v
         pos[k] += 1
+        d = float(v) - shift  # float64 in pure Python too (NumPy 2 keeps float32 - float)
+        s1[k] += d
+        s2[k] += d * d
     pc = np.zeros((ncell, nbt + 1), dtype=np.int64)
     p1 = np.zeros((ncell, nbt + 1))
     p2 = np.zeros((ncell, nbt + 1))
     for c in range(ncell):
         for j in range(nbt):
             k = c * nbt + j
-            n = kept[k]
-            ds = 0.0
-            dq = 0.0
-            if n > 0:
-                n, ds, dq = _sums(out[start[k] : start[k] + n], n, lower, upper, shift)
-            pc[c, j + 1] = pc[c, j] + n
-            p1[c, j + 1] = p1[c, j] + ds
-            p2[c, j + 1] = p2[c, j] + dq
+            pc[c, j + 1] = pc[c, j] + kept[k]
+            p1[c, j + 1] = p1[c, j] + s1[k]
+            p2[c, j + 1] = p2[c, j] + s2[k]
     need = np.zeros(nk + 1, dtype=np.bool_)
     flags = np.zeros(1, dtype=np.bool_)
     flags[0] = overflow
