@@ -45,6 +45,10 @@ _NO_SPANS = np.zeros((0, 3), dtype=np.int64)
 #: 4.5 ms against 7.3 direct, mode 10.6 against 8.3; on dithers, 4.5 images: median
 #: 11 against 70, mode 28 against 76; `python -m benchmarks kernels`).
 _CELL_COVERAGE = {"mean": 0.0, "median": 0.0, "mode": 1.0, "midpt": 1.0}
+#: ...and when they hold at least this many pixels: below, the cells' fixed costs
+#: (their tables, the bucket placement) exceed the direct kernels' (two regions of
+#: 10^4 pixels: 0.46 ms against 0.05).
+_CELL_MIN_PIXELS = 1 << 16
 # Per-thread scratch memory, kept between calls: fresh memory costs a page fault per
 # 4 KiB on first touch (~30 ms for the 16 MB of a 2048x2048 image). See `_scratch`.
 _SCRATCH = threading.local()
@@ -286,6 +290,7 @@ def region_statistics(
         nreg < 2
         or nreg > _kernels.MAX_CELL_REGIONS
         or npix + (arr.size if whole else 0) < _CELL_COVERAGE[stat.statistic] * arr.size
+        or npix + (arr.size if whole else 0) < _CELL_MIN_PIXELS
     ):
         value, count, std = _kernels.region_stats(
             arr, mask_arg, good is not None, all_spans, reg_off, whole, lower, upper,

@@ -445,6 +445,7 @@ def test_region_statistics_equal_one_call_per_region(name, monkeypatch):
         )
         # bucketed cells: the same pixels, sums in another order
         monkeypatch.setattr(stats_mod, "_CELL_COVERAGE", dict.fromkeys(STATISTICS, 0.0))
+        monkeypatch.setattr(stats_mod, "_CELL_MIN_PIXELS", 0)
         whole, got = stats_mod.region_statistics(st, img, mask, regions, whole=True)
         for a, b in zip([whole, *got], [expect_whole, *expect], strict=True):
             assert a.npix == b.npix, trial
@@ -463,6 +464,9 @@ def test_region_statistics_pick_bucketed_cells_for_heavy_overlap(monkeypatch):
     calls = []
     real = kernels.cell_stats
     monkeypatch.setattr(kernels, "cell_stats", lambda *a: calls.append(1) or real(*a))
+    _, got = stats_mod.region_statistics(SkyStat("median", nclip=0), img, None, regions)
+    assert calls == [] and got == [(49.5, 100), (49.0, 90), (54.5, 90)]  # 290 pixels: direct
+    monkeypatch.setattr(stats_mod, "_CELL_MIN_PIXELS", 0)  # as if the image were large
     _, got = stats_mod.region_statistics(SkyStat("mode", nclip=0), img, None, regions)
     assert calls == [1]  # mode: 3 regions of ~1 image each: bucketed cells
     _, got = stats_mod.region_statistics(SkyStat("median", nclip=0), img, None, regions)
@@ -538,6 +542,7 @@ def test_bucketed_cells_equal_one_call_per_region_on_awkward_data(dtype, monkeyp
     regions = [_rect(0, 89, 0, 109), _rect(5, 80, 0, 100), _rect(10, 89, 20, 109),
                _rect(0, 44, 0, 54)]
     monkeypatch.setattr(stats_mod, "_CELL_COVERAGE", dict.fromkeys(STATISTICS, 0.0))
+    monkeypatch.setattr(stats_mod, "_CELL_MIN_PIXELS", 0)
     for name, img in _awkward_images(dtype):
         for stat in ("mean", "median", "mode", "midpt"):
             for nclip in (0, 3):
@@ -642,6 +647,7 @@ def test_bucketed_cells_read_the_tails_and_fall_back_to_every_value(name, monkey
         assert part[9].any() == (code >= 2 and not short)  # the histogram's straddlers
         st = SkyStat(name, nclip=5, lsigma=sigma, usigma=sigma)
         monkeypatch.setattr(stats_mod, "_CELL_COVERAGE", dict.fromkeys(STATISTICS, 0.0))
+        monkeypatch.setattr(stats_mod, "_CELL_MIN_PIXELS", 0)
         whole, got = stats_mod.region_statistics(st, img, None, regions, whole=True)
         monkeypatch.setattr(stats_mod, "_CELL_COVERAGE", dict.fromkeys(STATISTICS, np.inf))
         whole_d, expect = stats_mod.region_statistics(st, img, None, regions, whole=True)

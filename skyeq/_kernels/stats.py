@@ -1084,7 +1084,10 @@ def _bucket_histogram(data, mask, use_mask, seg, ncell, lower, upper, out, count
     tot = np.zeros((ncell, 3))
     below = np.zeros(ncell, dtype=np.int64)
     cnt = np.zeros(nk + 1, dtype=np.int64)
-    cap = data.size if everything else max(4 * nx, data.size // 4, min(data.size, 1 << 16))
+    npx = 0
+    for s in range(seg.shape[0]):
+        npx += seg[s, 2] - seg[s, 1] + 1
+    cap = npx if everything else min(npx, max(4 * nx, npx // 4, 1 << 16))
     side_v = np.empty(cap, dtype=data.dtype)
     side_k = np.empty(cap, dtype=np.int32)
     ns = 0
