@@ -9,7 +9,8 @@ One process runs every case in turn; each case generates its inputs once and giv
 the same arrays (or files) to skyeq and to stcal. The measurements are those of the
 case scripts, imported and called, not re-implemented:
 
-* in-memory mosaics (``bench_match``): ``6x6`` tiles, ``dithers8``, ``dithers32``
+* in-memory mosaics (``bench_match``): ``6x6`` tiles, ``dithers8``, ``dithers16``,
+  ``dithers32``
   (``synthetic.dithers(32, shape=(2048, 2048), noise=(1.0, 2.0), seed=32)``),
   ``realwcs`` (6 dithers of the NIRCam gwcs) and ``nircam`` (a NIRCam-like grouped set:
   9 pointings on a 3x3 grid overlapping by about 10 %, 4 dithered exposures each, every
@@ -74,6 +75,7 @@ MB_PER_IMAGE = SHAPE[0] * SHAPE[1] * 4 / 1e6  # float32 2048x2048
 LABELS = {
     "6x6": "6x6 tiles, 10 % overlap",
     "dithers8": "8 dithers",
+    "dithers16": "16 dithers",
     "dithers32": "32 dithers",
     "realwcs": "6 dithers, NIRCam gwcs",
     "nircam": "NIRCam-like: 9 pointings x 4 dithers x 8 detectors (36 groups)",
@@ -81,8 +83,8 @@ LABELS = {
     "scale300": "tiles x 2 dithers from FITS",
     "scale1000": "tiles x 2 dithers from FITS",
 }
-FULL = ["6x6", "dithers8", "dithers32", "realwcs", "nircam", "scale100", "scale300",
-        "scale1000"]
+FULL = ["6x6", "dithers8", "dithers16", "dithers32", "realwcs", "nircam", "scale100",
+        "scale300", "scale1000"]
 QUICK = ["6x6", "dithers8", "realwcs", "scale100", "scale300"]
 QUICK_NO_STCAL = {"scale100", "scale300"}
 NIRCAM_POINTINGS, NIRCAM_DITHERS, NIRCAM_DETECTORS = 9, 4, (2, 4)
@@ -228,10 +230,12 @@ def measure_memory_case(case: str, args: argparse.Namespace, done: dict[str, dic
         return bench_match.run_stcal(m, "median", groups=groups, memory_run=False)
 
     predicted, basis = None, ""
-    if case == "dithers32" and done.get("dithers8", {}).get("stcal_s") is not None:
+    n_dithers = {"dithers16": 16, "dithers32": 32}.get(case)
+    if n_dithers and done.get("dithers8", {}).get("stcal_s") is not None:
         t8 = done["dithers8"]["stcal_s"]
-        predicted = t8 * (32 / 8) ** 2
-        basis = f"t(dithers8) * (32/8)**2 = {t8:.1f} * 16 = {predicted:.0f} s"
+        predicted = t8 * (n_dithers / 8) ** 2
+        basis = (f"t(dithers8) * ({n_dithers}/8)**2 = {t8:.1f} * {(n_dithers / 8) ** 2:.0f} "
+                 f"= {predicted:.0f} s")
     if case == "nircam":  # predicted from stcal on the first pointing: 4 groups, 32 images
         first = NIRCAM_DITHERS * NIRCAM_DETECTORS[0] * NIRCAM_DETECTORS[1]
         sub = _subset(m, first)
