@@ -357,6 +357,8 @@ def measure_phases(img: np.ndarray, regions: list[np.ndarray], args: argparse.Na
     ny, nx = img.shape
     spans, off = _concat(regions)
     scratch = np.empty(img.size + 1, dtype=img.dtype)
+    kept_v = np.empty(img.size // 4 + 1, dtype=img.dtype)
+    kept_k = np.empty(img.size // 4 + 1, dtype=np.int32)
     seg, keys = kstats._cell_segments(spans, off, ny, nx, False)
     ncell = keys.shape[0]
     print(f"  dithers: {len(seg)} segments in {ncell} cells", flush=True)
@@ -368,13 +370,13 @@ def measure_phases(img: np.ndarray, regions: list[np.ndarray], args: argparse.Na
     for name, code in CODES.items():
         flags = (name in ("mode", "midpt"), name in ("median", "midpt"), False)
         part, _, _ = kstats._bucket_histogram(img, NO_MASK, False, seg, ncell, -BIG, BIG,
-                                              scratch, *flags)
+                                              scratch, kept_v, kept_k, *flags)
         kept[name] = int(part[2][:, -1].sum())
         calls["read " + name] = lambda flags=flags: kstats._bucket_histogram(
-            img, NO_MASK, False, seg, ncell, -BIG, BIG, scratch, *flags)
+            img, NO_MASK, False, seg, ncell, -BIG, BIG, scratch, kept_v, kept_k, *flags)
         calls[name] = lambda code=code: kstats.cell_stats(
             img, NO_MASK, False, spans, off, False, -BIG, BIG, args.nclip, 4.0, 4.0, 0.1,
-            code, scratch)
+            code, scratch, kept_v, kept_k)
     times: dict[str, list[float]] = {k: [] for k in calls}
     for r in range(args.repeat + 1):
         for key, call in calls.items():

@@ -298,9 +298,11 @@ def region_statistics(
         )
     else:
         scratch = _scratch("cells", arr.size, arr.dtype)
+        kept = _scratch("cells_kept", arr.size // 4 + 1, arr.dtype)
+        slots = _scratch("cells_kept_slots", arr.size // 4 + 1, np.int32)
         value, count, std = _kernels.cell_stats(
             arr, mask_arg, good is not None, all_spans, reg_off, whole, lower, upper,
-            stat.nclip, stat.lsigma, stat.usigma, stat.binwidth, code, scratch,
+            stat.nclip, stat.lsigma, stat.usigma, stat.binwidth, code, scratch, kept, slots,
         )
     out = [SkyValue(math.ldexp(float(v), -k), int(c)) for v, c in zip(value, count, strict=True)]
     result = (out[nreg] if whole else None), out[:nreg]

@@ -576,10 +576,11 @@ def test_bucket_histogram_pure_python_matches_the_compiled_kernel():
     assert keys.tolist() == [1, 3]
     for counted, middle, everything in ((False, True, False), (True, False, True)):
         args = (img, np.zeros((0, 0), bool), False, seg, 2, -3e38, 3e38)  # float32-safe
+        side = (np.empty(10, np.float32), np.empty(10, np.int32))  # short: replaced
         part, bins, shift = kern._bucket_histogram(*args, np.empty(img.size, np.float32),
-                                                   counted, middle, everything)
+                                                   *side, counted, middle, everything)
         part_py, bins_py, shift_py = kern._bucket_histogram.py_func(
-            *args, np.empty(img.size, np.float32), counted, middle, everything)
+            *args, np.empty(img.size, np.float32), *side, counted, middle, everything)
         assert bins == bins_py and shift == shift_py
         vals, start, pc, _, _, _, tot, _, take = part[:9]
         for got, expect in zip(part[1:], part_py[1:], strict=True):
@@ -639,7 +640,8 @@ def test_bucketed_cells_read_the_tails_and_fall_back_to_every_value(name, monkey
     for sigma, short in ((4.0, False), (1.0, True)):
         part, bins, shift = kern._bucket_histogram(
             img, np.zeros((0, 0), bool), False, seg, keys.size, -big, big,
-            np.empty(img.size, np.float32), code >= 2, code in (1, 3), False)
+            np.empty(img.size, np.float32), np.empty(img.size // 4, np.float32),
+            np.empty(img.size // 4, np.int32), code >= 2, code in (1, 3), False)
         assert part[2][:, -1].sum() < 0.1 * img.size
         kern._cell_queries(part, bins, shift, keys, 3, True, -big, big, 5, sigma, sigma, 0.1,
                            code)

@@ -811,8 +811,8 @@ _BUCKET_SAMPLE = 16384
 _BUCKET_REACH = 8.0
 #: Most fine buckets per cell (2048 over +-10.8 sigma: a few thousand values in the
 #: fullest bucket of a 2048x2048 image); fewer for small images (one per ~512 values).
-#: Measured on six 2048x2048 dithers: 512 to 2048 buckets cost the same, 4096 ~10 %
-#: more (the scatter then writes to too many places at once).
+#: (When every value was scattered into its bucket, 512 to 2048 buckets cost the same on
+#: six 2048x2048 dithers, 4096 ~10 % more.)
 _BUCKETS_MAX = 2048
 
 
@@ -1019,8 +1019,8 @@ def _first_set_byte(w):
 
 
 @njit(cache=True, nogil=True)
-def _bucket_histogram(data, mask, use_mask, seg, ncell, lower, upper, out, counted, middle,
-                      everything):
+def _bucket_histogram(data, mask, use_mask, seg, ncell, lower, upper, out, side_v, side_k,
+                      counted, middle, everything):
     """Read the image once: every cell's sums, and the values of its tail buckets.
 
     Parameters
@@ -1035,6 +1035,10 @@ def _bucket_histogram(data, mask, use_mask, seg, ncell, lower, upper, out, count
         Finite inclusive bounds on usable values (NaN and inf are never usable).
     out : ndarray, 1-D, data dtype
         Where the kept values go, by bucket: at least as long as the segments' pixels.
+    side_v, side_k : ndarray, 1-D, data dtype and int32
+        Scratch for the kept values and their bucket slots in reading order (replaced by
+        fresh arrays when shorter than a quarter of the segments' pixels, or than all of
+        them with ``everything``).
     counted : bool
         Also count every bucket (the histograms of the mode and midpt need them).
     middle : bool
@@ -1088,8 +1092,9 @@ def _bucket_histogram(data, mask, use_mask, seg, ncell, lower, upper, out, count
     for s in range(seg.shape[0]):
         npx += seg[s, 2] - seg[s, 1] + 1
     cap = npx if everything else min(npx, max(4 * nx, npx // 4, 1 << 16))
-    side_v = np.empty(cap, dtype=data.dtype)
-    side_k = np.empty(cap, dtype=np.int32)
+    if side_v.shape[0] < cap or side_k.shape[0] < cap:
+        side_v = np.empty(cap, dtype=data.dtype)
+        side_k = np.empty(cap, dtype=np.int32)
     ns = 0
     overflow = False
     edges = np.array([m_lo, m_hi, t_lo, t_hi], dtype=np.int64)
@@ -1503,7 +1508,7 @@ def _cell_queries(part, bins, shift, keys, nreg, whole, lower, upper, nclip, lsi
 
 @njit(cache=True, nogil=True)
 def cell_stats(data, mask, use_mask, spans, reg_off, whole, lower, upper, nclip, lsig, usig,
-               binwidth, code, out):
+               binwidth, code, out, side_v, side_k):
     """Clipped statistic of every region (and of the whole image) through bucketed cells.
 
     The same results as `region_stats` (the same pixels kept, the same median, mode and
@@ -1526,6 +1531,9 @@ def cell_stats(data, mask, use_mask, spans, reg_off, whole, lower, upper, nclip,
     out : ndarray, 1-D, data dtype
         Scratch space for the kept values, at least ``data.size`` long (reused between
         calls: fresh memory costs a page fault per 4 KiB on first touch).
+    side_v, side_k : ndarray, 1-D, data dtype and int32
+        Scratch for the values as they are read and their buckets, best a quarter of
+        ``data.size`` long (see `_bucket_histogram`).
 
     Returns
     -------
@@ -1543,18 +1551,19 @@ def cell_stats(data, mask, use_mask, spans, reg_off, whole, lower, upper, nclip,
     hist = code == STAT_MODE or code == STAT_MIDPT
     middle = code == STAT_MEDIAN or code == STAT_MIDPT
     part, bins, shift = _bucket_histogram(data, mask, use_mask, seg, ncell, lower, upper, out,
-                                          hist, middle, False)
+                                          side_v, side_k, hist, middle, False)
     everything = bool(part[10][0])  # the tails overflowed their buffer
     if everything:
         part, bins, shift = _bucket_histogram(data, mask, use_mask, seg, ncell, lower, upper,
-                                              out, hist, middle, True)
+                                              out, side_v, side_k, hist, middle, True)
     while True:  # ends: each pass keeps or gathers buckets the one before did not have
         value, npix, spread = _cell_queries(part, bins, shift, keys, nreg, whole, lower, upper,
                                             nclip, lsig, usig, binwidth, code)
         if part[10][0] and not everything:
             everything = True
             part, bins, shift = _bucket_histogram(data, mask, use_mask, seg, ncell, lower,
-                                                  upper, out, hist, middle, True)
+                                                  upper, out, side_v, side_k, hist, middle,
+                                                  True)
             continue
         if not part[9].any():
             return value, npix, spread
@@ -1581,4 +1590,4 @@ def warmup() -> None:
             out = np.empty(data.size, dtype=dtype)
             for code in (STAT_MEAN, STAT_MEDIAN, STAT_MODE, STAT_MIDPT):
                 cell_stats(data, m, use, two, off, True, -1e300, 1e300, 2, 3.0, 3.0, 0.1, code,
-                           out)
+                           out, np.empty(3, dtype=dtype), np.empty(3, dtype=np.int32))
