@@ -59,7 +59,7 @@ import numpy as np
 
 from skyeq import SkyStat, _kernels
 from skyeq._kernels import stats as kstats
-from skyeq.stats import _CELL_COVERAGE, region_statistics
+from skyeq.stats import _takes_cells, region_statistics
 
 from ._common import environment, markdown_table, timeit
 
@@ -248,8 +248,8 @@ class Layout:
         """Return the path ``region_statistics`` takes for statistic ``name`` here."""
         if self.path != "auto":
             return self.path.replace("-forced", "")
-        cover = sum(self.region_pixels(shape)) / (shape[0] * shape[1])
-        use = len(self.regions or ()) >= 2 and cover >= _CELL_COVERAGE[name]
+        use = _takes_cells(name, len(self.regions or ()), sum(self.region_pixels(shape)),
+                           shape[0] * shape[1])
         return "cells" if use else "direct"
 
     def region_pixels(self, shape: tuple[int, int]) -> list[int]:

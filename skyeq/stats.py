@@ -227,6 +227,16 @@ class SkyStat:
         return lower, upper
 
 
+def _takes_cells(statistic: str, nreg: int, npix: int, size: int) -> bool:
+    """Whether `region_statistics` measures ``nreg`` regions on the bucketed cells.
+
+    ``npix``: the regions' pixels added up (the whole image's too when it is measured);
+    ``size``: the image's pixels. See `_CELL_COVERAGE` and `_CELL_MIN_PIXELS`.
+    """
+    return (2 <= nreg <= _kernels.MAX_CELL_REGIONS and npix >= _CELL_MIN_PIXELS
+            and npix >= _CELL_COVERAGE[statistic] * size)
+
+
 def region_statistics(
     stat: SkyStat,
     data: np.ndarray,
@@ -286,12 +296,7 @@ def region_statistics(
     all_spans = np.concatenate(spans) if nreg else _NO_SPANS
     mask_arg = _NO_MASK if good is None else good
     code = _CODES[stat.statistic]
-    if (
-        nreg < 2
-        or nreg > _kernels.MAX_CELL_REGIONS
-        or npix + (arr.size if whole else 0) < _CELL_COVERAGE[stat.statistic] * arr.size
-        or npix + (arr.size if whole else 0) < _CELL_MIN_PIXELS
-    ):
+    if not _takes_cells(stat.statistic, nreg, npix + (arr.size if whole else 0), arr.size):
         value, count, std = _kernels.region_stats(
             arr, mask_arg, good is not None, all_spans, reg_off, whole, lower, upper,
             stat.nclip, stat.lsigma, stat.usigma, stat.binwidth, code,

@@ -897,13 +897,19 @@ def _cell_segments(spans, reg_off, ny, nx, with_rest):
 
 @njit(cache=True, nogil=True, inline="always")
 def _bucket(v, a, inv, nb):
-    """Bucket of value ``v``: 0 below ``a``, 1..nb fine, nb + 1 above (monotone in ``v``)."""
+    """Bucket of value ``v``: 0 below ``a``, 1..nb fine, nb + 1 above (monotone in ``v``).
+
+    Written without branches (a select and a clamp), so that the loops calling it
+    vectorise.
+    """
     t = (v - a) * inv
-    if t < 0.0:
-        return 0
-    if t >= nb:
-        return nb + 1
-    return 1 + int(t)
+    return 0 if t < 0.0 else 1 + np.int64(min(t, float(nb)))
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _is_kept(j, edges):
+    """Whether `_bucket_histogram` keeps the values of bucket ``j`` (see its ``edges``)."""
+    return (j < edges[2]) | (j > edges[3]) | ((j >= edges[0]) & (j <= edges[1]))
 
 
 @njit(cache=True, nogil=True)
@@ -980,7 +986,7 @@ _MIDDLE_REACH = 0.03125
 
 
 @njit(cache=True, nogil=True, fastmath=_REASSOC)
-def _segment_pass(src, good, use_mask, lower, upper, a, inv, fnb, shift, edges, ids, keep):
+def _segment_pass(src, good, use_mask, lower, upper, a, inv, nb, shift, edges, ids, keep):
     """Bucket of every value of one segment (-1 if unusable), and the segment's sums.
 
     One vectorised loop over a 1-D slice (indexing the 2-D image pixel by pixel was 6x
@@ -990,20 +996,19 @@ def _segment_pass(src, good, use_mask, lower, upper, a, inv, fnb, shift, edges, 
     values, the sums of ``v - shift`` and of its square, and the count of usable
     values in buckets below the middle.
     """
-    m_lo, m_hi, t_lo, t_hi = edges[0], edges[1], edges[2], edges[3]
+    m_lo = edges[0]
     n = 0
     below = 0
     s = 0.0
     q = 0.0
     for i in range(src.shape[0]):
         v = src[i]
-        t = (v - a) * inv
-        j = 0 if t < 0.0 else 1 + np.int64(min(t, fnb))  # `_bucket`, without branches
+        j = _bucket(v, a, inv, nb)
         ok = (v >= lower) & (v <= upper)
         if use_mask:
             ok = ok & good[i]
         ids[i] = j if ok else -1
-        keep[i] = ok & ((j < t_lo) | (j > t_hi) | ((j >= m_lo) & (j <= m_hi)))
+        keep[i] = ok & _is_kept(j, edges)
         d = (v - shift) if ok else 0.0
         n += ok
         below += ok & (j < m_lo)
@@ -1072,7 +1077,6 @@ def _bucket_histogram(data, mask, use_mask, seg, ncell, lower, upper, out, side_
     fmask = mask.reshape(mask.size)
     nbt = nb + 2
     nk = ncell * nbt
-    fnb = float(nb)
     everything = everything or inv == 0.0  # no spread: one bucket
     per_iqr = nb / (2.0 * _BUCKET_REACH)
     if everything:
@@ -1108,7 +1112,7 @@ def _bucket_histogram(data, mask, use_mask, seg, ncell, lower, upper, out, side_
         good = fmask[p0 : p0 + m] if use_mask else fmask
         c = seg[s, 3]
         base = c * nbt
-        n, sd, sq, nbelow = _segment_pass(src, good, use_mask, lower, upper, a, inv, fnb,
+        n, sd, sq, nbelow = _segment_pass(src, good, use_mask, lower, upper, a, inv, nb,
                                           shift, edges, ids, keep)
         tot[c, 0] += n
         tot[c, 1] += sd
@@ -1136,7 +1140,7 @@ def _bucket_histogram(data, mask, use_mask, seg, ncell, lower, upper, out, side_
         ns = 0
     else:
         for j in range(nbt):
-            if j < t_lo or j > t_hi or (j >= m_lo and j <= m_hi):
+            if _is_kept(j, edges):
                 for c in range(ncell):
                     take[c * nbt + j] = True
         for t in range(ns):
@@ -1378,8 +1382,7 @@ def _bucket_gather(data, mask, use_mask, seg, lower, upper, part, bins, shift):
         m = seg[s, 2] - seg[s, 1] + 1
         src = flat[p0 : p0 + m]
         good = fmask[p0 : p0 + m] if use_mask else fmask
-        _segment_pass(src, good, use_mask, lower, upper, a, inv, float(nb), shift, edges, ids,
-                      keep)
+        _segment_pass(src, good, use_mask, lower, upper, a, inv, nb, shift, edges, ids, keep)
         base = c * nbt
         for i in range(m):
             j = ids[i]
