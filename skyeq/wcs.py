@@ -217,6 +217,9 @@ class _ForwardFit:
         Chebyshev coefficients of ``(x, y)`` in the scaled gnomonic coordinates.
     error : float
         Largest error of ``fwd`` on the validation points, in pixels.
+    newton : ndarray, shape (6, degree + 1, degree + 1)
+        ``fwd`` and its derivatives per pixel (`_newton_series`), built with the fit
+        so that `inverse` does not rebuild them on every call.
     """
 
     centre: np.ndarray
@@ -228,6 +231,7 @@ class _ForwardFit:
     fwd: np.ndarray
     inv: np.ndarray
     error: float
+    newton: np.ndarray
 
     @classmethod
     def fit(
@@ -286,11 +290,11 @@ class _ForwardFit:
                 break
         back = _chebyshev_terms((a - sky[0]) / sky[1], (b - sky[2]) / sky[3], degree)
         icoef = np.linalg.lstsq(back[fitted], np.column_stack((x, y))[fitted], rcond=None)[0]
+        fwd = np.stack([_as_matrix(coef[:, k], degree) for k in (0, 1)])
         return cls(
-            centre, east, north, pix, sky, degree,
-            np.stack([_as_matrix(coef[:, k], degree) for k in (0, 1)]),
+            centre, east, north, pix, sky, degree, fwd,
             np.stack([_as_matrix(icoef[:, k], degree) for k in (0, 1)]),
-            error,
+            error, _newton_series(fwd, pix),
         )
 
     def gnomonic(self, ra: np.ndarray, dec: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -342,26 +346,16 @@ class _ForwardFit:
         x, y : ndarray
             Pixel positions (NaN behind the tangent plane or without convergence).
         """
-        der = np.polynomial.chebyshev.chebder
         a, b = self.gnomonic(ra, dec)
         x, y = self.guess(a, b)
         x0, hx, y0, hy = self.pix
-        pad = np.zeros((self.degree + 1, self.degree + 1))
-        # the two coordinates and their derivatives along x and y, evaluated together
-        stack = [self.fwd[0], self.fwd[1]]
-        for c in self.fwd:
-            du, dv = pad.copy(), pad.copy()
-            du[:-1, :] = der(c, axis=0) / hx
-            dv[:, :-1] = der(c, axis=1) / hy
-            stack += [du, dv]
-        coef = np.stack(stack)
         active = np.flatnonzero(np.isfinite(x) & np.isfinite(y))
         bad = np.ones(len(x), dtype=bool)
         bad[active] = False
         for _ in range(_NEWTON_MAXITER):
             if active.size == 0:
                 break
-            f = _cheb_eval((x[active] - x0) / hx, (y[active] - y0) / hy, coef)
+            f = _cheb_eval((x[active] - x0) / hx, (y[active] - y0) / hy, self.newton)
             r1, r2 = f[0] - a[active], f[1] - b[active]
             j11, j12, j21, j22 = f[2], f[3], f[4], f[5]
             with np.errstate(divide="ignore", invalid="ignore"):
@@ -381,6 +375,44 @@ class _ForwardFit:
         return x, y
 
 
+def _newton_series(fwd: np.ndarray, pix: tuple[float, float, float, float]) -> np.ndarray:
+    """Coefficients of the two fitted coordinates and their pixel derivatives, stacked.
+
+    Parameters
+    ----------
+    fwd : ndarray, shape (2, d + 1, d + 1)
+        Chebyshev coefficients of the gnomonic coordinates in the scaled pixels.
+    pix : tuple of float
+        ``(x0, hx, y0, hy)``, the pixel scaling of `_ForwardFit`.
+
+    Returns
+    -------
+    ndarray, shape (6, d + 1, d + 1)
+        ``a``, ``b``, ``da/dx``, ``da/dy``, ``db/dx``, ``db/dy`` (per pixel): what a
+        Newton step evaluates, in one `_cheb_eval`.
+    """
+    der = np.polynomial.chebyshev.chebder
+    _, hx, _, hy = pix
+    stack = [fwd[0], fwd[1]]
+    for c in fwd:
+        du, dv = np.zeros_like(c), np.zeros_like(c)
+        du[:-1, :] = der(c, axis=0) / hx
+        dv[:, :-1] = der(c, axis=1) / hy
+        stack += [du, dv]
+    return np.stack(stack)
+
+
+def _chebyshev_rows(u: np.ndarray, degree: int) -> np.ndarray:
+    """``T_0(u) ... T_degree(u)`` as rows (the three-term recurrence)."""
+    t = np.empty((degree + 1, len(u)))
+    t[0] = 1.0
+    if degree > 0:
+        t[1] = u
+    for i in range(2, degree + 1):
+        t[i] = 2.0 * u * t[i - 1] - t[i - 2]
+    return t
+
+
 def _cheb_eval(u: np.ndarray, v: np.ndarray, coef: np.ndarray) -> np.ndarray:
     """Evaluate several 2-D Chebyshev series at the same points.
 
@@ -396,10 +428,12 @@ def _cheb_eval(u: np.ndarray, v: np.ndarray, coef: np.ndarray) -> np.ndarray:
     ndarray, shape (k, len(u))
         The series' values.
     """
-    d = coef.shape[1] - 1
-    tu = np.polynomial.chebyshev.chebvander(u, d)
-    tv = np.polynomial.chebyshev.chebvander(v, d)
-    return (np.einsum("kij,nj->kni", coef, tv) * tu[None]).sum(axis=2)
+    k, n1 = coef.shape[0], coef.shape[1]
+    tu = _chebyshev_rows(u, n1 - 1)
+    tv = _chebyshev_rows(v, n1 - 1)
+    # one matrix product sums over j for every (series, i); then the sum over i
+    inner = (coef.reshape(k * n1, n1) @ tv).reshape(k, n1, len(u))
+    return (inner * tu[None]).sum(axis=1)
 
 
 # --------------------------------------------------------------------------------------
