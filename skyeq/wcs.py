@@ -147,6 +147,17 @@ def _tangent_basis(t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 # --------------------------------------------------------------------------------------
 
 
+def _chebyshev_rows(u: np.ndarray, degree: int) -> np.ndarray:
+    """``T_0(u) ... T_degree(u)`` as rows (the three-term recurrence)."""
+    t = np.empty((degree + 1, len(u)))
+    t[0] = 1.0
+    if degree > 0:
+        t[1] = u
+    for i in range(2, degree + 1):
+        t[i] = 2.0 * u * t[i - 1] - t[i - 2]
+    return t
+
+
 def _chebyshev_terms(u: np.ndarray, v: np.ndarray, degree: int) -> np.ndarray:
     """Products ``T_i(u) T_j(v)`` of Chebyshev polynomials with ``i + j <= degree``.
 
@@ -162,17 +173,32 @@ def _chebyshev_terms(u: np.ndarray, v: np.ndarray, degree: int) -> np.ndarray:
     ndarray, shape (m, (degree + 1) * (degree + 2) / 2)
         The design matrix, columns in the order of `_term_index`.
     """
-    tu = np.polynomial.chebyshev.chebvander(u, degree)
-    tv = np.polynomial.chebyshev.chebvander(v, degree)
     i, j = _term_index(degree)
-    return tu[:, i] * tv[:, j]
+    return (_chebyshev_rows(u, degree)[i] * _chebyshev_rows(v, degree)[j]).T
 
 
+@functools.lru_cache(maxsize=16)
 def _term_index(degree: int) -> tuple[np.ndarray, np.ndarray]:
-    """Degrees ``(i, j)`` of the terms of `_chebyshev_terms`."""
+    """Degrees ``(i, j)`` of the terms of `_chebyshev_terms` (read-only, shared)."""
     i, j = np.meshgrid(np.arange(degree + 1), np.arange(degree + 1), indexing="ij")
     keep = (i + j <= degree).ravel()
-    return i.ravel()[keep], j.ravel()[keep]
+    i, j = i.ravel()[keep], j.ravel()[keep]
+    i.setflags(write=False)
+    j.setflags(write=False)
+    return i, j
+
+
+@functools.lru_cache(maxsize=16)
+def _derivative_matrix(degree: int) -> np.ndarray:
+    """``D`` such that ``D @ c`` differentiates Chebyshev coefficients ``c`` along axis 0.
+
+    Square (``degree + 1``), its last row zero, read-only and shared: ``c @ D.T``
+    differentiates along axis 1.
+    """
+    d = np.zeros((degree + 1, degree + 1))
+    d[:-1] = np.polynomial.chebyshev.chebder(np.eye(degree + 1), axis=0)
+    d.setflags(write=False)
+    return d
 
 
 def _as_matrix(coef: np.ndarray, degree: int) -> np.ndarray:
@@ -391,26 +417,12 @@ def _newton_series(fwd: np.ndarray, pix: tuple[float, float, float, float]) -> n
         ``a``, ``b``, ``da/dx``, ``da/dy``, ``db/dx``, ``db/dy`` (per pixel): what a
         Newton step evaluates, in one `_cheb_eval`.
     """
-    der = np.polynomial.chebyshev.chebder
+    d = _derivative_matrix(fwd.shape[1] - 1)
     _, hx, _, hy = pix
     stack = [fwd[0], fwd[1]]
     for c in fwd:
-        du, dv = np.zeros_like(c), np.zeros_like(c)
-        du[:-1, :] = der(c, axis=0) / hx
-        dv[:, :-1] = der(c, axis=1) / hy
-        stack += [du, dv]
+        stack += [d @ c / hx, c @ d.T / hy]
     return np.stack(stack)
-
-
-def _chebyshev_rows(u: np.ndarray, degree: int) -> np.ndarray:
-    """``T_0(u) ... T_degree(u)`` as rows (the three-term recurrence)."""
-    t = np.empty((degree + 1, len(u)))
-    t[0] = 1.0
-    if degree > 0:
-        t[1] = u
-    for i in range(2, degree + 1):
-        t[i] = 2.0 * u * t[i - 1] - t[i - 2]
-    return t
 
 
 def _cheb_eval(u: np.ndarray, v: np.ndarray, coef: np.ndarray) -> np.ndarray:
