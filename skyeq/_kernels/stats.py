@@ -244,24 +244,26 @@ def _first_within(buf, n, lo, hi):
 
 
 @njit(cache=True, nogil=True)
-def _moments_of(kind, buf, n, part, bins, cells, lo, hi, shift):
-    """One moments pass: over ``buf[:n]`` (``kind`` 0) or over bucketed cells (``kind`` 1)."""
-    if kind == 0:
+def _moments_of(buf, n, part, bins, cells, lo, hi, shift):
+    """One moments pass: over ``buf[:n]`` (``part`` None) or over bucketed cells."""
+    if part is None:
         return moments(buf, n, lo, hi, shift)
     return _bucket_moments(part, bins, cells, lo, hi, shift)
 
 
 @njit(cache=True, nogil=True)
-def _clip(kind, buf, n, part, bins, cells, shift0, lower, upper, nclip, lsig, usig):
+def _clip(buf, n, part, bins, cells, shift0, lower, upper, nclip, lsig, usig):
     """Run the clipping loop of `clip_moments` over a buffer or over sorted cells.
 
-    ``kind`` 0 reads ``buf[:n]`` (the cell arguments are placeholders); ``kind`` 1 reads
-    the cells ``cells`` of a bucket partition (`_bucket_histogram`, sums shifted by
-    ``shift0``; ``buf`` and ``n`` are placeholders).
+    With ``part`` None it reads ``buf[:n]`` (``bins``, ``cells`` and ``shift0`` are
+    ignored); otherwise the cells ``cells`` of a bucket partition (`_bucket_histogram`,
+    sums shifted by ``shift0``; ``buf`` and ``n`` are ignored). numba prunes the
+    ``part is None`` branches when it compiles each kind, so that the direct kernels do
+    not compile the bucket queries, nor these the direct ones.
     """
     lo = lower
     hi = upper
-    if kind == 0:
+    if part is None:
         if n == 0:
             return 0, np.nan, np.nan, lo, hi
         shift = _first_within(buf, n, lo, hi)
@@ -269,8 +271,8 @@ def _clip(kind, buf, n, part, bins, cells, shift0, lower, upper, nclip, lsig, us
             return 0, np.nan, np.nan, lo, hi
     else:
         shift = shift0
-    count, mean, std = _moments_of(kind, buf, n, part, bins, cells, lo, hi, shift)
-    if kind == 0:
+    count, mean, std = _moments_of(buf, n, part, bins, cells, lo, hi, shift)
+    if part is None:
         shift = mean
     prev_count = -1
     prev_mean = np.nan
@@ -291,7 +293,7 @@ def _clip(kind, buf, n, part, bins, cells, shift0, lower, upper, nclip, lsig, us
         prev_count = count
         prev_mean = mean
         prev_std = std
-        count, mean, std = _moments_of(kind, buf, n, part, bins, cells, lo, hi, shift)
+        count, mean, std = _moments_of(buf, n, part, bins, cells, lo, hi, shift)
     return count, mean, std, lo, hi
 
 
@@ -313,20 +315,7 @@ def clip_moments(buf, n, lower, upper, nclip, lsig, usig):
     lo, hi : float
         The bounds that final pass used.
     """
-    part, bins, cells = _no_cells(buf)
-    return _clip(0, buf, n, part, bins, cells, 0.0, lower, upper, nclip, lsig, usig)
-
-
-@njit(cache=True, nogil=True)
-def _no_cells(buf):
-    """Placeholders for the bucketed-cell arguments of `_clip` and `_hist_stat` (kind 0)."""
-    f0 = np.empty(0)
-    i0 = np.empty(0, dtype=np.int64)
-    v0 = np.empty(0, dtype=buf.dtype)
-    b0 = np.empty(0, dtype=np.bool_)
-    i2 = np.empty((0, 0), dtype=np.int64)
-    f2 = np.empty((0, 0))
-    return (v0, i0, i2, f2, f2, i0, f2, i0, b0, b0, b0, i0, f0), (0.0, 0.0, 0), i0
+    return _clip(buf, n, None, None, None, 0.0, lower, upper, nclip, lsig, usig)
 
 
 @njit(cache=True, nogil=True)
@@ -549,18 +538,17 @@ def histogram_stat(buf, n, lo, hi, upper, std, binwidth, want_midpt):
         of a single bin is the exact median of the survivors; the mode of a single bin
         is ``mn + hw / 2``.
     """
-    part, bins, cells = _no_cells(buf)
-    return _hist_stat(0, buf, n, part, bins, cells, lo, hi, upper, std, binwidth, want_midpt)
+    return _hist_stat(buf, n, None, None, None, lo, hi, upper, std, binwidth, want_midpt)
 
 
 @njit(cache=True, nogil=True)
-def _hist_stat(kind, buf, n, part, bins, cells, lo, hi, upper, std, binwidth, want_midpt):
-    """`histogram_stat` over ``buf[:n]`` (``kind`` 0) or over bucketed cells (``kind`` 1).
+def _hist_stat(buf, n, part, bins, cells, lo, hi, upper, std, binwidth, want_midpt):
+    """`histogram_stat` over ``buf[:n]`` (``part`` None) or over bucketed cells.
 
-    For ``kind`` 1 pass the partition's values as ``buf`` (they set the precision of
-    the binning).
+    On the cells pass the partition's values as ``buf`` (they set the precision of the
+    binning). The ``part is None`` branches are pruned at compile time (see `_clip`).
     """
-    if kind == 0:
+    if part is None:
         mn, mx = _minmax_within(buf, n, lo, hi)
     else:
         mn, mx = _bucket_minmax(part, bins, cells, lo, hi)
@@ -571,7 +559,7 @@ def _hist_stat(kind, buf, n, part, bins, cells, lo, hi, upper, std, binwidth, wa
     tiny = _RES64 * max(abs(mn), abs(mx))
     if not (hw > tiny and drange > tiny and hw <= drange):  # (a NaN std: one bin)
         if want_midpt:
-            if kind == 0:
+            if part is None:
                 return median_within(buf, n, lo, hi)
             return _bucket_median(part, bins, cells, lo, hi)
         return mn + 0.5 * hw
@@ -592,7 +580,7 @@ def _hist_stat(kind, buf, n, part, bins, cells, lo, hi, upper, std, binwidth, wa
     bw = typed[1]
     inv = typed[2] / bw
     top = h0 + bw * typed[3]
-    if kind == 0:
+    if part is None:
         counts = _hist_counts(buf, n, h0, top, upper, inv, nbins)
     else:
         counts = _bucket_hist_counts(part, bins, cells, h0, top, upper, inv, nbins)
@@ -1493,7 +1481,7 @@ def _cell_queries(part, bins, shift, keys, nreg, whole, lower, upper, nclip, lsi
             cells = sel[:m].copy()
         else:
             cells = np.arange(ncell)
-        count, mean, std, lo, hi = _clip(1, vals, 0, part, bins, cells, shift, lower, upper,
+        count, mean, std, lo, hi = _clip(vals, 0, part, bins, cells, shift, lower, upper,
                                          nclip, lsig, usig)
         if count == 0:
             continue
@@ -1504,12 +1492,11 @@ def _cell_queries(part, bins, shift, keys, nreg, whole, lower, upper, nclip, lsi
         elif code == STAT_MEDIAN:
             value[r] = _bucket_median(part, bins, cells, lo, hi)
         else:
-            value[r] = _hist_stat(1, vals, 0, part, bins, cells, lo, hi, upper, std, binwidth,
+            value[r] = _hist_stat(vals, 0, part, bins, cells, lo, hi, upper, std, binwidth,
                                   code == STAT_MIDPT)
     return value, npix, spread
 
 
-@njit(cache=True, nogil=True)
 def cell_stats(data, mask, use_mask, spans, reg_off, whole, lower, upper, nclip, lsig, usig,
                binwidth, code, out, side_v, side_k):
     """Clipped statistic of every region (and of the whole image) through bucketed cells.
@@ -1526,6 +1513,10 @@ def cell_stats(data, mask, use_mask, spans, reg_off, whole, lower, upper, nclip,
     (`_bucket_gather`); the queries then run again. Should a query need values that
     are not kept (a clip bound or a median in the unkept middle of the distribution:
     unusual data), the image is read again keeping every value.
+
+    A Python function that calls four kernels (a few calls per image; the GIL is
+    released inside each): compiled as one kernel, it made numba optimise the whole
+    tree of the cell path once more, ~10 s per data type on first use, for nothing.
 
     Parameters
     ----------
