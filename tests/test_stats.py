@@ -314,6 +314,26 @@ def test_moments_kernel_against_numpy():
         assert_allclose(std, sel.std(ddof=1), rtol=1e-9)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_minmax_on_integer_keys_against_numpy(dtype):
+    # the kernel orders the values' bits as integers: check signs, zeros, tiny and huge
+    # magnitudes, NaN and infinities (never within the bounds), empty selections
+    minmax = _kernels.stats._minmax_within
+    rng = np.random.default_rng(31)
+    for trial in range(120):
+        n = int(rng.integers(0, 40))
+        buf = rng.normal(0.0, rng.choice([1e-30, 1.0, 1e30]), n + 3).astype(dtype)
+        buf[rng.integers(0, n + 3, 4)] = [np.nan, np.inf, -np.inf, rng.choice([0.0, -0.0])]
+        lo, hi = sorted(rng.normal(0.0, 1.0, 2) * rng.choice([0.0, 1e-30, 1.0, 1e30]))
+        if trial % 4 == 0:
+            lo, hi = -1e300, 1e300
+        sel = buf[:n].astype(np.float64)
+        sel = sel[(sel >= lo) & (sel <= hi)]
+        want = (sel.min(), sel.max()) if sel.size else (np.inf, -np.inf)
+        for func in (minmax, minmax.py_func):
+            assert func(buf, n, lo, hi) == want
+    assert minmax(np.array([-0.0, 0.0, -2.5, 3.0], dtype=dtype), 4, -3.0, 2.0) == (-2.5, 0.0)
+
 @pytest.mark.parametrize("case", ["random", "duplicates", "constant", "sorted", "reversed"])
 def test_select_kth_against_partition(case):
     rng = np.random.default_rng(9)
