@@ -168,11 +168,19 @@ def _chebyshev_terms(u: np.ndarray, v: np.ndarray, degree: int) -> np.ndarray:
     return tu[:, i] * tv[:, j]
 
 
+@functools.cache
 def _term_index(degree: int) -> tuple[np.ndarray, np.ndarray]:
-    """Degrees ``(i, j)`` of the terms of `_chebyshev_terms`."""
+    """Degrees ``(i, j)`` of the terms of `_chebyshev_terms`.
+
+    Computed once per degree (read-only): the fits of pixel maps call it a few times
+    per image pair.
+    """
     i, j = np.meshgrid(np.arange(degree + 1), np.arange(degree + 1), indexing="ij")
     keep = (i + j <= degree).ravel()
-    return i.ravel()[keep], j.ravel()[keep]
+    i, j = i.ravel()[keep], j.ravel()[keep]
+    i.flags.writeable = False
+    j.flags.writeable = False
+    return i, j
 
 
 def _as_matrix(coef: np.ndarray, degree: int) -> np.ndarray:
