@@ -153,12 +153,17 @@ def _box_spans(pmap: PixelMap, spans: np.ndarray, shape: tuple[int, int]) -> np.
     the overlap, plus, where the overlap is not a rectangle aligned with j's axes,
     pixels outside it, which fall outside image i and are skipped by the kernel.
     """
-    x = np.concatenate((spans[:, 1], spans[:, 2])).astype(float)
-    y = np.concatenate((spans[:, 0], spans[:, 0])).astype(float)
-    xj, yj = pmap(x, y)
+    if pmap.exact:
+        x = np.concatenate((spans[:, 1], spans[:, 2])).astype(float)
+        y = np.concatenate((spans[:, 0], spans[:, 0])).astype(float)
+        xj, yj = pmap(x, y)
+        lo_x, hi_x, lo_y, hi_y = np.nanmin(xj), np.nanmax(xj), np.nanmin(yj), np.nanmax(yj)
+    else:  # the same positions in one compiled loop (numpy's calls cost more than it)
+        lo_x, hi_x, lo_y, hi_y = _kpairs.span_ends_box(spans, pmap.coef_x, pmap.coef_y,
+                                                       pmap.norm)
     ny, nx = shape
-    x0, x1 = max(int(np.floor(np.nanmin(xj))) - 1, 0), min(int(np.ceil(np.nanmax(xj))) + 1, nx - 1)
-    y0, y1 = max(int(np.floor(np.nanmin(yj))) - 1, 0), min(int(np.ceil(np.nanmax(yj))) + 1, ny - 1)
+    x0, x1 = max(math.floor(lo_x) - 1, 0), min(math.ceil(hi_x) + 1, nx - 1)
+    y0, y1 = max(math.floor(lo_y) - 1, 0), min(math.ceil(hi_y) + 1, ny - 1)
     if x1 < x0 or y1 < y0:
         return np.zeros((0, 3), dtype=np.int64)
     rows = np.arange(y0, y1 + 1, dtype=np.int64)

@@ -19,7 +19,7 @@ from nircam_helpers import load_nircam, subarray
 from skyeq import SkyStat, synthetic
 from skyeq import geometry as geo
 from skyeq._kernels import pairs as kp
-from skyeq._pairmap import exact_positions, fit_pixel_map
+from skyeq._pairmap import _polyval2d, exact_positions, fit_pixel_map
 from skyeq._pairs import pair_difference
 from skyeq.wcs import as_wcs_adapter
 
@@ -504,6 +504,30 @@ def test_rows_inside_across_and_outside_image_j(dtype):
         n = kp.sample_differences(di, nm_i, dj, nm_j, full, cx, cy, norm, out)
         assert n == ref.size > 50
         np.testing.assert_allclose(out[:n], ref, rtol=0, atol=1e-12)
+
+
+
+def test_box_of_the_span_ends_is_numpys():
+    # span_ends_box evaluates the map at both ends of every span in one compiled loop,
+    # with the operations of PixelMap.polynomial in its order: the same extremes
+    rng = np.random.default_rng(12)
+    for degree in (1, 3, 5):
+        cx = rng.normal(0, 3, (degree + 1, degree + 1))
+        cy = rng.normal(0, 3, (degree + 1, degree + 1))
+        cx[0, 0], cx[1, 0], cy[0, 0], cy[0, 1] = 40.0, 60.0, -20.0, 50.0
+        norm = np.array([100.0, 1 / 90.0, 60.0, 1 / 55.0])
+        rows = np.sort(rng.choice(np.arange(5, 120), 70, replace=False))
+        first = rng.integers(0, 100, rows.size)
+        spans = np.column_stack((rows, first, first + rng.integers(0, 100, rows.size)))
+        x = np.concatenate((spans[:, 1], spans[:, 2])).astype(float)
+        y = np.concatenate((spans[:, 0], spans[:, 0])).astype(float)
+        u = (x - norm[0]) * norm[1]
+        v = (y - norm[2]) * norm[3]
+        xj, yj = _polyval2d(u, v, cx), _polyval2d(u, v, cy)  # PixelMap.polynomial's values
+        got = kp.span_ends_box(spans.astype(np.int64), cx, cy, norm)
+        assert got == (xj.min(), xj.max(), yj.min(), yj.max())
+    nan = np.full((2, 2), np.nan)
+    assert np.isnan(kp.span_ends_box(spans.astype(np.int64), nan, nan, norm)).all()
 
 
 def test_inverse_map_from_the_forward_round_trips(nircam):

@@ -43,7 +43,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-__all__ = ["SNAP", "sample_differences", "sample_differences_at", "warmup"]
+__all__ = ["SNAP", "sample_differences", "sample_differences_at", "span_ends_box", "warmup"]
 
 #: Pixel coordinates within this distance of an integer are snapped to it before
 #: bilinear sampling: the sample then moves by at most ``SNAP`` times the difference
@@ -260,6 +260,62 @@ def sample_differences_at(data_i, good_i, data_j, good_j, spans, xj, yj, out):
     return n
 
 
+@njit(cache=True, nogil=True)
+def _power_series(coef, u, v):
+    """``sum(coef[p, q] * u**p * v**q)``, as `skyeq._pairmap._polyval2d` computes it.
+
+    Horner in ``u`` for each power of ``v``, then in ``v``: the same operations in the
+    same order, so the same value.
+    """
+    deg_u = coef.shape[0] - 1
+    out = 0.0
+    for q in range(coef.shape[1] - 1, -1, -1):
+        s = coef[deg_u, q]
+        for p in range(deg_u - 1, -1, -1):
+            s = s * u + coef[p, q]
+        out = s if q == coef.shape[1] - 1 else out * v + s
+    return out
+
+
+@njit(cache=True, nogil=True)
+def span_ends_box(spans, coef_x, coef_y, norm):
+    """Smallest and largest position in image j of the two ends of every span.
+
+    Parameters
+    ----------
+    spans : ndarray of int64, shape (k, 3)
+        Row spans of image i, k >= 1.
+    coef_x, coef_y, norm
+        The polynomial map, as for `sample_differences`.
+
+    Returns
+    -------
+    x_min, x_max, y_min, y_max : float
+        Over the positions of pixels ``(first column, row)`` and ``(last column, row)``
+        of every span, NaN positions ignored (all NaN: NaN), each position the value of
+        `skyeq._pairmap.PixelMap.polynomial` there.
+    """
+    x_min = y_min = np.inf
+    x_max = y_max = -np.inf
+    for k in range(spans.shape[0]):
+        v = (float(spans[k, 0]) - norm[2]) * norm[3]
+        for e in range(1, 3):
+            u = (float(spans[k, e]) - norm[0]) * norm[1]
+            x = _power_series(coef_x, u, v)
+            y = _power_series(coef_y, u, v)
+            if x == x:
+                x_min = min(x_min, x)
+                x_max = max(x_max, x)
+            if y == y:
+                y_min = min(y_min, y)
+                y_max = max(y_max, y)
+    if x_min > x_max:  # no finite position
+        x_min = x_max = np.nan
+    if y_min > y_max:
+        y_min = y_max = np.nan
+    return x_min, x_max, y_min, y_max
+
+
 def warmup() -> None:
     """Compile (or load from the cache) both kernels for float32 and float64 images."""
     no_mask = np.zeros((0, 0), dtype=np.bool_)
@@ -276,3 +332,4 @@ def warmup() -> None:
         for good in (no_mask, mask):
             sample_differences(data, good, data, good, spans, coef, coef.T.copy(), norm, out)
             sample_differences_at(data, good, data, good, spans, xj, yj, out)
+    span_ends_box(spans, coef, coef.T.copy(), norm)
