@@ -123,19 +123,20 @@ def pair_difference(
         out = _scratch(_npix(spans))
         return _statistic(stat, out[:_differences(side_i, side_j, spans, pmap, out)])
     back = _box_spans(pmap, spans, arr_j.shape)
+    back = back[back[:, 0] % 2 == 1]
+    # the reverse map from the forward round trips, else its own; fitted before either
+    # kernel runs, while the Python side's data are still in the caches
+    pback = (pmap.inverse() or fit_pixel_map(ad_j, ad_i, back, tolerance)) if len(back) else None
     ways = [(side_i, side_j, spans[spans[:, 0] % 2 == 0], pmap),
-            (side_j, side_i, back[back[:, 0] % 2 == 1], None)]
+            (side_j, side_i, back, pback)]
     out = _scratch(sum(_npix(sp) for _, _, sp, _ in ways))
     n = 0
     for a, b, sp, fitted in ways:
         if not len(sp):
             continue
         start = n
-        reverse = fitted is None
-        if reverse:  # the reverse map from the forward round trips, else its own
-            fitted = pmap.inverse() or fit_pixel_map(a[2], b[2], sp, tolerance)
         n += _differences(a, b, sp, fitted, out[n:])
-        if reverse:  # sample_i - data_j
+        if fitted is pback:  # sample_i - data_j
             np.negative(out[start:n], out=out[start:n])
     return _statistic(stat, out[:n])
 
