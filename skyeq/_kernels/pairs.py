@@ -261,20 +261,30 @@ def sample_differences_at(data_i, good_i, data_j, good_j, spans, xj, yj, out):
 
 
 @njit(cache=True, nogil=True)
-def _power_series(coef, u, v):
-    """``sum(coef[p, q] * u**p * v**q)``, as `skyeq._pairmap._polyval2d` computes it.
+def _power_series(coef, u, v, s, out):
+    """``out[t] = sum(coef[p, q] * u[t]**p * v[t]**q)``, as `skyeq._pairmap._polyval2d`.
 
     Horner in ``u`` for each power of ``v``, then in ``v``: the same operations in the
-    same order, so the same value.
+    same order, so the same values; each step a loop over the points, which the
+    compiler vectorises (one point at a time, the chain of dependent steps would
+    dominate). ``s`` is scratch of the points' length.
     """
     deg_u = coef.shape[0] - 1
-    out = 0.0
-    for q in range(coef.shape[1] - 1, -1, -1):
-        s = coef[deg_u, q]
+    last_q = coef.shape[1] - 1
+    for q in range(last_q, -1, -1):
+        c = coef[deg_u, q]
+        for t in range(u.shape[0]):
+            s[t] = c
         for p in range(deg_u - 1, -1, -1):
-            s = s * u + coef[p, q]
-        out = s if q == coef.shape[1] - 1 else out * v + s
-    return out
+            c = coef[p, q]
+            for t in range(u.shape[0]):
+                s[t] = s[t] * u[t] + c
+        if q == last_q:
+            for t in range(u.shape[0]):
+                out[t] = s[t]
+        else:
+            for t in range(u.shape[0]):
+                out[t] = out[t] * v[t] + s[t]
 
 
 @njit(cache=True, nogil=True)
@@ -284,7 +294,7 @@ def span_ends_box(spans, coef_x, coef_y, norm):
     Parameters
     ----------
     spans : ndarray of int64, shape (k, 3)
-        Row spans of image i, k >= 1.
+        Row spans of image i.
     coef_x, coef_y, norm
         The polynomial map, as for `sample_differences`.
 
@@ -292,29 +302,35 @@ def span_ends_box(spans, coef_x, coef_y, norm):
     -------
     x_min, x_max, y_min, y_max : float
         Over the positions of pixels ``(first column, row)`` and ``(last column, row)``
-        of every span, NaN positions ignored (all NaN: NaN), each position the value of
-        `skyeq._pairmap.PixelMap.polynomial` there.
+        of every span, NaN positions ignored (none finite: NaN), each position the
+        value of `skyeq._pairmap.PixelMap.polynomial` there.
     """
+    k = spans.shape[0]
+    u = np.empty(2 * k)
+    v = np.empty(2 * k)
+    for e in range(2):
+        for t in range(k):
+            u[e * k + t] = (float(spans[t, 1 + e]) - norm[0]) * norm[1]
+            v[e * k + t] = (float(spans[t, 0]) - norm[2]) * norm[3]
+    s = np.empty(2 * k)
+    x = np.empty(2 * k)
+    y = np.empty(2 * k)
+    _power_series(coef_x, u, v, s, x)
+    _power_series(coef_y, u, v, s, y)
     x_min = y_min = np.inf
     x_max = y_max = -np.inf
-    for k in range(spans.shape[0]):
-        v = (float(spans[k, 0]) - norm[2]) * norm[3]
-        for e in range(1, 3):
-            u = (float(spans[k, e]) - norm[0]) * norm[1]
-            x = _power_series(coef_x, u, v)
-            y = _power_series(coef_y, u, v)
-            if x == x:
-                x_min = min(x_min, x)
-                x_max = max(x_max, x)
-            if y == y:
-                y_min = min(y_min, y)
-                y_max = max(y_max, y)
+    for t in range(2 * k):
+        if x[t] == x[t]:
+            x_min = min(x_min, x[t])
+            x_max = max(x_max, x[t])
+        if y[t] == y[t]:
+            y_min = min(y_min, y[t])
+            y_max = max(y_max, y[t])
     if x_min > x_max:  # no finite position
         x_min = x_max = np.nan
     if y_min > y_max:
         y_min = y_max = np.nan
     return x_min, x_max, y_min, y_max
-
 
 def warmup() -> None:
     """Compile (or load from the cache) both kernels for float32 and float64 images."""
