@@ -122,12 +122,11 @@ def pair_difference(
     if not both_ways:
         out = _scratch(_npix(spans))
         return _statistic(stat, out[:_differences(side_i, side_j, spans, pmap, out)])
-    back = _box_spans(pmap, spans, arr_j.shape)
-    back = back[back[:, 0] % 2 == 1]
+    back = _box_spans(pmap, spans, arr_j.shape, parity=1)
     # the reverse map from the forward round trips, else its own; fitted before either
     # kernel runs, while the Python side's data are still in the caches
     pback = (pmap.inverse() or fit_pixel_map(ad_j, ad_i, back, tolerance)) if len(back) else None
-    ways = [(side_i, side_j, spans[spans[:, 0] % 2 == 0], pmap),
+    ways = [(side_i, side_j, spans.compress((spans[:, 0] & 1) == 0, axis=0), pmap),
             (side_j, side_i, back, pback)]
     out = _scratch(sum(_npix(sp) for _, _, sp, _ in ways))
     n = 0
@@ -146,8 +145,11 @@ def _npix(spans: np.ndarray) -> int:
     return int((spans[:, 2] - spans[:, 1] + 1).sum())
 
 
-def _box_spans(pmap: PixelMap, spans: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+def _box_spans(pmap: PixelMap, spans: np.ndarray, shape: tuple[int, int],
+               parity: int | None = None) -> np.ndarray:
     """Spans of the bounding box, in image j, of the overlap given by its spans in image i.
+
+    With ``parity`` (0 or 1), only the box's rows of that parity (even or odd).
 
     The ends of every span of image i are taken to image j through the map; the box of
     those positions (widened by a pixel, clipped to image j) holds every pixel of j in
@@ -167,7 +169,10 @@ def _box_spans(pmap: PixelMap, spans: np.ndarray, shape: tuple[int, int]) -> np.
     y0, y1 = max(math.floor(lo_y) - 1, 0), min(math.ceil(hi_y) + 1, ny - 1)
     if x1 < x0 or y1 < y0:
         return np.zeros((0, 3), dtype=np.int64)
-    rows = np.arange(y0, y1 + 1, dtype=np.int64)
+    if parity is None:
+        rows = np.arange(y0, y1 + 1, dtype=np.int64)
+    else:
+        rows = np.arange(y0 + ((y0 - parity) & 1), y1 + 1, 2, dtype=np.int64)
     return np.column_stack((rows, np.full(rows.size, x0), np.full(rows.size, x1)))
 
 
@@ -197,6 +202,10 @@ def _image(data: Any, good: Any, what: str) -> tuple[np.ndarray, np.ndarray | No
 def _clipped(spans: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     """Clip the spans to the image and drop the empty ones."""
     ny, nx = shape
+    rows, first, last = spans[:, 0], spans[:, 1], spans[:, 2]
+    if (len(spans) and rows.min() >= 0 and rows.max() < ny and first.min() >= 0
+            and last.max() < nx and (last >= first).all()):
+        return spans  # already inside the image and none empty (overlaps' spans are)
     out = spans.copy()
     np.clip(out[:, 1], 0, None, out=out[:, 1])
     np.clip(out[:, 2], None, nx - 1, out=out[:, 2])
