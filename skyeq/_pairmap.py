@@ -206,11 +206,24 @@ def _box(spans: np.ndarray) -> tuple[float, float, float, float]:
             float(spans[:, 0].min()), float(spans[:, 0].max()))
 
 
+#: 0 .. _GRID - 1, for `_axis`
+_STEPS = np.arange(_GRID, dtype=float)
+_STEPS.flags.writeable = False
+
+
+def _axis(a: float, b: float) -> np.ndarray:
+    """``np.linspace(a, b, _GRID)``: the same operations (so values), less overhead."""
+    g = _STEPS * ((b - a) / (_GRID - 1))
+    g += a
+    g[-1] = b
+    return g
+
+
 def _grids(box: tuple[float, float, float, float]) -> tuple[np.ndarray, np.ndarray, int]:
     """Fit grid then check grid (cell midpoints) over the box; returns x, y, fit size."""
     x0, x1, y0, y1 = box
-    gx = np.linspace(x0, x1, _GRID)
-    gy = np.linspace(y0, y1, _GRID)
+    gx = _axis(x0, x1)
+    gy = _axis(y0, y1)
     mx = 0.5 * (gx[1:] + gx[:-1])
     my = 0.5 * (gy[1:] + gy[:-1])
     # row by row (what meshgrid then ravel gives), built directly: cheaper

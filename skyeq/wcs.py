@@ -162,10 +162,19 @@ def _chebyshev_terms(u: np.ndarray, v: np.ndarray, degree: int) -> np.ndarray:
     ndarray, shape (m, (degree + 1) * (degree + 2) / 2)
         The design matrix, columns in the order of `_term_index`.
     """
-    tu = np.polynomial.chebyshev.chebvander(u, degree)
-    tv = np.polynomial.chebyshev.chebvander(v, degree)
+    # numpy's chebvander recurrence (T_k = T_{k-1} * 2x - T_{k-2}, the same operations,
+    # so the same values), for u and v in one pass: the fits of pixel maps call this
+    # twice per image pair, where numpy's per-call overhead is most of the cost
+    uv = np.stack((u, v))
+    t = np.empty((degree + 1, *uv.shape))
+    t[0] = uv * 0 + 1
+    if degree > 0:
+        t[1] = uv
+        x2 = 2 * uv
+        for k in range(2, degree + 1):
+            t[k] = t[k - 1] * x2 - t[k - 2]
     i, j = _term_index(degree)
-    return tu[:, i] * tv[:, j]
+    return t[i, 0].T * t[j, 1].T
 
 
 @functools.cache
