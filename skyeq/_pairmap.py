@@ -140,8 +140,29 @@ class PixelMap:
         """
         u = (np.asarray(x, dtype=float) - self.norm[0]) * self.norm[1]
         v = (np.asarray(y, dtype=float) - self.norm[2]) * self.norm[3]
-        pv = np.polynomial.polynomial.polyval2d
-        return pv(u, v, self.coef_x), pv(u, v, self.coef_y)
+        return _polyval2d(u, v, self.coef_x), _polyval2d(u, v, self.coef_y)
+
+
+def _polyval2d(u: np.ndarray, v: np.ndarray, coef: np.ndarray) -> np.ndarray:
+    """``sum(coef[p, q] * u**p * v**q)``, as `numpy.polynomial.polynomial.polyval2d`.
+
+    Horner in ``u`` for every power of ``v``, then in ``v``: the same operations in the
+    same order as numpy's (so the same values), without its generic machinery, which
+    costs more than the arithmetic at the few thousand points of a pair's span ends.
+    """
+    u, v = np.broadcast_arrays(u, v)
+    out = None
+    for q in range(coef.shape[1] - 1, -1, -1):
+        s = np.full(u.shape, coef[-1, q])
+        for p in range(coef.shape[0] - 2, -1, -1):
+            s *= u
+            s += coef[p, q]
+        if out is None:
+            out = s
+        else:
+            out *= v
+            out += s
+    return out
 
 
 def exact_positions(
@@ -185,17 +206,29 @@ def _box(spans: np.ndarray) -> tuple[float, float, float, float]:
             float(spans[:, 0].min()), float(spans[:, 0].max()))
 
 
+#: 0 .. _GRID - 1, for `_axis`
+_STEPS = np.arange(_GRID, dtype=float)
+_STEPS.flags.writeable = False
+
+
+def _axis(a: float, b: float) -> np.ndarray:
+    """``np.linspace(a, b, _GRID)``: the same operations (so values), less overhead."""
+    g = _STEPS * ((b - a) / (_GRID - 1))
+    g += a
+    g[-1] = b
+    return g
+
+
 def _grids(box: tuple[float, float, float, float]) -> tuple[np.ndarray, np.ndarray, int]:
     """Fit grid then check grid (cell midpoints) over the box; returns x, y, fit size."""
     x0, x1, y0, y1 = box
-    gx = np.linspace(x0, x1, _GRID)
-    gy = np.linspace(y0, y1, _GRID)
+    gx = _axis(x0, x1)
+    gy = _axis(y0, y1)
     mx = 0.5 * (gx[1:] + gx[:-1])
     my = 0.5 * (gy[1:] + gy[:-1])
-    fx, fy = np.meshgrid(gx, gy)
-    cx, cy = np.meshgrid(mx, my)
-    return (np.concatenate((fx.ravel(), cx.ravel())), np.concatenate((fy.ravel(), cy.ravel())),
-            fx.size)
+    # row by row (what meshgrid then ravel gives), built directly: cheaper
+    return (np.concatenate((np.tile(gx, _GRID), np.tile(mx, _GRID - 1))),
+            np.concatenate((np.repeat(gy, _GRID), np.repeat(my, _GRID - 1))), _GRID * _GRID)
 
 
 def _fit(u: np.ndarray, v: np.ndarray, xj: np.ndarray, yj: np.ndarray, nfit: int,

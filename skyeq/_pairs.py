@@ -122,20 +122,20 @@ def pair_difference(
     if not both_ways:
         out = _scratch(_npix(spans))
         return _statistic(stat, out[:_differences(side_i, side_j, spans, pmap, out)])
-    back = _box_spans(pmap, spans, arr_j.shape)
-    ways = [(side_i, side_j, spans[spans[:, 0] % 2 == 0], pmap),
-            (side_j, side_i, back[back[:, 0] % 2 == 1], None)]
+    back = _box_spans(pmap, spans, arr_j.shape, parity=1)
+    # the reverse map from the forward round trips, else its own; fitted before either
+    # kernel runs, while the Python side's data are still in the caches
+    pback = (pmap.inverse() or fit_pixel_map(ad_j, ad_i, back, tolerance)) if len(back) else None
+    ways = [(side_i, side_j, spans.compress((spans[:, 0] & 1) == 0, axis=0), pmap),
+            (side_j, side_i, back, pback)]
     out = _scratch(sum(_npix(sp) for _, _, sp, _ in ways))
     n = 0
     for a, b, sp, fitted in ways:
         if not len(sp):
             continue
         start = n
-        reverse = fitted is None
-        if reverse:  # the reverse map from the forward round trips, else its own
-            fitted = pmap.inverse() or fit_pixel_map(a[2], b[2], sp, tolerance)
         n += _differences(a, b, sp, fitted, out[n:])
-        if reverse:  # sample_i - data_j
+        if fitted is pback:  # sample_i - data_j
             np.negative(out[start:n], out=out[start:n])
     return _statistic(stat, out[:n])
 
@@ -145,23 +145,34 @@ def _npix(spans: np.ndarray) -> int:
     return int((spans[:, 2] - spans[:, 1] + 1).sum())
 
 
-def _box_spans(pmap: PixelMap, spans: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+def _box_spans(pmap: PixelMap, spans: np.ndarray, shape: tuple[int, int],
+               parity: int | None = None) -> np.ndarray:
     """Spans of the bounding box, in image j, of the overlap given by its spans in image i.
+
+    With ``parity`` (0 or 1), only the box's rows of that parity (even or odd).
 
     The ends of every span of image i are taken to image j through the map; the box of
     those positions (widened by a pixel, clipped to image j) holds every pixel of j in
     the overlap, plus, where the overlap is not a rectangle aligned with j's axes,
     pixels outside it, which fall outside image i and are skipped by the kernel.
     """
-    x = np.concatenate((spans[:, 1], spans[:, 2])).astype(float)
-    y = np.concatenate((spans[:, 0], spans[:, 0])).astype(float)
-    xj, yj = pmap(x, y)
+    if pmap.exact:
+        x = np.concatenate((spans[:, 1], spans[:, 2])).astype(float)
+        y = np.concatenate((spans[:, 0], spans[:, 0])).astype(float)
+        xj, yj = pmap(x, y)
+        lo_x, hi_x, lo_y, hi_y = np.nanmin(xj), np.nanmax(xj), np.nanmin(yj), np.nanmax(yj)
+    else:  # the same positions in one compiled loop (numpy's calls cost more than it)
+        lo_x, hi_x, lo_y, hi_y = _kpairs.span_ends_box(spans, pmap.coef_x, pmap.coef_y,
+                                                       pmap.norm)
     ny, nx = shape
-    x0, x1 = max(int(np.floor(np.nanmin(xj))) - 1, 0), min(int(np.ceil(np.nanmax(xj))) + 1, nx - 1)
-    y0, y1 = max(int(np.floor(np.nanmin(yj))) - 1, 0), min(int(np.ceil(np.nanmax(yj))) + 1, ny - 1)
+    x0, x1 = max(math.floor(lo_x) - 1, 0), min(math.ceil(hi_x) + 1, nx - 1)
+    y0, y1 = max(math.floor(lo_y) - 1, 0), min(math.ceil(hi_y) + 1, ny - 1)
     if x1 < x0 or y1 < y0:
         return np.zeros((0, 3), dtype=np.int64)
-    rows = np.arange(y0, y1 + 1, dtype=np.int64)
+    if parity is None:
+        rows = np.arange(y0, y1 + 1, dtype=np.int64)
+    else:
+        rows = np.arange(y0 + ((y0 - parity) & 1), y1 + 1, 2, dtype=np.int64)
     return np.column_stack((rows, np.full(rows.size, x0), np.full(rows.size, x1)))
 
 
@@ -191,6 +202,10 @@ def _image(data: Any, good: Any, what: str) -> tuple[np.ndarray, np.ndarray | No
 def _clipped(spans: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     """Clip the spans to the image and drop the empty ones."""
     ny, nx = shape
+    rows, first, last = spans[:, 0], spans[:, 1], spans[:, 2]
+    if (len(spans) and rows.min() >= 0 and rows.max() < ny and first.min() >= 0
+            and last.max() < nx and (last >= first).all()):
+        return spans  # already inside the image and none empty (overlaps' spans are)
     out = spans.copy()
     np.clip(out[:, 1], 0, None, out=out[:, 1])
     np.clip(out[:, 2], None, nx - 1, out=out[:, 2])

@@ -19,7 +19,7 @@ from nircam_helpers import load_nircam, subarray
 from skyeq import SkyStat, synthetic
 from skyeq import geometry as geo
 from skyeq._kernels import pairs as kp
-from skyeq._pairmap import exact_positions, fit_pixel_map
+from skyeq._pairmap import _polyval2d, exact_positions, fit_pixel_map
 from skyeq._pairs import pair_difference
 from skyeq.wcs import as_wcs_adapter
 
@@ -176,6 +176,33 @@ def test_map_of_nircam_dithers_within_tolerance(nircam):
     assert pmap.error <= 0.01 and err.max() < 2 * pmap.error  # the check grid is honest
     # an affine map is not enough here: the distortion differs across the detector
     assert fit_pixel_map(ai, aj, spans, tolerance=1e-3).degree > 3
+
+
+
+def test_map_evaluation_is_numpys_and_within_tolerance_of_the_wcs(nircam):
+    # PixelMap.polynomial evaluates the power series by Horner in u, then v: the same
+    # values as numpy's polyval2d, and within the tolerance of exact round trips through
+    # the real NIRCam gwcs, at every degree the fit may choose
+    shape = (2048, 2048)
+    ai = as_wcs_adapter(nircam, shape=shape)
+    aj = as_wcs_adapter(synthetic.repoint(nircam, 3.0, -2.0), shape=shape)
+    spans = np.array([[r, 120, 1920] for r in range(120, 1921)], dtype=np.int64)
+    rng = np.random.default_rng(8)
+    x, y = rng.uniform(120, 1920, 3000), rng.uniform(120, 1920, 3000)
+    xe, ye = exact_positions(ai, aj, x, y)
+    degrees = set()
+    for tol in (0.01, 1e-3, 2e-4):
+        pmap = fit_pixel_map(ai, aj, spans, tolerance=tol)
+        assert not pmap.exact
+        degrees.add(pmap.degree)
+        xp, yp = pmap(x, y)
+        u = (x - pmap.norm[0]) * pmap.norm[1]
+        v = (y - pmap.norm[2]) * pmap.norm[3]
+        pv = np.polynomial.polynomial.polyval2d
+        np.testing.assert_array_equal(xp, pv(u, v, pmap.coef_x))
+        np.testing.assert_array_equal(yp, pv(u, v, pmap.coef_y))
+        assert np.hypot(xp - xe, yp - ye).max() < tol
+    assert len(degrees) >= 2
 
 
 def test_map_falls_back_to_exact_calls_on_a_kinked_wcs(caplog):
@@ -417,6 +444,90 @@ def test_kernels_match_their_pure_python_versions(dtype):
                         np.delete(xj, outside), np.delete(yj, outside))
         assert n_jit == ref.size
         np.testing.assert_allclose(a[:n_jit], ref, rtol=0, atol=1e-12)
+
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_rows_inside_across_and_outside_image_j(dtype):
+    # the kernels test every position against j's bounds without a branch (a position
+    # outside gets a NaN weight and drops out with the non-finite differences): rows
+    # wholly inside j, across each of its edges (within SNAP of an edge is inside and
+    # snapped, beyond it outside), wholly outside, NaN, against the reference rule
+    rng = np.random.default_rng(11)
+    di = rng.normal(0, 1, (8, 40)).astype(dtype)
+    dj = rng.normal(0, 1, (10, 30)).astype(dtype)
+    gi = rng.random(di.shape) > 0.1
+    gj = rng.random(dj.shape) > 0.1
+    s = kp.SNAP
+    edge = np.array([-2 * s, -s / 2, 0.0, 0.3, 28.5, 29 - s / 2, 29.0, 29 + s / 2, 29 + 2 * s,
+                     35.0, np.nan])  # 7 of 11 inside (columns of j: 0 .. 29)
+    edge_y = np.array([-2 * s, -s / 2, 0.0, 0.3, 8.5, 9 - s / 2, 9.0, 9 + s / 2, 9 + 2 * s,
+                       12.0, np.nan])  # rows of j: 0 .. 9
+    x = np.arange(40.0)
+    rows = [
+        (0.7 * x + 1.3, np.full(40, 4.2)),                  # wholly inside
+        (x - 5.5, np.full(40, 3.5)),                        # across the left edge
+        (x + 12.25, np.full(40, 6.0)),                      # across the right edge
+        (np.resize(edge, 40), np.full(40, 2.0)),            # on and about both edges in x
+        (np.full(40, 7.5), np.resize(edge_y, 40)),          # on and about both edges in y
+        (x + 31.0, np.full(40, 1.0)),                       # wholly outside (right)
+        (x, np.full(40, -3.0)),                             # wholly outside (above)
+        (x, np.full(40, 9 + s / 2)),                        # on the last row, snapped
+    ]
+    spans = np.array([[r, 0, 39] for r in range(len(rows))], dtype=np.int64)
+    xj = np.concatenate([r[0] for r in rows])
+    yj = np.concatenate([r[1] for r in rows])
+    out = np.full(xj.size, -7.0)
+    for g_i, g_j in ((None, None), (gi, gj)):
+        nm_i = np.zeros((0, 0), bool) if g_i is None else g_i
+        nm_j = np.zeros((0, 0), bool) if g_j is None else g_j
+        ref = reference(di, g_i, dj, g_j, spans, xj, yj)
+        n = kp.sample_differences_at(di, nm_i, dj, nm_j, spans, xj, yj, out)
+        assert n == ref.size > 60
+        np.testing.assert_allclose(out[:n], ref, rtol=0, atol=1e-12)
+        # without masks, the counts row by row: 3 x 7 + 6 of the edge positions (the
+        # first 7 of them repeat last) are inside j
+        if g_i is None:
+            for r, e in enumerate([40, 29, 17, 27, 27, 0, 0, 30]):
+                got = kp.sample_differences_at(di, nm_i, dj, nm_j, spans[r:r + 1],
+                                               xj[40 * r:40 * r + 40], yj[40 * r:40 * r + 40],
+                                               out)
+                assert got == e, (r, got, e)
+        # the same through a polynomial map: x_j = x + 12.25 (across j's right edge),
+        # y_j = 0.9 y + 0.5 - 1 e-7 (inside j down to its last row within SNAP)
+        cx = np.array([[12.25, 0.0], [1.0, 0.0]])
+        cy = np.array([[0.5 - 1e-7, 0.9], [0.0, 0.0]])
+        norm = np.array([0.0, 1.0, 0.0, 1.0])
+        full = np.array([[r, 0, 39] for r in range(8)], dtype=np.int64)
+        px, py = span_pixels(full)
+        ref = reference(di, g_i, dj, g_j, full, px + 12.25, 0.9 * py + 0.5 - 1e-7)
+        n = kp.sample_differences(di, nm_i, dj, nm_j, full, cx, cy, norm, out)
+        assert n == ref.size > 50
+        np.testing.assert_allclose(out[:n], ref, rtol=0, atol=1e-12)
+
+
+
+def test_box_of_the_span_ends_is_numpys():
+    # span_ends_box evaluates the map at both ends of every span in one compiled loop,
+    # with the operations of PixelMap.polynomial in its order: the same extremes
+    rng = np.random.default_rng(12)
+    for degree in (1, 3, 5):
+        cx = rng.normal(0, 3, (degree + 1, degree + 1))
+        cy = rng.normal(0, 3, (degree + 1, degree + 1))
+        cx[0, 0], cx[1, 0], cy[0, 0], cy[0, 1] = 40.0, 60.0, -20.0, 50.0
+        norm = np.array([100.0, 1 / 90.0, 60.0, 1 / 55.0])
+        rows = np.sort(rng.choice(np.arange(5, 120), 70, replace=False))
+        first = rng.integers(0, 100, rows.size)
+        spans = np.column_stack((rows, first, first + rng.integers(0, 100, rows.size)))
+        x = np.concatenate((spans[:, 1], spans[:, 2])).astype(float)
+        y = np.concatenate((spans[:, 0], spans[:, 0])).astype(float)
+        u = (x - norm[0]) * norm[1]
+        v = (y - norm[2]) * norm[3]
+        xj, yj = _polyval2d(u, v, cx), _polyval2d(u, v, cy)  # PixelMap.polynomial's values
+        got = kp.span_ends_box(spans.astype(np.int64), cx, cy, norm)
+        assert got == (xj.min(), xj.max(), yj.min(), yj.max())
+    nan = np.full((2, 2), np.nan)
+    assert np.isnan(kp.span_ends_box(spans.astype(np.int64), nan, nan, norm)).all()
 
 
 def test_inverse_map_from_the_forward_round_trips(nircam):
