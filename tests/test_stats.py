@@ -681,6 +681,79 @@ def test_bucketed_cells_read_the_tails_and_fall_back_to_every_value(name, monkey
                 assert a.value == pytest.approx(b.value, rel=1e-12)
 
 
+def _strips_image(levels):
+    """A 512x512 sky with sources and four edge strips (a tile's overlaps) at given levels."""
+    rng = np.random.default_rng(5)
+    img = rng.normal(100.0, 2.0, (512, 512)).astype(np.float32)
+    for y, x in rng.integers(8, 504, (40, 2)):
+        img[y - 3 : y + 4, x - 3 : x + 4] += rng.uniform(20, 2000)
+    regions = [_rect(0, 50, 0, 511), _rect(461, 511, 0, 511), _rect(51, 460, 0, 50),
+               _rect(51, 460, 461, 511)]
+    for (r, level) in zip(regions, levels, strict=True):
+        img[r[0, 0] : r[-1, 0] + 1, r[0, 1] : r[0, 2] + 1] += level
+    return img, regions
+
+
+@pytest.mark.parametrize("name", ["median", "mode"])
+def test_strips_at_different_levels_take_the_direct_kernels(name, monkeypatch):
+    # strips of a tile in a bright nebula: each clips far inside the tails of the pooled
+    # distribution, which the cells keep; the sample of `levels_apart` sees it and the
+    # direct kernels run, without a wasted read. Sky-like strips stay on the cells.
+    # Both paths give the direct kernels' results.
+    from skyeq import stats as stats_mod
+
+    kern = _kernels
+    st = SkyStat(name, nclip=5, lsigma=4.0, usigma=4.0)
+    monkeypatch.setattr(stats_mod, "_CELL_COVERAGE", dict.fromkeys(STATISTICS, 0.0))
+    monkeypatch.setattr(stats_mod, "_CELL_MIN_PIXELS", 0)
+    calls = []
+    real = kern.cell_stats
+    monkeypatch.setattr(kern, "cell_stats", lambda *a: calls.append(1) or real(*a))
+    for levels, apart in (((0.0, 0.0, 0.0, 0.0), False), ((0.0, 40.0, 80.0, 160.0), True)):
+        img, regions = _strips_image(levels)
+        spans = np.concatenate(regions)
+        off = np.cumsum([0] + [len(r) for r in regions]).astype(np.int64)
+        no_mask = np.zeros((0, 0), bool)
+        big = 1.7976931348623157e308
+        assert kern.levels_apart(img, no_mask, False, spans, off, -big, big, 4.0, 4.0) is apart
+        calls.clear()
+        got = stats_mod.region_statistics(st, img, None, regions)[1]
+        assert len(calls) == (0 if apart else 1)
+        for r, value in zip(regions, got, strict=True):
+            expect = stats_mod.sky_statistic(img, stat=st, spans=r)
+            assert value.npix == expect.npix > 10000
+            assert value.value == pytest.approx(expect.value, rel=1e-12)
+    # spans reaching outside the image are clipped, a mask is honoured
+    mask = np.ones(img.shape, bool)
+    mask[:, :256] = False
+    wide = np.array([[-3, -10, 600], [5, -10, 600], [700, 0, 10], [6, 0, 511]], np.int64)
+    off = np.array([0, 2, 4], np.int64)
+    assert kern.levels_apart(img, mask, True, wide, off, -big, big, 4.0, 4.0) is False
+
+
+def test_cells_hand_a_short_read_of_strips_to_the_direct_kernels(monkeypatch):
+    # a query that needs values the read did not keep (1-sigma bounds): regions that
+    # hardly overlap are measured by the direct kernels instead of a second read
+    # keeping every value (dithers, overlapping heavily, take that read: see above)
+    kern = _kernels.stats
+    img, regions = _strips_image((0.0, 0.0, 0.0, 0.0))
+    spans = np.concatenate(regions)
+    off = np.cumsum([0] + [len(r) for r in regions]).astype(np.int64)
+    args = (img, np.zeros((0, 0), bool), False, spans, off, False, -1e300, 1e300, 5, 1.0,
+            1.0, 0.1, 1)
+    reads, direct = [], []
+    real_read, real_direct = kern._bucket_histogram, kern.region_stats
+    monkeypatch.setattr(kern, "_bucket_histogram",
+                        lambda *a: reads.append(a[-1]) or real_read(*a))
+    monkeypatch.setattr(kern, "region_stats", lambda *a: direct.append(1) or real_direct(*a))
+    got = kern.cell_stats(*args, np.empty(img.size, np.float32),
+                          np.empty(img.size // 4, np.float32), np.empty(img.size // 4, np.int32))
+    assert reads == [False] and direct == [1]
+    expect = real_direct(*args)
+    for a, b in zip(got, expect, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_median_near_the_mean_equals_median_within(dtype):
     # the window about the clipped mean holds the median for sky-like data; skewed

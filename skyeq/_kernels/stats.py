@@ -45,6 +45,7 @@ __all__ = [
     "cell_stats",
     "clip_moments",
     "histogram_stat",
+    "levels_apart",
     "median_within",
     "moments",
     "region_stats",
@@ -1524,6 +1525,100 @@ def _cell_queries(part, bins, shift, keys, nreg, whole, lower, upper, nclip, lsi
     return value, npix, spread
 
 
+@njit(cache=True, nogil=True)
+def _quartiles_of(v, n):
+    """Lower quartile, median and upper quartile (nearest ranks) of ``v[:n]`` (reorders it)."""
+    h = n // 2
+    med = select_kth(v, n, h)
+    q1 = select_kth(v, h, n // 4) if n // 4 < h else med
+    up = v[h + 1 : n]
+    q3 = select_kth(up, up.shape[0], (3 * n) // 4 - h - 1) if (3 * n) // 4 > h else med
+    return float(q1), float(med), float(q3)
+
+
+@njit(cache=True, nogil=True)
+def levels_apart(data, mask, use_mask, spans, reg_off, lower, upper, lsig, usig):
+    """Whether a small sample says some region clips outside the cells' kept tails.
+
+    `cell_stats` keeps the values of the tails of the pooled distribution of the
+    regions' pixels, beyond ``_TAIL_FROM`` interquartile ranges of its median; regions
+    at different levels (a tile's strips in a bright nebula) clip well inside them and
+    the cells then find out, after their read, that they need the direct kernels. Up
+    to 32 spans of every region, 8 columns each, estimate its median and sigma
+    (interquartile range / 1.349), and the pooled quartiles; True when a region's
+    bounds ``median - lsig * sigma`` or ``median + usig * sigma`` lie within nine
+    tenths of the untailed range. Only a choice of path: both give the same results.
+    """
+    ny, nx = data.shape
+    nreg = reg_off.shape[0] - 1
+    rows = 32
+    cols = 8
+    pooled = np.empty(nreg * rows * cols)
+    own = np.empty(rows * cols)
+    start = np.zeros(nreg + 1, dtype=np.int64)
+    m = 0
+    for r in range(nreg):
+        k0 = reg_off[r]
+        k1 = reg_off[r + 1]
+        step = max(1, (k1 - k0) // rows)
+        for k in range(k0, k1, step):
+            if m - start[r] >= rows * cols:
+                break
+            y = spans[k, 0]
+            a = max(spans[k, 1], 0)
+            w = min(spans[k, 2], nx - 1) - a
+            if y < 0 or y >= ny or w < 0:
+                continue  # (spans are clipped to the image)
+            for t in range(cols):
+                x = a + (t * w) // (cols - 1)
+                v = data[y, x]
+                if (not use_mask or mask[y, x]) and v >= lower and v <= upper:
+                    pooled[m] = v
+                    m += 1
+        if m - start[r] < 32:
+            m = start[r]  # too few to judge: left out
+        start[r + 1] = m
+    if m == 0:
+        return False
+    bounds = np.empty((nreg, 2))
+    used = 0
+    for r in range(nreg):
+        n = start[r + 1] - start[r]
+        if n == 0:
+            bounds[r, 0] = -np.inf
+            bounds[r, 1] = np.inf
+            continue
+        used += 1
+        own[:n] = pooled[start[r] : start[r + 1]]
+        r1, rmed, r3 = _quartiles_of(own, n)
+        sigma = (r3 - r1) / 1.349
+        bounds[r, 0] = rmed - lsig * sigma
+        bounds[r, 1] = rmed + usig * sigma
+    if used < 2:
+        return False
+    q1, med, q3 = _quartiles_of(pooled, m)
+    reach = 0.9 * _TAIL_FROM * (q3 - q1)
+    for r in range(nreg):
+        if bounds[r, 0] > med - reach or bounds[r, 1] < med + reach:
+            return True
+    return False
+
+
+#: `cell_stats` reads an image again keeping every value (when the first read did not
+#: keep what a query needs) only if the regions' pixels add up to at least this many
+#: times the pixels they cover; else the direct kernels are cheaper: on the 8 strips
+#: of a tile in a bright nebula (every clip bound in the unkept middle) the second
+#: read made the tile's statistics 12 ms against 6.4 on the direct path.
+_REREAD_OVERLAP = 2.0
+
+
+def _overlap_heavily(spans, seg, whole, size):
+    """Whether the regions (and the whole image) cover their pixels `_REREAD_OVERLAP` times."""
+    region_px = int((spans[:, 2] - spans[:, 1] + 1).sum()) + (size if whole else 0)
+    covered = int((seg[:, 2] - seg[:, 1] + 1).sum())
+    return region_px >= _REREAD_OVERLAP * covered
+
+
 def cell_stats(data, mask, use_mask, spans, reg_off, whole, lower, upper, nclip, lsig, usig,
                binwidth, code, out, side_v, side_k):
     """Clipped statistic of every region (and of the whole image) through bucketed cells.
@@ -1573,14 +1668,15 @@ def cell_stats(data, mask, use_mask, spans, reg_off, whole, lower, upper, nclip,
     middle = code == STAT_MEDIAN or code == STAT_MIDPT
     part, bins, shift = _bucket_histogram(data, mask, use_mask, seg, ncell, lower, upper, out,
                                           side_v, side_k, hist, middle, False)
-    everything = bool(part[10][0])  # the tails overflowed their buffer
-    if everything:
-        part, bins, shift = _bucket_histogram(data, mask, use_mask, seg, ncell, lower, upper,
-                                              out, side_v, side_k, hist, middle, True)
+    everything = False
     while True:  # ends: each pass keeps or gathers buckets the one before did not have
-        value, npix, spread = _cell_queries(part, bins, shift, keys, nreg, whole, lower, upper,
-                                            nclip, lsig, usig, binwidth, code)
-        if part[10][0] and not everything:
+        if not part[10][0]:  # (else the tails overflowed their buffer: no queries)
+            value, npix, spread = _cell_queries(part, bins, shift, keys, nreg, whole, lower,
+                                                upper, nclip, lsig, usig, binwidth, code)
+        if part[10][0] and not everything:  # values that were not kept are needed
+            if not _overlap_heavily(spans, seg, whole, data.size):
+                return region_stats(data, mask, use_mask, spans, reg_off, whole, lower, upper,
+                                    nclip, lsig, usig, binwidth, code)
             everything = True
             part, bins, shift = _bucket_histogram(data, mask, use_mask, seg, ncell, lower,
                                                   upper, out, side_v, side_k, hist, middle,
@@ -1609,6 +1705,7 @@ def warmup() -> None:
                 region_stats(data, m, use, two, off, True, -1e300, 1e300, 2, 3.0, 3.0, 0.1,
                              code)
             out = np.empty(data.size, dtype=dtype)
+            levels_apart(data, m, use, two, off, -1e300, 1e300, 3.0, 3.0)
             for code in (STAT_MEAN, STAT_MEDIAN, STAT_MODE, STAT_MIDPT):
                 cell_stats(data, m, use, two, off, True, -1e300, 1e300, 2, 3.0, 3.0, 0.1, code,
                            out, np.empty(3, dtype=dtype), np.empty(3, dtype=np.int32))
