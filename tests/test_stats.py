@@ -715,7 +715,9 @@ def test_strips_at_different_levels_take_the_direct_kernels(name, monkeypatch):
         off = np.cumsum([0] + [len(r) for r in regions]).astype(np.int64)
         no_mask = np.zeros((0, 0), bool)
         big = 1.7976931348623157e308
-        assert kern.levels_apart(img, no_mask, False, spans, off, -big, big, 4.0, 4.0) is apart
+        # pure Python too: its indexing is bounds-checked (the sample buffers are tight)
+        for func in (kern.levels_apart, kern.levels_apart.py_func):
+            assert func(img, no_mask, False, spans, off, -big, big, 4.0, 4.0) is apart
         calls.clear()
         got = stats_mod.region_statistics(st, img, None, regions)[1]
         assert len(calls) == (0 if apart else 1)
@@ -723,6 +725,13 @@ def test_strips_at_different_levels_take_the_direct_kernels(name, monkeypatch):
             expect = stats_mod.sky_statistic(img, stat=st, spans=r)
             assert value.npix == expect.npix > 10000
             assert value.value == pytest.approx(expect.value, rel=1e-12)
+    # regions of 63 rows (every span sampled) under a random mask: the sample of a region
+    # must stop at its room whatever a span yields (it once wrote past it)
+    holes = np.random.default_rng(0).random(img.shape) > 0.3
+    rows63 = np.concatenate([_rect(0, 62, 0, 511), _rect(100, 162, 0, 511)])
+    off63 = np.array([0, 63, 126], np.int64)
+    for func in (kern.levels_apart, kern.levels_apart.py_func):
+        assert func(img, holes, True, rows63, off63, -big, big, 4.0, 4.0) is False
     # spans reaching outside the image are clipped, a mask is honoured
     mask = np.ones(img.shape, bool)
     mask[:, :256] = False

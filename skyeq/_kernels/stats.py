@@ -1562,8 +1562,8 @@ def levels_apart(data, mask, use_mask, spans, reg_off, lower, upper, lsig, usig)
         k1 = reg_off[r + 1]
         step = max(1, (k1 - k0) // rows)
         for k in range(k0, k1, step):
-            if m - start[r] >= rows * cols:
-                break
+            if m - start[r] > (rows - 1) * cols:
+                break  # room for a span's columns: at most rows * cols per region
             y = spans[k, 0]
             a = max(spans[k, 1], 0)
             w = min(spans[k, 2], nx - 1) - a
@@ -1571,7 +1571,7 @@ def levels_apart(data, mask, use_mask, spans, reg_off, lower, upper, lsig, usig)
                 continue  # (spans are clipped to the image)
             for t in range(cols):
                 x = a + (t * w) // (cols - 1)
-                v = data[y, x]
+                v = float(data[y, x])
                 if (not use_mask or mask[y, x]) and v >= lower and v <= upper:
                     pooled[m] = v
                     m += 1
