@@ -377,8 +377,8 @@ _noticed_pairs = False
 def notice_first_compile(pairs: bool = False) -> None:
     """Say once per process, before the wait, that the kernels are about to be compiled.
 
-    On a fresh install numba compiles the kernels on their first call (about half a
-    minute, then loaded from its cache in well under a second): without a word
+    On a fresh install numba compiles the kernels on their first call (about a
+    minute on two cores, then loaded from its cache in well under a second): without a word
     the first call looks hung. ``python -m skyeq warmup`` compiles them ahead of time.
 
     Parameters
@@ -401,7 +401,7 @@ def notice_first_compile(pairs: bool = False) -> None:
         )
     elif not pairs and _kernels.warm() is False:
         log.warning(
-            "skyeq is compiling its numba kernels (first use only: about half a minute on two "
+            "skyeq is compiling its numba kernels (first use only: about a minute on two "
             "cores; later runs load them from the cache; `python -m skyeq warmup` does "
             "this ahead of time)"
         )
