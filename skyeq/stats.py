@@ -296,13 +296,7 @@ def region_statistics(
     all_spans = np.concatenate(spans) if nreg else _NO_SPANS
     mask_arg = _NO_MASK if good is None else good
     code = _CODES[stat.statistic]
-    cells = _takes_cells(stat.statistic, nreg, npix + (arr.size if whole else 0), arr.size)
-    if cells and npix < _kernels.stats._REREAD_OVERLAP * arr.size:
-        # little overlap between the regions: the direct kernels when the cells would
-        # only find out after their read that they need them
-        cells = not _kernels.levels_apart(arr, mask_arg, good is not None, all_spans, reg_off,
-                                          lower, upper, stat.lsigma, stat.usigma)
-    if not cells:
+    if not _takes_cells(stat.statistic, nreg, npix + (arr.size if whole else 0), arr.size):
         value, count, std = _kernels.region_stats(
             arr, mask_arg, good is not None, all_spans, reg_off, whole, lower, upper,
             stat.nclip, stat.lsigma, stat.usigma, stat.binwidth, code,

@@ -706,9 +706,9 @@ def test_strips_at_different_levels_take_the_direct_kernels(name, monkeypatch):
     st = SkyStat(name, nclip=5, lsigma=4.0, usigma=4.0)
     monkeypatch.setattr(stats_mod, "_CELL_COVERAGE", dict.fromkeys(STATISTICS, 0.0))
     monkeypatch.setattr(stats_mod, "_CELL_MIN_PIXELS", 0)
-    calls = []
-    real = kern.cell_stats
-    monkeypatch.setattr(kern, "cell_stats", lambda *a: calls.append(1) or real(*a))
+    reads = []
+    real = kern.stats._bucket_histogram
+    monkeypatch.setattr(kern.stats, "_bucket_histogram", lambda *a: reads.append(1) or real(*a))
     for levels, apart in (((0.0, 0.0, 0.0, 0.0), False), ((0.0, 40.0, 80.0, 160.0), True)):
         img, regions = _strips_image(levels)
         spans = np.concatenate(regions)
@@ -718,9 +718,9 @@ def test_strips_at_different_levels_take_the_direct_kernels(name, monkeypatch):
         # pure Python too: its indexing is bounds-checked (the sample buffers are tight)
         for func in (kern.levels_apart, kern.levels_apart.py_func):
             assert func(img, no_mask, False, spans, off, -big, big, 4.0, 4.0) is apart
-        calls.clear()
+        reads.clear()
         got = stats_mod.region_statistics(st, img, None, regions)[1]
-        assert len(calls) == (0 if apart else 1)
+        assert len(reads) == (0 if apart else 1)  # no cell read for strips apart
         for r, value in zip(regions, got, strict=True):
             expect = stats_mod.sky_statistic(img, stat=st, spans=r)
             assert value.npix == expect.npix > 10000
@@ -755,6 +755,8 @@ def test_cells_hand_a_short_read_of_strips_to_the_direct_kernels(monkeypatch):
     monkeypatch.setattr(kern, "_bucket_histogram",
                         lambda *a: reads.append(a[-1]) or real_read(*a))
     monkeypatch.setattr(kern, "region_stats", lambda *a: direct.append(1) or real_direct(*a))
+    # (levels_apart would see the 1-sigma bounds coming: make it miss, as a sample can)
+    monkeypatch.setattr(kern, "levels_apart", lambda *a: False)
     got = kern.cell_stats(*args, np.empty(img.size, np.float32),
                           np.empty(img.size // 4, np.float32), np.empty(img.size // 4, np.int32))
     assert reads == [False] and direct == [1]

@@ -929,6 +929,21 @@ def _is_kept(j, edges):
 
 
 @njit(cache=True, nogil=True)
+def _quartiles_of(v, n):
+    """Lower quartile, median and upper quartile (nearest ranks) of ``v[:n]`` (reorders it).
+
+    By selection (no sort to compile): after selecting rank ``k``, the ranks below
+    ``k`` are in ``v[:k]`` and those above in ``v[k + 1:n]``.
+    """
+    h = n // 2
+    med = select_kth(v, n, h)
+    q1 = select_kth(v, h, n // 4) if n // 4 < h else med
+    up = v[h + 1 : n]
+    q3 = select_kth(up, up.shape[0], (3 * n) // 4 - h - 1) if (3 * n) // 4 > h else med
+    return float(q1), float(med), float(q3)
+
+
+@njit(cache=True, nogil=True)
 def _bucket_placement(data, mask, use_mask, seg, lower, upper):
     """Place the fine buckets from a strided sample of the segments' usable values.
 
@@ -962,13 +977,7 @@ def _bucket_placement(data, mask, use_mask, seg, lower, upper):
         i += n
     if m == 0:
         return 0.0, 0.0, nb, 0.0
-    # quantiles by selection (no sort to compile): after selecting rank k, the ranks
-    # below k are in sample[:k] and those above in sample[k + 1:m]
-    h = m // 2
-    med = select_kth(sample, m, h)
-    q1 = select_kth(sample, h, m // 4) if m // 4 < h else med
-    up = sample[h + 1 : m]
-    q3 = select_kth(up, up.shape[0], (3 * m) // 4 - h - 1) if (3 * m) // 4 > h else med
+    q1, med, q3 = _quartiles_of(sample, m)
     spread = q3 - q1
     if not spread > 0.0:
         spread = (select_kth(sample, m, m - 1 - m // 100) - select_kth(sample, m, m // 100))
@@ -1526,17 +1535,6 @@ def _cell_queries(part, bins, shift, keys, nreg, whole, lower, upper, nclip, lsi
 
 
 @njit(cache=True, nogil=True)
-def _quartiles_of(v, n):
-    """Lower quartile, median and upper quartile (nearest ranks) of ``v[:n]`` (reorders it)."""
-    h = n // 2
-    med = select_kth(v, n, h)
-    q1 = select_kth(v, h, n // 4) if n // 4 < h else med
-    up = v[h + 1 : n]
-    q3 = select_kth(up, up.shape[0], (3 * n) // 4 - h - 1) if (3 * n) // 4 > h else med
-    return float(q1), float(med), float(q3)
-
-
-@njit(cache=True, nogil=True)
 def levels_apart(data, mask, use_mask, spans, reg_off, lower, upper, lsig, usig):
     """Whether a small sample says some region clips outside the cells' kept tails.
 
@@ -1604,11 +1602,12 @@ def levels_apart(data, mask, use_mask, spans, reg_off, lower, upper, lsig, usig)
     return False
 
 
-#: `cell_stats` reads an image again keeping every value (when the first read did not
-#: keep what a query needs) only if the regions' pixels add up to at least this many
-#: times the pixels they cover; else the direct kernels are cheaper: on the 8 strips
-#: of a tile in a bright nebula (every clip bound in the unkept middle) the second
-#: read made the tile's statistics 12 ms against 6.4 on the direct path.
+#: Regions whose pixels add up to fewer than this many times the pixels they cover
+#: overlap little: `cell_stats` hands them to the direct kernels when `levels_apart`
+#: predicts, or its read shows, that their queries need values the read does not keep,
+#: rather than reading the image (again) keeping every value: on the 8 strips of a
+#: tile in a bright nebula (every clip bound in the unkept middle) the second read made
+#: the tile's statistics 12 ms against 6.4 on the direct path.
 _REREAD_OVERLAP = 2.0
 
 
@@ -1663,6 +1662,12 @@ def cell_stats(data, mask, use_mask, spans, reg_off, whole, lower, upper, nclip,
     ny, nx = data.shape
     nreg = reg_off.shape[0] - 1
     seg, keys = _cell_segments(spans, reg_off, ny, nx, whole)
+    # regions that overlap little: the direct kernels, rather than a read or a second
+    # read that does not hold what their queries need
+    light = not _overlap_heavily(spans, seg, whole, data.size)
+    if light and levels_apart(data, mask, use_mask, spans, reg_off, lower, upper, lsig, usig):
+        return region_stats(data, mask, use_mask, spans, reg_off, whole, lower, upper, nclip,
+                            lsig, usig, binwidth, code)
     ncell = keys.shape[0]
     hist = code == STAT_MODE or code == STAT_MIDPT
     middle = code == STAT_MEDIAN or code == STAT_MIDPT
@@ -1674,7 +1679,7 @@ def cell_stats(data, mask, use_mask, spans, reg_off, whole, lower, upper, nclip,
             value, npix, spread = _cell_queries(part, bins, shift, keys, nreg, whole, lower,
                                                 upper, nclip, lsig, usig, binwidth, code)
         if part[10][0] and not everything:  # values that were not kept are needed
-            if not _overlap_heavily(spans, seg, whole, data.size):
+            if light:
                 return region_stats(data, mask, use_mask, spans, reg_off, whole, lower, upper,
                                     nclip, lsig, usig, binwidth, code)
             everything = True
