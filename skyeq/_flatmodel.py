@@ -1,0 +1,146 @@
+"""An astropy compound model evaluated leaf by leaf: a gwcs forward transform, cheaply.
+
+Calling an astropy compound model costs about 0.1 ms per leaf whatever the number of
+points: each leaf's ``__call__`` validates and broadcasts its inputs, builds its
+parameter sets and reshapes its outputs. The forward transform of a JWST NIRCam
+detector has 23 leaves joined by ``|`` and ``&``: 2.2 ms per call, while its arithmetic
+on a thousand points takes a tenth of that. `FlatModel` walks the tree once and then
+calls each leaf's ``evaluate`` with the parameter sets taken at that time, passing
+arrays from leaf to leaf as the operators say.
+
+It is trusted only as far as it was seen to agree. Each model *structure* (the tree of
+operators, the leaf classes and their parameter shapes: everything but the parameter
+values) is judged once per process: the first call of a model of an unseen structure
+calls the model itself and the flat program on the same points, and the structure is
+trusted when every output is identical to the last bit (the flat program runs the very
+same ``evaluate`` code on the very same parameter arrays, so anything else means the
+model's ``__call__`` does more, and then the model is always called). Models with
+units, model sets, or operators other than ``|`` and ``&`` are never flattened.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+#: structure -> whether its flat program reproduced the model's own call.
+_TRUSTED: dict[tuple, bool] = {}
+
+Program = Callable[..., tuple[Any, ...]]
+
+
+def _compile(model: Any) -> tuple[Program, tuple] | None:
+    """Return the flat program of a model and its structure (None: not flattened)."""
+    op = getattr(model, "op", None)
+    if op is not None:  # a compound model
+        if op not in ("|", "&"):
+            return None
+        left, right = _compile(model.left), _compile(model.right)
+        if left is None or right is None:
+            return None
+        run_left, run_right = left[0], right[0]
+        if op == "|":
+            def chain(*args: Any) -> tuple[Any, ...]:
+                return run_right(*run_left(*args))
+
+            return chain, ("|", left[1], right[1])
+        split = int(model.left.n_inputs)
+
+        def join(*args: Any) -> tuple[Any, ...]:
+            return (*run_left(*args[:split]), *run_right(*args[split:]))
+
+        return join, ("&", left[1], right[1])
+    if len(model) != 1 or getattr(model, "_has_units", True):
+        return None
+    params = tuple(model._param_sets(raw=True, units=False))
+    evaluate = model.evaluate
+    n_out = int(model.n_outputs)
+    cls = type(model)
+    shape = (f"{cls.__module__}.{cls.__qualname__}", int(model.n_inputs), n_out,
+             tuple(np.shape(p) for p in params), getattr(model, "mapping", None))
+    if n_out == 1:
+        def one(*args: Any) -> tuple[Any, ...]:
+            return (evaluate(*args, *params),)
+
+        return one, shape
+
+    def many(*args: Any) -> tuple[Any, ...]:
+        return tuple(evaluate(*args, *params))
+
+    return many, shape
+
+
+class FlatModel:
+    """A compound astropy model, called leaf by leaf once its structure is trusted.
+
+    Parameters
+    ----------
+    model : astropy.modeling.Model
+        The model; its parameter values are read now (later changes are not seen).
+    """
+
+    __slots__ = ("_program", "_structure", "model")
+
+    def __init__(self, model: Any) -> None:
+        self.model = model
+        try:
+            compiled = _compile(model) if not getattr(model, "uses_quantity", True) else None
+        except Exception:  # an astropy without the internals used here: call the model
+            compiled = None
+        self._program, self._structure = compiled if compiled is not None else (None, None)
+
+    @property
+    def flat(self) -> bool | None:
+        """Whether calls run the flat program: True, False, or None (not judged yet)."""
+        if self._program is None:
+            return False
+        return _TRUSTED.get(self._structure)
+
+    def __call__(self, *inputs: np.ndarray) -> tuple[Any, ...]:
+        """Evaluate the model on 1-D float arrays of one length.
+
+        Parameters
+        ----------
+        *inputs : ndarray
+            One per model input, 1-D, all of the same length.
+
+        Returns
+        -------
+        tuple of ndarray
+            One per model output, the shape of the inputs.
+        """
+        trusted = self.flat
+        if trusted is False or inputs[0].ndim != 1 or inputs[0].size == 0:
+            return self.model(*inputs)
+        if trusted is None:
+            out = self.model(*inputs)
+            _TRUSTED[self._structure] = same = self._agrees(inputs, out)
+            log.debug("%s the leaf-by-leaf evaluation of a model of %d leaves",
+                      "trusting" if same else "not trusting",
+                      getattr(self.model, "n_submodels", 1))
+            return out
+        try:
+            out = self._program(*inputs)
+        except Exception:  # unexpected: the model itself says what went wrong
+            return self.model(*inputs)
+        if all(np.shape(o) == inputs[0].shape for o in out):
+            return out
+        return self.model(*inputs)
+
+    def _agrees(self, inputs: tuple[np.ndarray, ...], expected: Any) -> bool:
+        """Whether the flat program gives exactly ``expected`` on ``inputs``."""
+        try:
+            out = self._program(*inputs)
+        except Exception:
+            return False
+        expected = expected if isinstance(expected, tuple) else (expected,)
+        return len(out) == len(expected) and all(
+            isinstance(e, np.ndarray) and np.shape(o) == e.shape
+            and np.array_equal(o, e, equal_nan=True)
+            for o, e in zip(out, expected, strict=True)
+        )
