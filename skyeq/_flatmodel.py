@@ -88,8 +88,8 @@ class FlatModel:
 
     def __init__(self, model: Any) -> None:
         self.model = model
-        try:
-            compiled = _compile(model) if not getattr(model, "uses_quantity", True) else None
+        try:  # (a leaf with units is not compiled: `_compile` returns None)
+            compiled = _compile(model)
         except Exception:  # an astropy without the internals used here: call the model
             compiled = None
         self._program, self._structure = compiled if compiled is not None else (None, None)

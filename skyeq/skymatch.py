@@ -233,7 +233,7 @@ def match_sky(
         for g in np.flatnonzero(~np.isfinite(local)):
             log.warning("Unable to compute the sky of %s: no usable pixel",
                         inputs.group_label(int(g)))
-    delta, components, pairs = np.full(inputs.ngroups, np.nan), [], make_pair_table()
+    delta, components, pairs = np.full(inputs.ngroups, np.nan), [], None  # None: no pair
     derr = np.full(inputs.ngroups, np.nan)
     if planes:
         gframes, iframes = plane_frames(inputs, plan)
