@@ -116,9 +116,9 @@ class FlatModel:
         """
         trusted = self.flat
         if trusted is False or inputs[0].ndim != 1 or inputs[0].size == 0:
-            return self.model(*inputs)
+            return self._called(inputs)
         if trusted is None:
-            out = self.model(*inputs)
+            out = self._called(inputs)
             _TRUSTED[self._structure] = same = self._agrees(inputs, out)
             log.debug("%s the leaf-by-leaf evaluation of a model of %d leaves",
                       "trusting" if same else "not trusting",
@@ -127,18 +127,22 @@ class FlatModel:
         try:
             out = self._program(*inputs)
         except Exception:  # unexpected: the model itself says what went wrong
-            return self.model(*inputs)
+            return self._called(inputs)
         if all(np.shape(o) == inputs[0].shape for o in out):
             return out
-        return self.model(*inputs)
+        return self._called(inputs)
 
-    def _agrees(self, inputs: tuple[np.ndarray, ...], expected: Any) -> bool:
+    def _called(self, inputs: tuple[np.ndarray, ...]) -> tuple[Any, ...]:
+        """Call the model itself; its outputs as a tuple (one output included)."""
+        out = self.model(*inputs)
+        return out if isinstance(out, tuple) else (out,)
+
+    def _agrees(self, inputs: tuple[np.ndarray, ...], expected: tuple[Any, ...]) -> bool:
         """Whether the flat program gives exactly ``expected`` on ``inputs``."""
         try:
             out = self._program(*inputs)
         except Exception:
             return False
-        expected = expected if isinstance(expected, tuple) else (expected,)
         return len(out) == len(expected) and all(
             isinstance(e, np.ndarray) and np.shape(o) == e.shape
             and np.array_equal(o, e, equal_nan=True)

@@ -106,3 +106,15 @@ def test_arithmetic_units_and_model_sets_are_called_as_they_are(model):
     for g, w in zip(got, want, strict=True):
         assert np.array_equal(g, w)
     assert not _flatmodel._TRUSTED
+
+
+def test_one_output_comes_back_as_a_tuple_either_way():
+    model = models.Shift(1.0) | models.Scale(3.0)
+    x = np.arange(5.0)
+    flat = FlatModel(model)
+    first = flat(x)  # judged on this call: the model's own output
+    assert flat.flat is True
+    second = flat(x)  # the flat program's
+    for out in (first, second):
+        assert isinstance(out, tuple) and len(out) == 1
+        np.testing.assert_array_equal(out[0], 3.0 * (x + 1.0))
