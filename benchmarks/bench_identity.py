@@ -9,10 +9,11 @@ Matches five ``match`` benchmark mosaics (`CASES`: 6x6 tiles, 8 dithers, the NIR
 SIP and TAN 6-dither layouts; see ``python -m benchmarks match --help``) with the
 methods ``local``, ``global``, ``match`` and ``global+match`` and the statistics
 ``median`` and ``mode``, and stores every ``sky`` (and ``local``) array: 70 arrays.
-``--compare`` reports each array that is not bit-identical (NaN equal to NaN) and
-exits 1 if any differs. To save the skies of an older commit with this script, make a
-directory holding only a link to the old ``skyeq`` package and put it first on the
-path, run from outside the repository (the header says which ``skyeq`` was imported)::
+``--compare`` reports each array that is not bit-identical (NaN equal to NaN) and by
+how much, and exits 1 if any differs. To save the skies of an older commit with this
+script, make a directory holding only a link to the old ``skyeq`` package and put it
+first on the path, run from outside the repository (the header says which ``skyeq``
+was imported)::
 
     git worktree add /tmp/old OLD_COMMIT && mkdir /tmp/oldpkg
     ln -s /tmp/old/skyeq /tmp/oldpkg/skyeq
@@ -66,9 +67,23 @@ def main(argv: list[str]) -> int:
         return 0
     with np.load(args.compare) as before:
         keys = sorted(set(before.files) | set(now))
-        differ = [k for k in keys if k not in before.files or k not in now
-                  or not np.array_equal(before[k], now[k], equal_nan=True)]
+        differ = {k: _difference(before[k] if k in before.files else None, now.get(k))
+                  for k in keys if k not in before.files or k not in now
+                  or not np.array_equal(before[k], now[k], equal_nan=True)}
     print(f"{len(keys) - len(differ)} of {len(keys)} arrays bit-identical")
-    for k in differ:
-        print(f"  differs: {k}")
+    for k, how in differ.items():
+        print(f"  differs: {k}: {how}")
     return 1 if differ else 0
+
+
+def _difference(before: np.ndarray | None, now: np.ndarray | None) -> str:
+    """Say how two sky arrays differ: the largest absolute and relative difference."""
+    if before is None or now is None:
+        return "only in " + ("the new run" if before is None else "the saved file")
+    if before.shape != now.shape:
+        return f"shape {before.shape} -> {now.shape}"
+    if not np.array_equal(np.isnan(before), np.isnan(now)):
+        return "NaN in other places"
+    d = np.abs(np.where(np.isnan(before), 0.0, before - now))
+    scale = np.nanmax(np.abs(before)) if np.any(np.isfinite(before)) else 0.0
+    return f"max |diff| {d.max():.2g} (relative {d.max() / scale if scale else np.inf:.2g})"
