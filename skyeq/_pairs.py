@@ -126,16 +126,17 @@ def pair_difference(
     # the reverse map from the forward round trips, else its own; fitted before either
     # kernel runs, while the Python side's data are still in the caches
     pback = (pmap.inverse() or fit_pixel_map(ad_j, ad_i, back, tolerance)) if len(back) else None
-    ways = [(side_i, side_j, spans.compress((spans[:, 0] & 1) == 0, axis=0), pmap),
-            (side_j, side_i, back, pback)]
-    out = _scratch(sum(_npix(sp) for _, _, sp, _ in ways))
+    # (from, to, spans, map, reversed: the differences come out as sample_i - data_j)
+    ways = [(side_i, side_j, spans.compress((spans[:, 0] & 1) == 0, axis=0), pmap, False),
+            (side_j, side_i, back, pback, True)]
+    out = _scratch(sum(_npix(sp) for _, _, sp, _, _ in ways))
     n = 0
-    for a, b, sp, fitted in ways:
+    for a, b, sp, fitted, reverse in ways:
         if not len(sp):
             continue
         start = n
         n += _differences(a, b, sp, fitted, out[n:])
-        if fitted is pback:  # sample_i - data_j
+        if reverse:
             np.negative(out[start:n], out=out[start:n])
     return _statistic(stat, out[:n])
 
@@ -146,10 +147,10 @@ def _npix(spans: np.ndarray) -> int:
 
 
 def _box_spans(pmap: PixelMap, spans: np.ndarray, shape: tuple[int, int],
-               parity: int | None = None) -> np.ndarray:
+               parity: int) -> np.ndarray:
     """Spans of the bounding box, in image j, of the overlap given by its spans in image i.
 
-    With ``parity`` (0 or 1), only the box's rows of that parity (even or odd).
+    Only the box's rows of ``parity`` (0: even, 1: odd) are returned.
 
     The ends of every span of image i are taken to image j through the map; the box of
     those positions (widened by a pixel, clipped to image j) holds every pixel of j in
@@ -169,10 +170,7 @@ def _box_spans(pmap: PixelMap, spans: np.ndarray, shape: tuple[int, int],
     y0, y1 = max(math.floor(lo_y) - 1, 0), min(math.ceil(hi_y) + 1, ny - 1)
     if x1 < x0 or y1 < y0:
         return np.zeros((0, 3), dtype=np.int64)
-    if parity is None:
-        rows = np.arange(y0, y1 + 1, dtype=np.int64)
-    else:
-        rows = np.arange(y0 + ((y0 - parity) & 1), y1 + 1, 2, dtype=np.int64)
+    rows = np.arange(y0 + ((y0 - parity) & 1), y1 + 1, 2, dtype=np.int64)
     return np.column_stack((rows, np.full(rows.size, x0), np.full(rows.size, x1)))
 
 
