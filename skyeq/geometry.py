@@ -1034,7 +1034,7 @@ def _densify(
     """
 
     def to_pixel(u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        x, y = adapter.world_to_pixel(*_xyz_to_radec(u))
+        x, y = adapter.vectors_to_pixel(u)
         if not (np.all(np.isfinite(x)) and np.all(np.isfinite(y))):
             raise ValueError(
                 f"the WCS of {adapter.name} gives non-finite pixel positions for overlap "

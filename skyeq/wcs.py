@@ -53,6 +53,7 @@ from typing import Any
 import numpy as np
 
 from ._flatmodel import FlatModel
+from ._kernels.chebyshev import newton_inverse
 
 __all__ = ["INVERSE_TOLERANCE", "WCSAdapter", "as_wcs_adapter"]
 
@@ -269,7 +270,7 @@ class _ForwardFit:
     distortion is itself a low-degree polynomial, so a fit of degree 5 reproduces a
     JWST NIRCam gwcs to ~1e-8 pixel. World -> pixel then costs a few numpy operations
     instead of calls of a costly WCS: Newton iterations on the polynomial, started from
-    a second polynomial fitted the other way.
+    a second polynomial fitted the other way, in a compiled kernel.
 
     Parameters
     ----------
@@ -356,42 +357,6 @@ class _ForwardFit:
             error, _newton_series(fwd, pix),
         )
 
-    def gnomonic(self, ra: np.ndarray, dec: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Gnomonic coordinates (radians) of sky positions; NaN behind the plane.
-
-        Parameters
-        ----------
-        ra, dec : ndarray
-            Degrees.
-
-        Returns
-        -------
-        a, b : ndarray
-            Flattened coordinates along east and north.
-        """
-        p = _radec_to_xyz(ra, dec)
-        w = p @ self.centre
-        with np.errstate(divide="ignore", invalid="ignore"):
-            w = np.where(w > 0, w, np.nan)
-            return (p @ self.east) / w, (p @ self.north) / w
-
-    def guess(self, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Approximate pixel positions of gnomonic coordinates (the inverse fit).
-
-        Parameters
-        ----------
-        a, b : ndarray
-            Gnomonic coordinates, radians.
-
-        Returns
-        -------
-        x, y : ndarray
-            Pixel positions.
-        """
-        sa, sb = (a - self.sky[0]) / self.sky[1], (b - self.sky[2]) / self.sky[3]
-        xy = _cheb_eval(sa, sb, self.inv)
-        return xy[0], xy[1]
-
     def inverse(self, ra: np.ndarray, dec: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Pixel positions of sky coordinates by Newton iterations on the polynomial.
 
@@ -405,33 +370,28 @@ class _ForwardFit:
         x, y : ndarray
             Pixel positions (NaN behind the tangent plane or without convergence).
         """
-        a, b = self.gnomonic(ra, dec)
-        x, y = self.guess(a, b)
-        x0, hx, y0, hy = self.pix
-        active = np.flatnonzero(np.isfinite(x) & np.isfinite(y))
-        bad = np.ones(len(x), dtype=bool)
-        bad[active] = False
-        for _ in range(_NEWTON_MAXITER):
-            if active.size == 0:
-                break
-            f = _cheb_eval((x[active] - x0) / hx, (y[active] - y0) / hy, self.newton)
-            r1, r2 = f[0] - a[active], f[1] - b[active]
-            j11, j12, j21, j22 = f[2], f[3], f[4], f[5]
-            with np.errstate(divide="ignore", invalid="ignore"):
-                det = j11 * j22 - j12 * j21
-                sx = -(j22 * r1 - j12 * r2) / det
-                sy = -(j11 * r2 - j21 * r1) / det
-            step = np.hypot(sx, sy)
-            failed = ~np.isfinite(step)
-            bad[active[failed]] = True
-            ok = ~failed
-            x[active[ok]] += sx[ok]
-            y[active[ok]] += sy[ok]
-            active = active[ok & (step > _FIT_NEWTON_STEP)]
-        bad[active] = True
-        x[bad] = np.nan
-        y[bad] = np.nan
-        return x, y
+        return self.inverse_vectors(_radec_to_xyz(ra, dec))
+
+    def inverse_vectors(self, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Pixel positions of unit vectors by Newton iterations on the polynomial.
+
+        Each point starts from the inverse fit and steps until a step is at most
+        `_FIT_NEWTON_STEP` pixels (`skyeq._kernels.chebyshev.newton_inverse`, without
+        the GIL).
+
+        Parameters
+        ----------
+        p : ndarray, shape (m, 3)
+            Unit vectors.
+
+        Returns
+        -------
+        x, y : ndarray
+            Pixel positions (NaN behind the tangent plane or without convergence).
+        """
+        return newton_inverse(np.ascontiguousarray(p, dtype=float), self.centre, self.east,
+                              self.north, self.sky, self.pix, self.inv, self.newton,
+                              _NEWTON_MAXITER, _FIT_NEWTON_STEP)
 
 
 def _newton_series(fwd: np.ndarray, pix: tuple[float, float, float, float]) -> np.ndarray:
@@ -448,7 +408,7 @@ def _newton_series(fwd: np.ndarray, pix: tuple[float, float, float, float]) -> n
     -------
     ndarray, shape (6, d + 1, d + 1)
         ``a``, ``b``, ``da/dx``, ``da/dy``, ``db/dx``, ``db/dy`` (per pixel): what a
-        Newton step evaluates, in one `_cheb_eval`.
+        Newton step evaluates (`skyeq._kernels.chebyshev.newton_inverse`).
     """
     d = _derivative_matrix(fwd.shape[1] - 1)
     _, hx, _, hy = pix
@@ -456,29 +416,6 @@ def _newton_series(fwd: np.ndarray, pix: tuple[float, float, float, float]) -> n
     for c in fwd:
         stack += [d @ c / hx, c @ d.T / hy]
     return np.stack(stack)
-
-
-def _cheb_eval(u: np.ndarray, v: np.ndarray, coef: np.ndarray) -> np.ndarray:
-    """Evaluate several 2-D Chebyshev series at the same points.
-
-    Parameters
-    ----------
-    u, v : ndarray, 1-D
-        Scaled coordinates.
-    coef : ndarray, shape (k, d + 1, d + 1)
-        ``k`` coefficient matrices (``coef[k, i, j]`` multiplies ``T_i(u) T_j(v)``).
-
-    Returns
-    -------
-    ndarray, shape (k, len(u))
-        The series' values.
-    """
-    k, n1 = coef.shape[0], coef.shape[1]
-    tu = _chebyshev_rows(u, n1 - 1)
-    tv = _chebyshev_rows(v, n1 - 1)
-    # one matrix product sums over j for every (series, i); then the sum over i
-    inner = (coef.reshape(k * n1, n1) @ tv).reshape(k, n1, len(u))
-    return (inner * tu[None]).sum(axis=1)
 
 
 # --------------------------------------------------------------------------------------
@@ -629,6 +566,26 @@ class WCSAdapter:
         else:
             return self._own_inverse(ra, dec)
         return x.reshape(ra.shape), y.reshape(ra.shape)
+
+    def vectors_to_pixel(self, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Pixel positions of unit vectors: `world_to_pixel` without the sky angles.
+
+        A fitted inverse takes the vectors as they are (it works on them); any other
+        inverse gets their longitude and latitude.
+
+        Parameters
+        ----------
+        v : ndarray, shape (m, 3)
+            Unit vectors.
+
+        Returns
+        -------
+        x, y : ndarray of float64, shape (m,)
+            As `world_to_pixel`.
+        """
+        if self.inverse == "fitted":
+            return self.fit.inverse_vectors(v)
+        return self.world_to_pixel(*_xyz_to_radec(v))
 
     def pixel_area(self, x: Any, y: Any) -> np.ndarray:
         """Solid angle of the pixels at given positions.

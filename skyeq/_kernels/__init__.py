@@ -1,4 +1,4 @@
-"""Numba kernels: sky statistics (`stats`), geometry (`geometry`), differences (`pairs`).
+"""Numba kernels: statistics (`stats`), geometry (`geometry`, `chebyshev`), differences (`pairs`).
 
 The kernels know nothing of WCSs, files or logging: they take plain, native-endian
 numpy arrays and scalars, hold no global state and are compiled with
@@ -14,7 +14,7 @@ module, or ``NUMBA_CACHE_DIR`` when set).
 
 from __future__ import annotations
 
-from . import background, geometry, pairs, stats
+from . import background, chebyshev, geometry, pairs, stats
 from .geometry import convex_parts, intersect_pairs, ring_area, scan_spans
 from .stats import (
     MAX_CELL_REGIONS,
@@ -126,7 +126,12 @@ def prepare(dtypes) -> None:
 
 def _geometry_cached() -> bool:
     """Tell whether every geometry kernel a match calls is in numba's cache."""
-    return all(_cached_dtypes(getattr(geometry, name)) for name in _GEOMETRY)
+    return all(_cached_dtypes(k) for k in _geometry_kernels())
+
+
+def _geometry_kernels() -> list:
+    """Return the geometry kernels a match calls (`_GEOMETRY`, the fitted gwcs inverse)."""
+    return [getattr(geometry, name) for name in _GEOMETRY] + [chebyshev.newton_inverse]
 
 
 def pairs_warm() -> bool | None:
@@ -146,7 +151,7 @@ def warm() -> bool | None:
     cannot be inspected (its internals are not a public API).
     """
     found = [_cached_dtypes(k) for k in (stats.sky_stat, stats.region_stats)]
-    found += [_cached_dtypes(getattr(geometry, name)) for name in _GEOMETRY]
+    found += [_cached_dtypes(k) for k in _geometry_kernels()]
     if any(f is None for f in found):
         return None
     return bool(found[0] or found[1]) and all(found[2:])

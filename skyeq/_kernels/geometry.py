@@ -19,6 +19,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from . import chebyshev
+
 __all__ = [
     "convex_parts",
     "intersect_pairs",
@@ -1079,7 +1081,11 @@ def scan_spans(px, py, piece_off, group_off, ny, nx):
 
 
 def warmup() -> None:
-    """Compile (or load from the cache) the geometry kernels on tiny inputs."""
+    """Compile (or load from the cache) the geometry kernels on tiny inputs.
+
+    The fitted inverse of a gwcs (`skyeq._kernels.chebyshev`) is one of them.
+    """
+    chebyshev.warmup()
     sq = np.array([[1.0, -1e-3, -1e-3], [1.0, 1e-3, -1e-3], [1.0, 1e-3, 1e-3], [1.0, -1e-3, 1e-3]])
     sq /= np.sqrt((sq**2).sum(axis=1))[:, None]
     c = np.array([1.0, 0.0, 0.0])
