@@ -10,7 +10,10 @@ SIP and TAN 6-dither layouts; see ``python -m benchmarks match --help``) with th
 methods ``local``, ``global``, ``match`` and ``global+match`` and the statistics
 ``median`` and ``mode``, and stores every ``sky`` (and ``local``) array: 70 arrays.
 ``--compare`` reports each array that is not bit-identical (NaN equal to NaN) and by
-how much, and exits 1 if any differs. To save the skies of an older commit with this
+how much, and exits 1 if any differs. A SHA-256 digest of each mosaic's images is saved
+too: the synthetic mosaics are drawn through skyeq's own WCS code, so a change there can
+move a few pixels by one float32 step, and the report then says that the skies of that
+mosaic were computed on other inputs. To save the skies of an older commit with this
 script, make a directory holding only a link to the old ``skyeq`` package and put it
 first on the path, run from outside the repository (the header says which ``skyeq``
 was imported)::
@@ -23,6 +26,7 @@ was imported)::
 from __future__ import annotations
 
 import argparse
+import hashlib
 
 import numpy as np
 
@@ -34,13 +38,24 @@ METHODS = ("local", "global", "match", "global+match")
 STATS = ("median", "mode")
 
 
+#: Key prefix of the input digests in a saved file.
+INPUT = "input:"
+
+
 def skies() -> dict[str, np.ndarray]:
-    """Every sky array of the benchmark mosaics, keyed ``case-method-stat[-local]``."""
+    """Every sky array of the benchmark mosaics, keyed ``case-method-stat[-local]``.
+
+    Also ``input:case``: the SHA-256 digest of the mosaic's images (uint8 array).
+    """
     import skyeq
 
     out = {}
     for case in CASES:
         m = _mosaic(case)
+        digest = hashlib.sha256()
+        for d in m.data:
+            digest.update(np.ascontiguousarray(d).tobytes())
+        out[INPUT + case] = np.frombuffer(digest.digest(), dtype=np.uint8)
         for meth in METHODS:
             for stat in STATS:
                 r = skyeq.match_sky(m.data, m.wcs, method=meth, stat=skyeq.SkyStat(stat))
@@ -63,16 +78,23 @@ def main(argv: list[str]) -> int:
     now = skies()
     if args.save:
         np.savez(args.save, **now)
-        print(f"saved {len(now)} arrays to {args.save}")
+        print(f"saved {sum(not k.startswith(INPUT) for k in now)} arrays to {args.save}")
         return 0
     with np.load(args.compare) as before:
-        keys = sorted(set(before.files) | set(now))
-        differ = {k: _difference(before[k] if k in before.files else None, now.get(k))
-                  for k in keys if k not in before.files or k not in now
-                  or not np.array_equal(before[k], now[k], equal_nan=True)}
+        saved = {k: before[k] for k in before.files}
+    moved = [c for c in CASES if INPUT + c not in saved
+             or not np.array_equal(saved[INPUT + c], now[INPUT + c])]
+    keys = sorted((set(saved) | set(now)) - {INPUT + c for c in CASES})
+    differ = {k: _difference(saved.get(k), now.get(k)) for k in keys
+              if k not in saved or k not in now
+              or not np.array_equal(saved[k], now[k], equal_nan=True)}
     print(f"{len(keys) - len(differ)} of {len(keys)} arrays bit-identical")
+    for case in moved:
+        print(f"  inputs of {case}: " + ("no digest saved" if INPUT + case not in saved
+                                          else "other images than when saved"))
     for k, how in differ.items():
-        print(f"  differs: {k}: {how}")
+        note = " (other inputs)" if k.split("-")[0] in moved else ""
+        print(f"  differs: {k}: {how}{note}")
     return 1 if differ else 0
 
 

@@ -1200,8 +1200,9 @@ def _checked(adapter: WCSAdapter, shape: tuple[int, int]) -> WCSAdapter:
         raise ValueError(
             f"the WCS of {adapter.name} is degenerate on the image (a pixel covers no sky)"
         )
-    k = [int(np.flatnonzero((x == cx) & (y == cy))[0])
-         for cx, cy in ((-0.5, -0.5), (nx - 0.5, -0.5), (nx - 0.5, ny - 0.5), (-0.5, ny - 0.5))]
+    # the outer pixel corners: first and last point of the bottom edge, last of the
+    # right edge, first of the top edge (`_check_points`)
+    k = [0, _CHECK_EDGE - 1, 2 * _CHECK_EDGE - 1, 2 * _CHECK_EDGE]
     corners = (ra[k], dec[k])
     for a in corners:
         a.setflags(write=False)

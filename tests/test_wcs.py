@@ -86,6 +86,17 @@ def test_astropy_wcs_matches_all_pix2world():
     assert r2.shape == (2, 3)
 
 
+def test_check_keeps_the_outer_pixel_corners():
+    # bottom-left, bottom-right, top-right, top-left pixel corners, as the WCS maps them
+    w = make_wcs(sip=2e-6)
+    ad = as_wcs_adapter(w, name="c.fits", shape=SHAPE)
+    ny, nx = SHAPE
+    x, y = [-0.5, nx - 0.5, nx - 0.5, -0.5], [-0.5, -0.5, ny - 0.5, ny - 0.5]
+    era, edec = w.all_pix2world(x, y, 0)
+    np.testing.assert_array_equal(ad.corners[0], era)
+    np.testing.assert_array_equal(ad.corners[1], edec)
+
+
 def test_sip_wcs_uses_the_distortion():
     w = make_wcs(sip=2e-6)
     ad = as_wcs_adapter(w)
