@@ -1001,11 +1001,12 @@ def _densify(
     """Map rings of unit vectors to pixels, splitting edges along great circles.
 
     Every edge longer than ``max_edge`` pixels (judged from its angle and the image's
-    smallest pixel scale, `WCSAdapter.pixel_scale`) is first split into equal parts;
-    then every edge whose mapped great-circle midpoint lies more than ``tolerance``
-    pixels off the straight pixel segment is halved, repeatedly (the deviation drops
-    about fourfold per halving). In a TAN frame great circles are straight and
-    nothing is halved. The vertices and all the first midpoints are mapped in one WCS
+    smallest pixel scale, `WCSAdapter.pixel_scale`) is first split into equal parts,
+    unless the adapter says great circles are straight in its frame
+    (`WCSAdapter.straight`: a plain TAN WCS); then every edge whose mapped great-circle
+    midpoint lies more than ``tolerance`` pixels off the straight pixel segment is
+    halved, repeatedly (the deviation drops about fourfold per halving). In a TAN
+    frame nothing is halved. The vertices and all the first midpoints are mapped in one WCS
     call, and each halving round costs one more call for the new midpoints only: with
     a distorted WCS every call is a costly iterative inverse.
 
@@ -1049,9 +1050,13 @@ def _densify(
 
     nxt = successor(len(v), start)
     # 1. uniform split of long edges: (n - k) / n * a + k / n * b gives the same points
-    #    whichever way an edge runs (shared edges of adjacent pieces match exactly)
-    angle = np.arctan2(np.linalg.norm(np.cross(v, v[nxt]), axis=1), np.sum(v * v[nxt], axis=1))
-    nsub = np.maximum(1, np.ceil(angle / (max_edge * adapter.pixel_scale))).astype(np.int64)
+    #    whichever way an edge runs (shared edges of adjacent pieces match exactly);
+    #    not where great circles are straight pixel lines (a plain TAN WCS)
+    nsub = np.ones(len(v), dtype=np.int64)
+    if not adapter.straight:
+        angle = np.arctan2(np.linalg.norm(np.cross(v, v[nxt]), axis=1),
+                           np.sum(v * v[nxt], axis=1))
+        nsub = np.maximum(1, np.ceil(angle / (max_edge * adapter.pixel_scale))).astype(np.int64)
     if nsub.max() > 1:
         e = np.repeat(np.arange(len(v)), nsub - 1)
         first = np.cumsum(nsub - 1) - (nsub - 1)
@@ -1122,7 +1127,8 @@ def overlap_spans_many(
         Image shape ``(ny, nx)``.
     max_edge : float, optional
         Edges longer than this many pixels are split into equal parts along their
-        great circle before mapping (default 64).
+        great circle before mapping (default 64); not in a plain TAN frame, where
+        great circles are straight (`skyeq.wcs.WCSAdapter.straight`).
     tolerance : float, optional
         Great-circle edges are straight in a TAN pixel frame but slightly curved in
         a distorted one; an edge whose mapped great-circle midpoint lies more than

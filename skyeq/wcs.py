@@ -467,6 +467,11 @@ class WCSAdapter:
         Sky coordinates (degrees) of the four outer pixel corners, bottom-left,
         bottom-right, top-right, top-left, as the check mapped them (a footprint without
         ``stepsize`` needs nothing else: a costly WCS is not called again for it).
+    straight : bool
+        Whether great circles are straight lines in the pixel frame: a FITS WCS whose
+        celestial axes are both gnomonic (``TAN``) with no distortion of any kind (no
+        SIP, lookup tables or ``PV`` parameters). The pixel spans of an overlap then map
+        its vertices only (`skyeq.geometry.overlap_spans_many`).
     """
 
     name: str
@@ -481,6 +486,7 @@ class WCSAdapter:
     pixel_scale: float = math.nan
     newton_steps: int = 0
     corners: tuple[np.ndarray, np.ndarray] | None = dataclasses.field(default=None, repr=False)
+    straight: bool = False
 
     def __repr__(self) -> str:
         extra = "" if self.shape is None else f", shape={self.shape}, inverse={self.inverse!r}"
@@ -918,7 +924,29 @@ def _wrap(wcs: Any, name: str | None) -> WCSAdapter:
     lon_axis = _lon_axis_from_types(types)
     kind = _kind_of(obj)
     transforms = _gwcs_transforms(obj, label) if kind == "gwcs" else None
-    return WCSAdapter(label, kind, obj, lon_axis, transforms)
+    return WCSAdapter(label, kind, obj, lon_axis, transforms,
+                      straight=kind == "fitswcs" and _gnomonic_only(obj))
+
+
+def _gnomonic_only(w: Any) -> bool:
+    """Tell whether an astropy WCS is a plain gnomonic projection (see `WCSAdapter`).
+
+    Both celestial axes ``TAN``, and none of SIP, the lookup-table distortions
+    (``cpdis``, ``det2im``) or ``PV`` parameters (with which wcslib reads ``TAN`` as
+    the ``TPV`` polynomial). A linear transformation (``PC``/``CD``) keeps lines
+    straight.
+    """
+    try:
+        prm = w.wcs
+        return (
+            prm.lng >= 0 and prm.lat >= 0
+            and all(str(c).split("-")[-1] == "TAN" for c in prm.ctype)
+            and w.sip is None and w.cpdis1 is None and w.cpdis2 is None
+            and w.det2im1 is None and w.det2im2 is None
+            and len(prm.get_pv()) == 0
+        )
+    except Exception:  # anything unexpected: not known to be straight
+        return False
 
 
 def _kind_of(obj: Any) -> str:

@@ -1,5 +1,6 @@
 """Tests of skyeq.geometry and its kernels (footprints, pairs, overlaps, pixel spans)."""
 
+import dataclasses
 import itertools
 import pickle
 from fractions import Fraction
@@ -500,6 +501,26 @@ def test_overlap_pixels_equal_brute_force(scene):
             got = spans_to_mask(spans, SHAPE)
             assert truth.sum() > 0
             np.testing.assert_array_equal(got, truth)
+
+
+@pytest.mark.parametrize("scene", ["tiles", "dithers", "pole", "ra0"])
+def test_straight_edges_are_not_split_and_give_the_same_spans(scene):
+    # in a plain TAN frame only the overlap vertices are mapped; splitting the edges
+    # into 64-pixel parts first (as for any other WCS) finds the very same pixels
+    make, stepsize = SCENES[scene]
+    ws = make(np.random.default_rng(7))
+    fps = geo.footprints(ws, [SHAPE] * len(ws), stepsize=stepsize)
+    pairs, ovs = geo.find_overlaps(fps)
+    for k in range(min(len(ws), 3)):
+        ad = as_wcs_adapter(ws[k], shape=SHAPE)
+        assert ad.straight
+        rows = [r for r in range(len(pairs)) if k in pairs[r]]
+        fast = geo.overlap_spans_many([ovs[r] for r in rows], ad, SHAPE)
+        split = geo.overlap_spans_many([ovs[r] for r in rows],
+                                       dataclasses.replace(ad, straight=False), SHAPE)
+        assert sum(len(a) for a in fast) > 0
+        for a, b in zip(fast, split, strict=True):
+            np.testing.assert_array_equal(a, b)
 
 
 def test_overlap_pixels_with_sip_follow_the_curved_boundary():

@@ -97,6 +97,23 @@ def test_check_keeps_the_outer_pixel_corners():
     np.testing.assert_array_equal(ad.corners[1], edec)
 
 
+def test_only_a_plain_tan_wcs_has_straight_great_circles():
+    assert as_wcs_adapter(make_wcs()).straight
+    assert as_wcs_adapter(make_wcs(swap=True)).straight  # latitude first
+    assert not as_wcs_adapter(make_wcs(sip=2e-6)).straight
+    tpv = make_wcs()
+    tpv.wcs.set_pv([(1, 1, 1.0), (2, 1, 1.0)])  # TAN with PV: wcslib's TPV polynomial
+    assert not as_wcs_adapter(tpv).straight
+    sin = make_wcs()
+    sin.wcs.ctype = ["RA---SIN", "DEC--SIN"]
+    sin.wcs.set()
+    assert not as_wcs_adapter(sin).straight
+    assert not as_wcs_adapter(make_gwcs()).straight  # not known: split as before
+    pair = (lambda x, y: make_wcs().all_pix2world(x, y, 0),
+            lambda r, d: make_wcs().all_world2pix(r, d, 0))
+    assert not as_wcs_adapter(pair).straight
+
+
 def test_sip_wcs_uses_the_distortion():
     w = make_wcs(sip=2e-6)
     ad = as_wcs_adapter(w)
