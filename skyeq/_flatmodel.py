@@ -8,6 +8,10 @@ on a thousand points takes about a third of that. `FlatModel` walks the tree onc
 calls each leaf's ``evaluate`` with the parameter sets taken at that time, passing
 arrays from leaf to leaf as the operators say.
 
+It also takes the steps of a gwcs pipeline as they are, ``FlatModel(*steps)`` for
+``steps[0] | steps[1] | ...``, and composes that compound model only if it has to call
+it: astropy builds a model of a few dozen leaves in about a millisecond.
+
 It is trusted only as far as it was seen to agree. Each model *structure* (the tree of
 operators, the leaf classes and their parameter shapes: everything but the parameter
 values) is judged once per process: the first call of a model of an unseen structure
@@ -43,12 +47,9 @@ def _compile(model: Any) -> tuple[_Program, tuple] | None:
         left, right = _compile(model.left), _compile(model.right)
         if left is None or right is None:
             return None
-        run_left, run_right = left[0], right[0]
         if op == "|":
-            def chain(*args: Any) -> tuple[Any, ...]:
-                return run_right(*run_left(*args))
-
-            return chain, ("|", left[1], right[1])
+            return _pipe(left, right)
+        run_left, run_right = left[0], right[0]
         split = int(model.left.n_inputs)
 
         def join(*args: Any) -> tuple[Any, ...]:
@@ -75,24 +76,56 @@ def _compile(model: Any) -> tuple[_Program, tuple] | None:
     return many, shape
 
 
+def _pipe(left: tuple[_Program, tuple] | None,
+          right: tuple[_Program, tuple] | None) -> tuple[_Program, tuple] | None:
+    """Return the flat program and structure of ``left | right`` (None if either is)."""
+    if left is None or right is None:
+        return None
+    run_left, run_right = left[0], right[0]
+
+    def chain(*args: Any) -> tuple[Any, ...]:
+        return run_right(*run_left(*args))
+
+    return chain, ("|", left[1], right[1])
+
+
 class FlatModel:
-    """A compound astropy model, called leaf by leaf once its structure is trusted.
+    """A chain of astropy models, called leaf by leaf once its structure is trusted.
 
     Parameters
     ----------
-    model : astropy.modeling.Model
-        The model; its parameter values are read now (later changes are not seen).
+    *parts : astropy.modeling.Model
+        The models ``parts[0] | parts[1] | ...`` (one model, or the steps of a gwcs
+        pipeline); their parameter values are read now (later changes are not seen).
+        The compound model itself is only built when it has to be called (to judge a
+        structure not seen yet, or when the flat program cannot run): astropy
+        composes a large model in about a millisecond.
     """
 
-    __slots__ = ("_program", "_structure", "model")
+    __slots__ = ("_model", "_parts", "_program", "_structure")
 
-    def __init__(self, model: Any) -> None:
-        self.model = model
+    def __init__(self, *parts: Any) -> None:
+        if not parts:
+            raise TypeError("FlatModel needs at least one model")
+        self._parts = parts
+        self._model = parts[0] if len(parts) == 1 else None
         try:  # (a leaf with units is not compiled: `_compile` returns None)
-            compiled = _compile(model)
+            compiled = _compile(parts[0])
+            for part in parts[1:]:
+                compiled = _pipe(compiled, _compile(part))
         except Exception:  # an astropy without the internals used here: call the model
             compiled = None
         self._program, self._structure = compiled if compiled is not None else (None, None)
+
+    @property
+    def model(self) -> Any:
+        """The compound model ``parts[0] | parts[1] | ...`` (built on first use)."""
+        if self._model is None:
+            model = self._parts[0]
+            for part in self._parts[1:]:
+                model = model | part
+            self._model = model
+        return self._model
 
     @property
     def flat(self) -> bool | None:

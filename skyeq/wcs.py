@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import inspect
 import logging
 import math
 from collections.abc import Callable, Sequence
@@ -969,40 +970,54 @@ def _kind_of(obj: Any) -> str:
 
     if isinstance(obj, WCS):
         return "fitswcs"
-    if callable(obj) and hasattr(obj, "invert") and hasattr(obj, "forward_transform"):
+    # (getattr_static: reading a gwcs's forward_transform composes its whole pipeline)
+    if (callable(obj) and hasattr(obj, "invert")
+            and inspect.getattr_static(obj, "forward_transform", None) is not None):
         return "gwcs"
     return "ape14"
 
 
 class _Transforms:
-    """A gwcs's forward transform, built once, and its backward one, built on first use.
+    """A gwcs's forward transform, kept as its pipeline's steps, and its backward one.
 
     gwcs composes its pipeline into a new compound model on every access of
-    ``forward_transform`` / ``backward_transform`` (the backward one deep-copies the
-    fitted inverses: 5 to 30 ms for a JWST detector), so the adapter keeps the models
-    and calls them directly; the backward transform is often never needed. The forward
-    transform is called leaf by leaf (`skyeq._flatmodel.FlatModel`: ~0.8 ms instead of
-    2.2 for a NIRCam detector), once a model of its structure gave the same numbers so.
+    ``forward_transform`` / ``backward_transform`` (about 1.4 ms for the four steps of
+    a JWST NIRCam detector; the backward one also deep-copies the fitted inverses: 5 to
+    30 ms), so the adapter keeps the steps' transforms and calls them leaf by leaf
+    (`skyeq._flatmodel.FlatModel`: ~0.4 ms a call for a NIRCam detector, against 2.2
+    through the composed model), once a model of their structure gave the same numbers
+    so. The composed model is built only when needed (to judge a new structure, for the
+    backward transform, or where the leaf-by-leaf call cannot run).
 
     Parameters
     ----------
-    forward : astropy.modeling.Model
-        The forward transform.
+    parts : tuple of astropy.modeling.Model
+        The forward transform ``parts[0] | parts[1] | ...``.
     """
 
-    __slots__ = ("_backward", "_built", "_flat", "forward")
+    __slots__ = ("_backward", "_built", "_flat", "parts")
 
-    def __init__(self, forward: Any) -> None:
-        self.forward = forward
+    def __init__(self, parts: tuple[Any, ...]) -> None:
+        self.parts = parts
         self._backward: Any = None
         self._built = False
         self._flat: FlatModel | None = None
 
+    @property
+    def flat(self) -> FlatModel:
+        """The forward transform as a `FlatModel` (built on first use)."""
+        if self._flat is None:
+            self._flat = FlatModel(*self.parts)
+        return self._flat
+
+    @property
+    def forward(self) -> Any:
+        """The forward transform, composed."""
+        return self.flat.model
+
     def call(self, x: np.ndarray, y: np.ndarray) -> Any:
         """Map 1-D pixel arrays of one length through the forward transform."""
-        if self._flat is None:
-            self._flat = FlatModel(self.forward)
-        return self._flat(x, y)
+        return self.flat(x, y)
 
     @property
     def backward(self) -> Any:
@@ -1016,10 +1031,10 @@ class _Transforms:
         return self._backward
 
     def __getstate__(self) -> tuple[Any, Any, bool]:
-        return self.forward, self._backward, self._built
+        return self.parts, self._backward, self._built
 
     def __setstate__(self, state: tuple[Any, Any, bool]) -> None:
-        self.forward, self._backward, self._built = state
+        self.parts, self._backward, self._built = state
         self._flat = None  # its closures do not pickle: rebuilt on first call
 
 
@@ -1045,14 +1060,44 @@ def _gwcs_transforms(obj: Any, label: str) -> _Transforms | None:
         If the gwcs has no forward transform.
     """
     try:
-        fwd = obj.forward_transform
+        parts = _pipeline_parts(obj)
+        if parts is None:
+            fwd = obj.forward_transform
+            parts = None if fwd is None else (fwd,)
     except Exception as err:
         raise ValueError(f"the gwcs of {label} has no forward transform: {err}") from err
-    if fwd is None:
+    if parts is None:
         raise ValueError(f"the gwcs of {label} has no forward transform")
-    if getattr(fwd, "uses_quantity", False):
+    # astropy's rule for a compound model: it uses quantities when it has no parameter
+    # at all or one of them is a Quantity
+    if not any(p.param_names for p in parts) or any(
+        p.uses_quantity for p in parts if p.param_names
+    ):
         return None
-    return _Transforms(fwd)
+    return _Transforms(parts)
+
+
+#: Where gwcs defines ``forward_transform`` as the ``|`` of its steps' transforms.
+_GWCS_FORWARD = ("Pipeline.forward_transform", "WCS.forward_transform")
+
+
+def _pipeline_parts(obj: Any) -> tuple[Any, ...] | None:
+    """Return the transforms of a gwcs's pipeline steps (their ``|`` is its forward one).
+
+    Only for a gwcs whose ``forward_transform`` is gwcs's own property (which composes
+    the transforms of all steps but the last, in order); None otherwise (then the
+    property is read).
+    """
+    prop = inspect.getattr_static(type(obj), "forward_transform", None)
+    fget = getattr(prop, "fget", None)
+    if (fget is None or not getattr(fget, "__module__", "").startswith("gwcs.")
+            or getattr(fget, "__qualname__", "") not in _GWCS_FORWARD):
+        return None
+    steps = list(obj.pipeline)[:-1]
+    parts = tuple(getattr(step, "transform", None) for step in steps)
+    if not parts or any(p is None or not hasattr(p, "n_inputs") for p in parts):
+        return None
+    return parts
 
 
 def _smallest_scale(gx: np.ndarray, gy: np.ndarray) -> float:

@@ -118,3 +118,45 @@ def test_one_output_comes_back_as_a_tuple_either_way():
     for out in (first, second):
         assert isinstance(out, tuple) and len(out) == 1
         np.testing.assert_array_equal(out[0], 3.0 * (x + 1.0))
+
+
+def test_pipeline_steps_are_called_without_composing_them():
+    # a JWST gwcs has four frames: the adapter keeps the three step transforms and
+    # never reads gwcs's forward_transform (which composes them, ~1.4 ms a read)
+    w = load_nircam()
+    cls = type(w)
+    reads = []
+    prop = cls.forward_transform
+
+    class Counting(cls):
+        @property
+        def forward_transform(self):  # an override: composed the gwcs way, counted
+            reads.append(1)
+            return prop.fget(self)
+
+    steps = [s.transform for s in w.pipeline[:-1]]
+    assert len(steps) == 3
+    fwd = w.forward_transform
+    x, y = _points(300, seed=8)
+    want = fwd(x, y)
+    flat = FlatModel(*steps)
+    assert flat.flat is None and flat._model is None
+    got = flat(x, y)  # judged: the compound model is built for that, once
+    assert flat.flat is True and flat._model is not None
+    for g, e in zip(got, want, strict=True):
+        np.testing.assert_array_equal(g, e)
+    again = FlatModel(*steps)
+    for g, e in zip(again(x, y), want, strict=True):
+        np.testing.assert_array_equal(g, e)
+    assert again._model is None  # trusted: never composed
+    # through the adapter: the steps, bit for bit what the gwcs gives
+    adapter = as_wcs_adapter(w, shape=(2048, 2048))
+    assert len(adapter.transforms.parts) == 3
+    ra, dec = adapter.pixel_to_world(x, y)
+    np.testing.assert_array_equal(ra, np.mod(want[0], 360.0))
+    np.testing.assert_array_equal(dec, want[1])
+    # a subclass with its own forward_transform is read through that property
+    sub = Counting(forward_transform=w.pipeline, output_frame=w.output_frame)
+    ad = as_wcs_adapter(sub, shape=(2048, 2048))
+    assert reads and len(ad.transforms.parts) == 1
+    np.testing.assert_array_equal(ad.pixel_to_world(x, y)[0], ra)
