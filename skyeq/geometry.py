@@ -991,6 +991,13 @@ def _shoelace(poly: np.ndarray) -> float:
     return 0.5 * float(np.dot(x, np.roll(y, -1)) - np.dot(np.roll(x, -1), y))
 
 
+def _no_pixel(adapter: WCSAdapter) -> ValueError:
+    """Return the error of an overlap vertex without a finite pixel position."""
+    return ValueError(
+        f"the WCS of {adapter.name} gives non-finite pixel positions for overlap vertices"
+    )
+
+
 def _densify(
     adapter: WCSAdapter,
     v: np.ndarray,
@@ -1008,7 +1015,8 @@ def _densify(
     halved, repeatedly (the deviation drops about fourfold per halving). In a TAN
     frame nothing is halved. The vertices and all the first midpoints are mapped in one WCS
     call, and each halving round costs one more call for the new midpoints only: with
-    a distorted WCS every call is a costly iterative inverse.
+    a distorted WCS every call is a costly iterative inverse. With a fitted inverse
+    (a gwcs) the whole of it is one compiled call (`_ForwardFit.densify`).
 
     Parameters
     ----------
@@ -1037,10 +1045,7 @@ def _densify(
     def to_pixel(u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         x, y = adapter.vectors_to_pixel(u)
         if not (np.all(np.isfinite(x)) and np.all(np.isfinite(y))):
-            raise ValueError(
-                f"the WCS of {adapter.name} gives non-finite pixel positions for overlap "
-                "vertices"
-            )
+            raise _no_pixel(adapter)
         return x, y
 
     def successor(n: int, start: np.ndarray) -> np.ndarray:
@@ -1048,6 +1053,13 @@ def _densify(
         nxt[start[1:] - 1] = start[:-1]  # each ring closes on its first vertex
         return nxt
 
+    if adapter.inverse == "fitted":
+        # the same steps in one compiled call, without the GIL
+        step = np.inf if adapter.straight else max_edge * adapter.pixel_scale
+        px, py, start, ok = adapter.fit.densify(v, start, step, tolerance)
+        if not ok:
+            raise _no_pixel(adapter)
+        return px, py, start
     nxt = successor(len(v), start)
     # 1. uniform split of long edges: (n - k) / n * a + k / n * b gives the same points
     #    whichever way an edge runs (shared edges of adjacent pieces match exactly);

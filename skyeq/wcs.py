@@ -54,7 +54,7 @@ from typing import Any
 import numpy as np
 
 from ._flatmodel import FlatModel
-from ._kernels.chebyshev import newton_inverse
+from ._kernels.chebyshev import densify_rings, newton_inverse
 
 __all__ = ["INVERSE_TOLERANCE", "WCSAdapter", "as_wcs_adapter"]
 
@@ -393,6 +393,40 @@ class _ForwardFit:
         return newton_inverse(np.ascontiguousarray(p, dtype=float), self.centre, self.east,
                               self.north, self.sky, self.pix, self.inv, self.newton,
                               _NEWTON_MAXITER, _FIT_NEWTON_STEP)
+
+    def densify(self, v: np.ndarray, start: np.ndarray, step_angle: float,
+                tolerance: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, bool]:
+        """Map rings to pixels with their edges densified along great circles.
+
+        `skyeq.geometry._densify` for this inverse, in one compiled call without the
+        GIL (`skyeq._kernels.chebyshev.densify_rings`).
+
+        Parameters
+        ----------
+        v : ndarray, shape (m, 3)
+            Open rings of unit vectors, concatenated.
+        start : ndarray of int64
+            Ring offsets into ``v``.
+        step_angle : float
+            Edges of a larger angle (radians) are split into equal parts first.
+        tolerance : float
+            Pixels: an edge whose mapped midpoint is farther off the straight segment
+            is halved.
+
+        Returns
+        -------
+        px, py : ndarray
+            Pixel positions of the densified rings.
+        start : ndarray of int64
+            Ring offsets into ``px``/``py``.
+        ok : bool
+            False when a point has no finite pixel position.
+        """
+        return densify_rings(np.ascontiguousarray(v, dtype=float),
+                             np.ascontiguousarray(start, dtype=np.int64), float(step_angle),
+                             float(tolerance), self.centre, self.east, self.north, self.sky,
+                             self.pix, self.inv, self.newton, _NEWTON_MAXITER,
+                             _FIT_NEWTON_STEP)
 
 
 def _newton_series(fwd: np.ndarray, pix: tuple[float, float, float, float]) -> np.ndarray:

@@ -4,16 +4,21 @@
 checked gwcs's forward transform (`skyeq.wcs._ForwardFit`) for the pixel, many points
 per vector instruction. Checked here against the real NIRCam gwcs, against a plain NumPy
 Newton solve of the same series, and lane by lane: each point's result must not depend
-on the points it is solved with.
+on the points it is solved with. `densify_rings` maps overlap rings through it, edges
+split along great circles, exactly as the NumPy steps of `skyeq.geometry._densify`.
 """
+
+import dataclasses
 
 import numpy as np
 import pytest
 from nircam_helpers import load_nircam
 from numpy.polynomial import chebyshev as C
 
+from skyeq import geometry as geo
+from skyeq import synthetic
 from skyeq._kernels.chebyshev import _LANES, newton_inverse
-from skyeq.wcs import _radec_to_xyz, as_wcs_adapter
+from skyeq.wcs import WCSAdapter, _radec_to_xyz, as_wcs_adapter
 
 NIRCAM = (2048, 2048)
 
@@ -111,3 +116,39 @@ def test_pure_python_loop_matches(nircam):
     xb, yb = solve(fit, p)
     np.testing.assert_array_equal(xp, xb)
     np.testing.assert_array_equal(yp, yb)
+
+
+@pytest.mark.parametrize("tolerance", [1e-3, 1e-6])
+def test_densify_kernel_gives_the_numpy_densification(nircam, monkeypatch, tolerance):
+    # overlap rings of three NIRCam dithers, densified in one compiled call and by the
+    # NumPy steps through the same fitted inverse: the same points, bit for bit
+    # (a tolerance of 1e-6 pixel forces several halving rounds)
+    w, _ = nircam
+    ws = [synthetic.repoint(w, e, n) for e, n in ((0.0, 0.0), (30.0, -12.0), (-25.0, 40.0))]
+    fps = geo.footprints(ws, [NIRCAM] * 3)
+    pairs, ovs = geo.find_overlaps(fps)
+    rings = [np.asarray(p, dtype=float) for (i, j), ov in zip(pairs.tolist(), ovs, strict=True)
+             if 0 in (i, j) for p in ov.pieces]
+    assert len(rings) >= 2
+    start = np.cumsum([0] + [len(r) for r in rings]).astype(np.int64)
+    v = np.concatenate(rings)
+    ad = as_wcs_adapter(ws[0], shape=NIRCAM)
+    px, py, off = geo._densify(ad, v, start, 64.0, tolerance)
+    monkeypatch.setattr(WCSAdapter, "vectors_to_pixel",
+                        lambda self, u: self.fit.inverse_vectors(u))
+    qx, qy, qoff = geo._densify(dataclasses.replace(ad, inverse="newton"), v, start, 64.0,
+                                tolerance)
+    np.testing.assert_array_equal(off, qoff)
+    np.testing.assert_array_equal(px, qx)
+    np.testing.assert_array_equal(py, qy)
+    assert len(px) > 4 * len(v)  # the edges were split
+
+
+def test_densify_kernel_refuses_a_vertex_without_pixel(nircam):
+    w, _ = nircam
+    ad = as_wcs_adapter(w, "nrcb1", shape=NIRCAM)
+    x, y = pixels(3, seed=5)
+    ring = _radec_to_xyz(*w(x, y, with_bounding_box=False))
+    ring[1] = -ad.fit.centre  # behind the tangent plane
+    with pytest.raises(ValueError, match="nrcb1 gives non-finite pixel positions"):
+        geo._densify(ad, ring, np.array([0, 3], dtype=np.int64), 64.0, 1e-3)

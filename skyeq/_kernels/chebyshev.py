@@ -19,7 +19,7 @@ import math
 import numpy as np
 from numba import njit
 
-__all__ = ["newton_inverse", "warmup"]
+__all__ = ["densify_rings", "newton_inverse", "warmup"]
 
 
 #: Points solved together, so that the series are summed for several points per
@@ -160,13 +160,186 @@ def newton_inverse(p, centre, east, north, sky, pix, inv, newton, maxiter, tol):
     return x, y
 
 
+@njit(cache=True, nogil=True)
+def _successor(start):
+    """Index of the next vertex of every vertex of the open rings at offsets ``start``."""
+    nxt = np.arange(1, start[-1] + 1)
+    for r in range(start.shape[0] - 1):
+        if start[r + 1] > start[r]:
+            nxt[start[r + 1] - 1] = start[r]  # each ring closes on its first vertex
+    return nxt
+
+
+@njit(cache=True, nogil=True)
+def _unit_sum(a, wa, b, wb, out, k):
+    """``out[k]`` = the unit vector along ``wa * a + wb * b`` (rows of length 3)."""
+    x = wa * a[0] + wb * b[0]
+    y = wa * a[1] + wb * b[1]
+    z = wa * a[2] + wb * b[2]
+    norm = math.sqrt(x * x + y * y + z * z)
+    out[k, 0] = x / norm
+    out[k, 1] = y / norm
+    out[k, 2] = z / norm
+
+
+@njit(cache=True, nogil=True)
+def _mapped(p, fit):
+    """`newton_inverse` of the points ``p`` with the fit's arrays ``fit``."""
+    centre, east, north, sky, pix, inv, newton, maxiter, tol = fit
+    return newton_inverse(p, centre, east, north, sky, pix, inv, newton, maxiter, tol)
+
+
+@njit(cache=True, nogil=True)
+def densify_rings(v, start, step_angle, tolerance, centre, east, north, sky, pix, inv,
+                  newton, maxiter, tol):
+    """Map rings of unit vectors to pixels through a fitted transform, edges densified.
+
+    What `skyeq.geometry._densify` does with any WCS, in one compiled call for the
+    fitted inverse (`newton_inverse`): every edge of angle over ``step_angle`` is split
+    into equal parts along its great circle; then every edge whose mapped great-circle
+    midpoint lies more than ``tolerance`` pixels off the straight pixel segment is
+    halved, repeatedly (at most 30 rounds). Point by point the same arithmetic as the
+    NumPy version, so the same pixel positions.
+
+    Parameters
+    ----------
+    v : ndarray, shape (m, 3)
+        Open rings of unit vectors, concatenated.
+    start : ndarray of int64
+        Ring offsets into ``v`` (one more than there are rings).
+    step_angle : float
+        Longest edge left whole, radians.
+    tolerance : float
+        Pixels.
+    centre, east, north, sky, pix, inv, newton, maxiter, tol
+        The fit, as `newton_inverse` takes it.
+
+    Returns
+    -------
+    px, py : ndarray of float64
+        Pixel positions of the densified rings, concatenated.
+    start : ndarray of int64
+        Ring offsets into ``px``/``py``.
+    ok : bool
+        False if a point has no finite pixel position (the outputs are then partial).
+    """
+    fit = (centre, east, north, sky, pix, inv, newton, maxiter, tol)
+    m = v.shape[0]
+    nxt = _successor(start)
+    # 1. uniform split of long edges: (n - k) / n * a + k / n * b
+    nsub = np.ones(m, dtype=np.int64)
+    extra = 0
+    for i in range(m):
+        j = nxt[i]
+        cx = v[i, 1] * v[j, 2] - v[i, 2] * v[j, 1]
+        cy = v[i, 2] * v[j, 0] - v[i, 0] * v[j, 2]
+        cz = v[i, 0] * v[j, 1] - v[i, 1] * v[j, 0]
+        dot = v[i, 0] * v[j, 0] + v[i, 1] * v[j, 1] + v[i, 2] * v[j, 2]
+        angle = math.atan2(math.sqrt(cx * cx + cy * cy + cz * cz), dot)
+        nsub[i] = max(1, math.ceil(angle / step_angle))
+        extra += nsub[i] - 1
+    if extra > 0:
+        pos = np.zeros(m + 1, dtype=np.int64)
+        for i in range(m):
+            pos[i + 1] = pos[i] + nsub[i]
+        vv = np.empty((pos[m], 3))
+        for i in range(m):
+            vv[pos[i]] = v[i]
+            n = nsub[i]
+            for k in range(1, n):
+                _unit_sum(v[i], (n - k) / n, v[nxt[i]], k / n, vv, pos[i] + k)
+        start = pos[start]
+        v = vv
+        m = v.shape[0]
+        nxt = _successor(start)
+    # 2. adaptive halving where the mapped edge is curved
+    mid = np.empty((m, 3))
+    for i in range(m):
+        _unit_sum(v[i], 1.0, v[nxt[i]], 1.0, mid, i)
+    x, y = _mapped(v, fit)
+    mx, my = _mapped(mid, fit)
+    for i in range(m):
+        if not (math.isfinite(x[i]) and math.isfinite(y[i])
+                and math.isfinite(mx[i]) and math.isfinite(my[i])):
+            return x, y, start, False
+    for _ in range(30):
+        split = np.zeros(m, dtype=np.bool_)
+        ns = 0
+        for i in range(m):
+            j = nxt[i]
+            dx = x[j] - x[i]
+            dy = y[j] - y[i]
+            length = math.hypot(dx, dy)
+            off = abs(dx * (my[i] - y[i]) - dy * (mx[i] - x[i]))
+            dev = off / length if length > 0 else 0.0
+            if dev > tolerance and length > 1e-3:
+                split[i] = True
+                ns += 1
+        if ns == 0:
+            break
+        # the midpoints of the two halves of every split edge
+        q = np.empty((2 * ns, 3))
+        t = 0
+        for i in range(m):
+            if split[i]:
+                _unit_sum(v[i], 1.0, mid[i], 1.0, q, t)
+                _unit_sum(mid[i], 1.0, v[nxt[i]], 1.0, q, ns + t)
+                t += 1
+        qx, qy = _mapped(q, fit)
+        for t in range(2 * ns):
+            if not (math.isfinite(qx[t]) and math.isfinite(qy[t])):
+                return qx, qy, start, False
+        n_new = m + ns
+        v2 = np.empty((n_new, 3))
+        mid2 = np.empty((n_new, 3))
+        x2 = np.empty(n_new)
+        y2 = np.empty(n_new)
+        mx2 = np.empty(n_new)
+        my2 = np.empty(n_new)
+        newpos = np.empty(m, dtype=np.int64)
+        t = 0
+        for i in range(m):
+            p = i + t  # splits before vertex i
+            newpos[i] = p
+            v2[p] = v[i]
+            x2[p] = x[i]
+            y2[p] = y[i]
+            if split[i]:  # the old midpoint becomes a vertex between two new halves
+                mid2[p] = q[t]
+                mx2[p] = qx[t]
+                my2[p] = qy[t]
+                v2[p + 1] = mid[i]
+                x2[p + 1] = mx[i]
+                y2[p + 1] = my[i]
+                mid2[p + 1] = q[ns + t]
+                mx2[p + 1] = qx[ns + t]
+                my2[p + 1] = qy[ns + t]
+                t += 1
+            else:
+                mid2[p] = mid[i]
+                mx2[p] = mx[i]
+                my2[p] = my[i]
+        start2 = np.empty(start.shape[0], dtype=np.int64)
+        for r in range(start.shape[0] - 1):
+            start2[r] = newpos[start[r]] if start[r] < m else n_new
+        start2[start.shape[0] - 1] = n_new
+        start = start2
+        v, mid, x, y, mx, my = v2, mid2, x2, y2, mx2, my2
+        m = n_new
+        nxt = _successor(start)
+    return x, y, start, True
+
+
 def warmup() -> None:
-    """Compile (or load from the cache) `newton_inverse` on a tiny input."""
+    """Compile (or load from the cache) `newton_inverse` and `densify_rings`."""
     coef = np.zeros((2, 2, 2))
     coef[0, 1, 0] = coef[1, 0, 1] = 1.0
     series = np.zeros((6, 2, 2))
     series[0, 1, 0] = series[1, 0, 1] = series[2, 0, 0] = series[5, 0, 0] = 1.0
-    newton_inverse(np.array([[1.0, 0.0, 0.0]]), np.array([1.0, 0.0, 0.0]),
-                   np.array([0.0, 1.0, 0.0]), np.array([0.0, 0.0, 1.0]),
-                   np.array([0.0, 1.0, 0.0, 1.0]), np.array([0.0, 1.0, 0.0, 1.0]),
-                   coef, series, 25, 1e-9)
+    frame = (np.array([1.0, 0.0, 0.0]), np.array([0.0, 1.0, 0.0]), np.array([0.0, 0.0, 1.0]))
+    scales = ((0.0, 1.0, 0.0, 1.0), (0.0, 1.0, 0.0, 1.0))
+    newton_inverse(np.array([[1.0, 0.0, 0.0]]), *frame, *scales, coef, series, 25, 1e-9)
+    ring = np.array([[1.0, 0.0, 0.0], [1.0, 1e-3, 0.0], [1.0, 0.0, 1e-3]])
+    ring /= np.sqrt((ring**2).sum(axis=1))[:, None]
+    densify_rings(ring, np.array([0, 3], dtype=np.int64), 1e-4, 1e-3, *frame, *scales,
+                  coef, series, 25, 1e-9)
