@@ -53,7 +53,7 @@ from typing import Any
 
 import numpy as np
 
-from ._flatmodel import FlatModel
+from ._flatmodel import FlatModel, uses_quantity
 from ._kernels.chebyshev import densify_rings, newton_inverse
 
 __all__ = ["INVERSE_TOLERANCE", "WCSAdapter", "as_wcs_adapter"]
@@ -1102,11 +1102,7 @@ def _gwcs_transforms(obj: Any, label: str) -> _Transforms | None:
         raise ValueError(f"the gwcs of {label} has no forward transform: {err}") from err
     if parts is None:
         raise ValueError(f"the gwcs of {label} has no forward transform")
-    # astropy's rule for a compound model: it uses quantities when it has no parameter
-    # at all or one of them is a Quantity
-    if not any(p.param_names for p in parts) or any(
-        p.uses_quantity for p in parts if p.param_names
-    ):
+    if uses_quantity(*parts):
         return None
     return _Transforms(parts)
 

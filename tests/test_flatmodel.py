@@ -160,3 +160,24 @@ def test_pipeline_steps_are_called_without_composing_them():
     ad = as_wcs_adapter(sub, shape=(2048, 2048))
     assert reads and len(ad.transforms.parts) == 1
     np.testing.assert_array_equal(ad.pixel_to_world(x, y)[0], ra)
+
+
+@pytest.mark.parametrize("model", [
+    models.Shift(1.0) | models.Scale(2.0),
+    models.Mapping((0, 1)) | models.Mapping((1, 0)),  # no parameter at all
+    models.Shift(1.0 * u.deg) & models.Shift(2.0),
+    (models.Shift(1.0) & models.Shift(2.0 * u.deg)) | (models.Scale(3.0) & models.Scale(1.0)),
+    models.Shift(1.0) + models.Shift(2.0 * u.deg),
+    models.Identity(2),
+    models.Polynomial2D(2),
+])
+def test_uses_quantity_as_astropy_says(model):
+    assert _flatmodel.uses_quantity(model) is model.uses_quantity
+    if getattr(model, "op", None) == "|":  # the same, given as two steps
+        assert _flatmodel.uses_quantity(model.left, model.right) is model.uses_quantity
+
+
+def test_uses_quantity_of_the_nircam_steps():
+    w = load_nircam()
+    steps = [s.transform for s in w.pipeline[:-1]]
+    assert _flatmodel.uses_quantity(*steps) is w.forward_transform.uses_quantity is False
