@@ -82,18 +82,22 @@ def main(argv: list[str]) -> int:
         return 0
     with np.load(args.compare) as before:
         saved = {k: before[k] for k in before.files}
-    moved = [c for c in CASES if INPUT + c not in saved
-             or not np.array_equal(saved[INPUT + c], now[INPUT + c])]
+    unknown = [c for c in CASES if INPUT + c not in saved]
+    moved = [c for c in CASES if c not in unknown
+             and not np.array_equal(saved[INPUT + c], now[INPUT + c])]
     keys = sorted((set(saved) | set(now)) - {INPUT + c for c in CASES})
     differ = {k: _difference(saved.get(k), now.get(k)) for k in keys
               if k not in saved or k not in now
               or not np.array_equal(saved[k], now[k], equal_nan=True)}
     print(f"{len(keys) - len(differ)} of {len(keys)} arrays bit-identical")
+    if unknown:
+        print(f"  inputs not known (no digest saved): {', '.join(unknown)}")
     for case in moved:
-        print(f"  inputs of {case}: " + ("no digest saved" if INPUT + case not in saved
-                                          else "other images than when saved"))
+        print(f"  inputs of {case}: other images than when saved")
     for k, how in differ.items():
-        note = " (other inputs)" if k.split("-")[0] in moved else ""
+        case = k.split("-")[0]
+        note = (" (other inputs)" if case in moved
+                else " (inputs not known)" if case in unknown else "")
         print(f"  differs: {k}: {how}{note}")
     return 1 if differ else 0
 
