@@ -1382,8 +1382,8 @@ def repoint(wcs: Any, east: float, north: float) -> Any:
         The WCS. For a FITS WCS the reference point is ``CRVAL`` (SIP and lookup-table
         distortions are kept, as they act on pixels); for a gwcs it is the sky position
         of the centre of its bounding box (of pixel (0, 0) without one), and the sky
-        rotation is appended to its forward transform, whose inverse (exact or fitted)
-        then inverts it too.
+        rotation is appended to the transform of its last step (its frames are kept),
+        whose inverse (exact or fitted) then inverts it too.
     east, north : float
         Offsets in arcsec.
 
@@ -1428,8 +1428,15 @@ def repoint(wcs: Any, east: float, north: float) -> Any:
     ra1, dec1 = (float(v[0]) for v in _offset(np.array([ra0]), np.array([dec0]), east, north))
     # z, y rotations take (ra0, dec0) to (0, 0); x keeps north; y, z take it to (ra1, dec1)
     rot = SphericalRotationSequence([ra0, -dec0, 0.0, dec1, -ra1], axes_order="zyxyz")
-    out = GWCS(forward_transform=wcs.forward_transform | rot, input_frame=wcs.input_frame,
-               output_frame=wcs.output_frame)
+    steps = list(getattr(wcs, "pipeline", None) or [])
+    if len(steps) >= 2 and all(step.transform is not None for step in steps[:-1]):
+        # the same frames (a JWST detector has four), the rotation after the last step
+        pipe = [(step.frame, step.transform) for step in steps[:-1]]
+        pipe[-1] = (pipe[-1][0], pipe[-1][1] | rot)
+        out = GWCS(forward_transform=[*pipe, (steps[-1].frame, None)])
+    else:
+        out = GWCS(forward_transform=wcs.forward_transform | rot, input_frame=wcs.input_frame,
+                   output_frame=wcs.output_frame)
     if box is not None:
         out.bounding_box = box.bounding_box(order="F")
     return out

@@ -129,6 +129,27 @@ def test_any_ape14_wcs_with_an_approximate_inverse(nircam):
     assert round_trip(ad, gwcs_forward(nircam), NIRCAM) < 1e-6
 
 
+def test_repoint_keeps_the_frames_and_moves_the_reference(nircam):
+    # a repointed JWST gwcs keeps its four frames; its pixels map to the sky as the
+    # original's followed by the sky rotation, bit for bit
+    moved = synthetic.repoint(nircam, 20.0, -5.0)
+    names = [getattr(s.frame, "name", s.frame) for s in moved.pipeline]
+    assert names == [getattr(s.frame, "name", s.frame) for s in nircam.pipeline]
+    assert len(names) == 4
+    x, y = edge_grid(NIRCAM, 9)
+    rot = moved.pipeline[-2].transform.right  # the appended rotation
+    want = (nircam.forward_transform | rot)(x, y)
+    got = moved(x, y, with_bounding_box=False)
+    np.testing.assert_array_equal(got[0], want[0])
+    np.testing.assert_array_equal(got[1], want[1])
+    # the centre moved by 20" east and 5" south
+    c0 = nircam(1023.5, 1023.5, with_bounding_box=False)
+    c1 = moved(1023.5, 1023.5, with_bounding_box=False)
+    d_east = (c1[0] - c0[0]) * np.cos(np.radians(c0[1])) * 3600.0
+    assert d_east == pytest.approx(20.0, abs=0.01)
+    assert (c1[1] - c0[1]) * 3600.0 == pytest.approx(-5.0, abs=0.01)
+
+
 def test_gwcs_transforms_are_built_once_per_image(nircam, monkeypatch):
     cls = type(nircam)
     counts = {"forward_transform": 0, "backward_transform": 0}
