@@ -1,15 +1,17 @@
-"""Numba kernel of a fitted forward transform's inverse: Newton steps on Chebyshev series.
+"""Numba kernels of a fitted forward transform's inverse: Newton steps on Chebyshev series.
 
 A checked gwcs maps pixels to sky through a 2-D Chebyshev polynomial in the plane
 tangent at the image centre (`skyeq.wcs._ForwardFit`); world -> pixel then solves that
 polynomial for the pixel, point by point, from a start given by a second polynomial
-fitted the other way. In NumPy every Newton step of every point set costs a few dozen
-array operations under the GIL; here each point runs its own iterations, without the
-GIL, so that the overlap spans of two images can be found on two threads at once.
+fitted the other way (`newton_inverse`). In NumPy every Newton step of every point set
+costs a few dozen array operations under the GIL; here each point runs its own
+iterations, without the GIL, so that the overlap spans of two images can be found on
+two threads at once. `densify_rings` maps overlap rings through it with their edges
+split along great circles, the whole of `skyeq.geometry._densify` in one call.
 
-Thread-safe and stateless like every kernel (see `skyeq._kernels`). It is compiled with
-the geometry kernels (`skyeq._kernels.geometry.warmup`), and shares no njit function
-with the statistics kernels.
+Thread-safe and stateless like every kernel (see `skyeq._kernels`). They are compiled
+with the geometry kernels (`skyeq._kernels.geometry.warmup`), and share no njit
+function with the statistics kernels.
 """
 
 from __future__ import annotations
