@@ -1043,7 +1043,7 @@ def _densify(
     """
 
     def to_pixel(u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        x, y = adapter.vectors_to_pixel(u)
+        x, y = adapter.world_to_pixel(*_xyz_to_radec(u))
         if not (np.all(np.isfinite(x)) and np.all(np.isfinite(y))):
             raise _no_pixel(adapter)
         return x, y

@@ -269,9 +269,9 @@ class _ForwardFit:
     It maps pixels (scaled to [-1, 1] over the image) to gnomonic coordinates in the
     plane tangent at the image centre, where great circles are straight. A detector's
     distortion is itself a low-degree polynomial, so a fit of degree 5 reproduces a
-    JWST NIRCam gwcs to ~1e-8 pixel. World -> pixel then costs a few numpy operations
-    instead of calls of a costly WCS: Newton iterations on the polynomial, started from
-    a second polynomial fitted the other way, in a compiled kernel.
+    JWST NIRCam gwcs to ~1e-8 pixel. World -> pixel then needs no call of a costly
+    WCS: Newton iterations on the polynomial, started from a second polynomial fitted the
+    other way, in a compiled kernel.
 
     Parameters
     ----------
@@ -607,26 +607,6 @@ class WCSAdapter:
         else:
             return self._own_inverse(ra, dec)
         return x.reshape(ra.shape), y.reshape(ra.shape)
-
-    def vectors_to_pixel(self, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Pixel positions of unit vectors: `world_to_pixel` without the sky angles.
-
-        A fitted inverse takes the vectors as they are (it works on them); any other
-        inverse gets their longitude and latitude.
-
-        Parameters
-        ----------
-        v : ndarray, shape (m, 3)
-            Unit vectors.
-
-        Returns
-        -------
-        x, y : ndarray of float64, shape (m,)
-            As `world_to_pixel`.
-        """
-        if self.inverse == "fitted":
-            return self.fit.inverse_vectors(v)
-        return self.world_to_pixel(*_xyz_to_radec(v))
 
     def pixel_area(self, x: Any, y: Any) -> np.ndarray:
         """Solid angle of the pixels at given positions.

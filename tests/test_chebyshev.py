@@ -134,8 +134,10 @@ def test_densify_kernel_gives_the_numpy_densification(nircam, monkeypatch, toler
     v = np.concatenate(rings)
     ad = as_wcs_adapter(ws[0], shape=NIRCAM)
     px, py, off = geo._densify(ad, v, start, 64.0, tolerance)
-    monkeypatch.setattr(WCSAdapter, "vectors_to_pixel",
-                        lambda self, u: self.fit.inverse_vectors(u))
+    # the NumPy steps, mapping the unit vectors through the same compiled inverse
+    monkeypatch.setattr(geo, "_xyz_to_radec", lambda u: (u, None))
+    monkeypatch.setattr(WCSAdapter, "world_to_pixel",
+                        lambda self, u, _: self.fit.inverse_vectors(u))
     qx, qy, qoff = geo._densify(dataclasses.replace(ad, inverse="newton"), v, start, 64.0,
                                 tolerance)
     np.testing.assert_array_equal(off, qoff)

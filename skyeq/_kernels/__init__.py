@@ -131,7 +131,8 @@ def _geometry_cached() -> bool:
 
 def _geometry_kernels() -> list:
     """Return the geometry kernels a match calls (`_GEOMETRY`, the fitted gwcs inverse)."""
-    return [getattr(geometry, name) for name in _GEOMETRY] + [chebyshev.newton_inverse]
+    return [getattr(geometry, name) for name in _GEOMETRY] + [chebyshev.newton_inverse,
+                                                              chebyshev.densify_rings]
 
 
 def pairs_warm() -> bool | None:
