@@ -630,6 +630,96 @@ def test_bucket_histogram_pure_python_matches_the_compiled_kernel():
         assert np.float32(1e6) in vals[:kept]  # the value above every fine bucket is kept
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_typed_neighbours_step_in_the_data_type(dtype):
+    # a float32 stepped towards the float64 infinity gave the next float64, which
+    # rounded back: 7.0 came back as "the smallest float32 >= 7.0000001"
+    kern = _kernels.stats
+    typed = np.empty(2, dtype)
+    info = np.finfo(dtype)
+    for x in (7.0000001, -7.0000001, 1e-30, 0.1, 7.0, 1e300, -1e300):
+        a = dtype(kern._typed_above(typed, x))
+        b = dtype(kern._typed_below(typed, x))
+        assert float(a) >= x and float(b) <= x, x
+        if abs(x) <= float(info.max):  # the nearest of the type on each side
+            assert float(np.nextafter(a, dtype(-np.inf))) < x or float(a) == x, x
+            assert float(np.nextafter(b, dtype(np.inf))) > x or float(b) == x, x
+    if dtype == np.float32:  # "no bound" (the largest double) stays finite
+        assert dtype(kern._typed_above(typed, -1e300)) == -info.max
+        assert dtype(kern._typed_below(typed, 1e300)) == info.max
+
+
+def test_bucket_start_is_the_first_double_of_each_bucket():
+    kern = _kernels.stats
+    rng = np.random.default_rng(4)
+    for a, inv, nb in ((95.3, 2048 / 43.7, 2048), (-1e-3, 16 / 3e-7, 16),
+                       (1e20, 1.7e-19, 512), (7.0, 0.0, 16)):
+        for k in (-1, 0, 1, 2, nb // 2, nb, nb + 1, nb + 2):
+            x = kern._bucket_start(k, a, inv, nb)
+            if np.isinf(x):
+                big = np.finfo(np.float64).max
+                every = kern._bucket(-big, a, inv, nb) >= k
+                assert (x < 0) == every and (every or kern._bucket(big, a, inv, nb) < k)
+                continue
+            assert kern._bucket(x, a, inv, nb) >= k
+            assert kern._bucket(float(np.nextafter(x, -np.inf)), a, inv, nb) < k
+        # and on doubles about the bucket edges: the index agrees with the starts
+        edges = a + (rng.integers(0, nb, 50) / inv if inv else np.zeros(50))
+        for v in np.concatenate([edges, np.nextafter(edges, np.inf),
+                                 np.nextafter(edges, -np.inf)]):
+            j = kern._bucket(float(v), a, inv, nb)
+            assert kern._bucket_start(j, a, inv, nb) <= v < kern._bucket_start(j + 1, a, inv,
+                                                                              nb)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_segment_read_decides_as_the_bucket_index(dtype):
+    # `_segment_sums` tests values against bounds, not bucket indices: on values at
+    # and beside every bucket edge (and infinities, NaN, a mask) its flags and counts
+    # are those of the index
+    kern = _kernels.stats
+    a, inv, nb = 99.5, 64 / 10.0, 64
+    edges = np.array([20, 40, 30, 33], dtype=np.int64)  # tails below 20, above 40; middle
+    typed = np.empty(2, dtype)
+    starts = np.array([kern._typed_above(typed, kern._bucket_start(j, a, inv, nb))
+                       for j in range(1, nb + 2)], dtype=dtype)
+    v = np.concatenate([starts, np.nextafter(starts, dtype(np.inf)),
+                        np.nextafter(starts, dtype(-np.inf)),
+                        np.array([np.inf, -np.inf, np.nan, 1e6, -1e6], dtype)])
+    wide = v.astype(np.float64)
+    good = np.random.default_rng(2).random(v.size) < 0.8
+    for lower, upper in ((-1e300, 1e300), (95.0, 104.25)):
+        bounds = kern._value_bounds(v.reshape(1, -1), a, inv, nb, edges, lower, upper)
+        for use_mask in (False, True):
+            keep = np.zeros(v.size, np.uint8)
+            n, s, q, below = kern._segment_sums(v, good, use_mask, bounds, 100.0, keep)
+            ok = (wide >= lower) & (wide <= upper) & (good | (not use_mask))
+            j = np.array([kern._bucket(x, a, inv, nb) for x in wide])
+            kept = ok & ((j < edges[2]) | (j > edges[3]) | ((j >= edges[0]) & (j <= edges[1])))
+            np.testing.assert_array_equal(keep.astype(bool), kept)
+            assert n == ok.sum() and below == (ok & (j < edges[0])).sum()
+            ids = np.empty(v.size, np.int64)
+            kern._segment_ids(v, good, use_mask, lower, upper, a, inv, nb, ids)
+            np.testing.assert_array_equal(ids, np.where(ok, j, -1))
+            d = wide[ok] - 100.0
+            assert s == pytest.approx(d.sum(), rel=1e-12) and q == pytest.approx((d * d).sum())
+
+
+def test_flag_words_list_every_flag():
+    kern = _kernels.stats
+    rng = np.random.default_rng(5)
+    flags = (rng.random(64 * 5) < 0.1).astype(np.uint8)
+    flags[64:128] = 1
+    flags[128:192] = 0
+    words = flags.view(np.uint64)
+    for b in range(5):
+        w = int(kern._flag_word(words, b))
+        bits = [i for i in range(64) if w >> i & 1]
+        assert bits == np.flatnonzero(flags[64 * b : 64 * b + 64]).tolist()
+        if w:
+            assert kern._lowest_bit(np.uint64(w)) == bits[0]
+
+
 def _dither_image(seed=3):
     """A 512x512 sky with sources and three overlapping regions covering most of it."""
     rng = np.random.default_rng(seed)
