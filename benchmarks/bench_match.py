@@ -32,7 +32,12 @@ spans, statistics, solve), numba warm (a small mosaic is matched first), median 
 as ``executor`` (the per-group tasks release the GIL); stcal from the list of
 ``SkyImage`` objects to the end of ``skymatch`` (building the SkyImage objects, which
 computes their footprints, is timed too), median of ``--ref-repeat`` runs (default
-one: stcal's time moves by ~10 % between runs, and the ratio with it). "peak MB" is
+one: stcal's time moves by ~10 % between runs, and the ratio with it). The runs are
+interleaved: each round times the numpy pass, one skyeq run of each kind and one stcal
+run, so that both sides see the same spells of a shared machine (skyeq's times moved
+by up to 50 % between runs minutes apart here). "numpy passes" is skyeq's time on the
+threads over the fastest numpy pass: the figure that does not depend on the machine's
+speed of the moment. "peak MB" is
 the largest growth of the process's resident memory during a first, untimed run of
 each (the sampling thread competes for the GIL), above what it held before (the input
 arrays are already in memory for both), sampled every 2 ms: a floor, since allocations
@@ -123,31 +128,57 @@ def _wrap(w):
     return w.forward_transform, w.backward_transform
 
 
+class _SkyeqRuns:
+    """Timed ``match_sky`` runs of one mosaic and statistic, on ``threads`` threads.
+
+    A context manager (it holds the thread pool); `memory` samples the peak in an
+    untimed run, `once` times one run.
+    """
+
+    def __init__(self, m, stat: str, threads: int, groups=None) -> None:
+        import skyeq
+
+        self._call = lambda pool: skyeq.match_sky(
+            m.data, m.wcs, method="match", stat=skyeq.SkyStat(stat, nclip=5, lsigma=4.0,
+                                                              usigma=4.0, binwidth=0.1),
+            executor=pool, groups=groups)
+        self._threads = threads
+        self._pool = None
+        self.times: list[float] = []
+        self.result = None
+
+    def __enter__(self) -> _SkyeqRuns:
+        from concurrent.futures import ThreadPoolExecutor
+
+        self._pool = ThreadPoolExecutor(self._threads) if self._threads > 1 else None
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._pool is not None:
+            self._pool.shutdown()
+
+    def memory(self) -> float:
+        """Peak MB of an untimed run (the sampler holds the GIL: not a timed one)."""
+        with PeakRSS() as mem:
+            self.result = self._call(self._pool)
+        return mem.peak / 1e6
+
+    def once(self) -> None:
+        t0 = time.perf_counter()
+        self.result = self._call(self._pool)
+        self.times.append(time.perf_counter() - t0)
+
+
 def run_skyeq(m, stat: str, repeat: int, threads: int, groups=None) -> tuple[float, float, object]:
     """Time ``match_sky`` on a mosaic: (median s of ``repeat`` runs, peak MB, last `SkyResult`).
 
     The peak is sampled in a first, untimed run; ``groups`` is passed to ``match_sky``.
     """
-    from concurrent.futures import ThreadPoolExecutor
-
-    import skyeq
-
-    st = skyeq.SkyStat(stat, nclip=5, lsigma=4.0, usigma=4.0, binwidth=0.1)
-    times, res = [], None
-    pool = ThreadPoolExecutor(threads) if threads > 1 else None
-    try:
-        with PeakRSS() as mem:  # one more run for the memory: the sampler holds the GIL
-            skyeq.match_sky(m.data, m.wcs, method="match", stat=st, executor=pool,
-                            groups=groups)
+    with _SkyeqRuns(m, stat, threads, groups) as runs:
+        peak = runs.memory()
         for _ in range(repeat):
-            t0 = time.perf_counter()
-            res = skyeq.match_sky(m.data, m.wcs, method="match", stat=st, executor=pool,
-                                  groups=groups)
-            times.append(time.perf_counter() - t0)
-    finally:
-        if pool is not None:
-            pool.shutdown()
-    return float(np.median(times)), mem.peak / 1e6, res
+            runs.once()
+    return float(np.median(runs.times)), peak, runs.result
 
 
 def _profile_shares(m, stat: str) -> tuple[float, float]:
@@ -177,49 +208,67 @@ def _profile_shares(m, stat: str) -> tuple[float, float]:
     return wcs / total, stats / total
 
 
+class _StcalRuns:
+    """Timed runs of stcal's ``skymatch`` on one mosaic and statistic.
+
+    ``groups``: a group id per image; images sharing one go into one ``SkyGroup``. A
+    run is timed from building the ``SkyImage`` objects (which computes their
+    footprints) to the end of ``skymatch``; `sky` holds the last run's skies.
+    """
+
+    def __init__(self, m, stat: str, groups=None) -> None:
+        self._m, self._stat, self._groups = m, stat, groups
+        self._masks = [np.isfinite(d) for d in m.data]
+        self.times: list[float] = []
+        self.sky = np.full(len(m), np.nan)
+
+    def _run(self) -> None:
+        from stcal.skymatch import skymatch
+        from stcal.skymatch.skyimage import SkyGroup, SkyImage
+        from stcal.skymatch.skystatistics import SkyStats
+
+        m = self._m
+        skystat = SkyStats(skystat=self._stat, nclip=5, lsig=4.0, usig=4.0, binwidth=0.1)
+        images = [
+            SkyImage(d, good, *_wrap(w), skystat, sky_id=k)
+            for k, (d, good, w) in enumerate(zip(m.data, self._masks, m.wcs, strict=True))
+        ]
+        items: list = images
+        if self._groups is not None:
+            ids = np.asarray(self._groups)
+            items = [SkyGroup([images[k] for k in np.flatnonzero(ids == g)], sky_id=int(g))
+                     for g in np.unique(ids)]
+        skymatch(items, skymethod="match", match_down=True, subtract=False)
+        self.sky = np.array([im.sky for im in images], dtype=float)
+
+    def memory(self, timed: bool = False) -> float:
+        """Peak MB of a run (sampled: the sampler holds the GIL; ``timed``: time it anyway)."""
+        with PeakRSS() as mem:
+            t0 = time.perf_counter()
+            self._run()
+            if timed:
+                self.times.append(time.perf_counter() - t0)
+        return mem.peak / 1e6
+
+    def once(self) -> None:
+        t0 = time.perf_counter()
+        self._run()
+        self.times.append(time.perf_counter() - t0)
+
+
 def run_stcal(m, stat: str, groups=None, memory_run: bool = True, repeat: int = 1
               ) -> tuple[float, float, np.ndarray]:
     """Time stcal's ``skymatch`` on a mosaic: (median s of the runs, peak MB, sky of every image).
 
-    ``groups``: a group id per image; images sharing one go into one ``SkyGroup``.
-    ``memory_run``: sample the memory in a first, untimed run (else during the first
-    timed one). ``repeat``: timed runs (their median time is returned).
+    ``groups``: see `_StcalRuns`. ``memory_run``: sample the memory in a first, untimed
+    run (else during the first timed one). ``repeat``: timed runs (their median time is
+    returned).
     """
-    from stcal.skymatch import skymatch
-    from stcal.skymatch.skyimage import SkyGroup, SkyImage
-    from stcal.skymatch.skystatistics import SkyStats
-
-    masks = [np.isfinite(d) for d in m.data]
-
-    def run() -> list:
-        skystat = SkyStats(skystat=stat, nclip=5, lsig=4.0, usig=4.0, binwidth=0.1)
-        images = [
-            SkyImage(d, good, *_wrap(w), skystat, sky_id=k)
-            for k, (d, good, w) in enumerate(zip(m.data, masks, m.wcs, strict=True))
-        ]
-        items: list = images
-        if groups is not None:
-            ids = np.asarray(groups)
-            items = [SkyGroup([images[k] for k in np.flatnonzero(ids == g)], sky_id=int(g))
-                     for g in np.unique(ids)]
-        skymatch(items, skymethod="match", match_down=True, subtract=False)
-        return images
-
-    times = []
-    if memory_run:
-        with PeakRSS() as mem:  # a first run for the memory: the sampler holds the GIL
-            run()
-    else:
-        with PeakRSS() as mem:
-            t0 = time.perf_counter()
-            images = run()
-            times.append(time.perf_counter() - t0)
-    while len(times) < max(repeat, 1):
-        t0 = time.perf_counter()
-        images = run()
-        times.append(time.perf_counter() - t0)
-    sky = np.array([im.sky for im in images], dtype=float)
-    return float(np.median(times)), mem.peak / 1e6, sky
+    runs = _StcalRuns(m, stat, groups)
+    peak = runs.memory(timed=not memory_run)
+    while len(runs.times) < max(repeat, 1):
+        runs.once()
+    return float(np.median(runs.times)), peak, runs.sky
 
 
 def numpy_pass(data) -> float:
@@ -263,27 +312,11 @@ def main(argv: list[str]) -> int:
     profiles: list[list[object]] = []
     for case in args.cases:
         m = _mosaic(case)
-        t_sum = numpy_pass(m.data)
         for stat in args.stats:
-            t_ours, mem_ours, res = run_skyeq(m, stat, args.repeat, 1)
-            sky_ours = res.sky
-            t_par = float("nan")
-            if args.threads > 1:
-                t_par = run_skyeq(m, stat, args.repeat, args.threads)[0]
-            if args.no_ref:
-                t_ref = mem_ref = float("nan")
-                sky_ref = np.full(len(m), np.nan)
-            else:
-                t_ref, mem_ref, sky_ref = run_stcal(m, stat, repeat=args.ref_repeat)
-            rows.append([
-                CASES[case], len(m), stat, f"{t_sum:.3f}", f"{t_ref:.2f}", f"{t_ours:.3f}",
-                f"{t_ref / t_ours:.0f}x", f"{t_par:.3f}", f"{t_ref / t_par:.0f}x",
-                f"{mem_ref:.0f}", f"{mem_ours:.0f}",
-                f"{_err(sky_ref, m.sky):.4f}", f"{_err(sky_ours, m.sky):.4f}",
-                f"{np.abs(sky_ours - sky_ref).max():.1e}",
-            ])
-            print(f"  {case} {stat}: stcal {t_ref:.2f} s, skyeq {t_ours:.3f} s "
-                  f"({t_par:.3f} s on {args.threads} threads)", flush=True)
+            row = _interleaved(m, stat, args)
+            rows.append([CASES[case], len(m), stat, *row])
+            print(f"  {case} {stat}: stcal {row[1]} s, skyeq {row[2]} s "
+                  f"({row[4]} s on {args.threads} threads)", flush=True)
             if args.profile:
                 wcs_share, stats_share = _profile_shares(m, stat)
                 profiles.append([CASES[case], stat, f"{100 * wcs_share:.0f} %",
@@ -292,14 +325,54 @@ def main(argv: list[str]) -> int:
     print()
     print(markdown_table(
         ["mosaic", "images", "stat", "numpy pass s", "stcal s", "skyeq s", "speed-up",
-         f"skyeq s, {args.threads} threads", "speed-up", "stcal peak MB", "skyeq peak MB",
-         "stcal err", "skyeq err", "\\|skyeq - stcal\\|"],
+         f"skyeq s, {args.threads} threads", "speed-up", "numpy passes",
+         "stcal peak MB", "skyeq peak MB", "stcal err", "skyeq err",
+         "\\|skyeq - stcal\\|"],
         rows,
     ))
     if profiles:
         print()
         print(markdown_table(["mosaic", "stat", "WCS calls", "statistics"], profiles))
     return 0
+
+
+def _interleaved(m, stat: str, args) -> list[str]:
+    """Time skyeq (serial and on ``args.threads`` threads), stcal and the floor in rounds.
+
+    After one untimed run of each for the memory, every round times the numpy pass,
+    one skyeq run of each kind (while rounds < ``--repeat``) and one stcal run (while
+    rounds < ``--ref-repeat``): the two sides are timed in the same minutes, so that a
+    slower spell of a shared machine weighs on both. Returns the table row after
+    ``stat``: medians of the runs, the fastest numpy pass, and skyeq's time (on the
+    threads) in numpy passes.
+    """
+    floor = []
+    threads = args.threads if args.threads > 1 else 1
+    with _SkyeqRuns(m, stat, 1) as ours, _SkyeqRuns(m, stat, threads) as par:
+        mem_ours = ours.memory()
+        ref = None if args.no_ref else _StcalRuns(m, stat)
+        mem_ref = ref.memory() if ref is not None else float("nan")
+        for r in range(max(args.repeat, 0 if ref is None else args.ref_repeat)):
+            floor.append(numpy_pass(m.data))
+            if r < args.repeat:
+                ours.once()
+                if args.threads > 1:
+                    par.once()
+            if ref is not None and r < args.ref_repeat:
+                ref.once()
+    t_sum = min(floor)
+    t_ours = float(np.median(ours.times))
+    t_par = float(np.median(par.times)) if par.times else float("nan")
+    t_ref = float(np.median(ref.times)) if ref is not None else float("nan")
+    sky_ref = ref.sky if ref is not None else np.full(len(m), np.nan)
+    best = t_par if par.times else t_ours
+    return [
+        f"{t_sum:.3f}", f"{t_ref:.2f}", f"{t_ours:.3f}", f"{t_ref / t_ours:.0f}x",
+        f"{t_par:.3f}", f"{t_ref / t_par:.0f}x", f"{best / t_sum:.1f}",
+        f"{mem_ref:.0f}", f"{mem_ours:.0f}",
+        f"{_err(sky_ref, m.sky):.4f}", f"{_err(ours.result.sky, m.sky):.4f}",
+        f"{np.abs(ours.result.sky - sky_ref).max():.1e}",
+    ]
 
 
 def _time(func) -> float:
