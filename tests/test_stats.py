@@ -705,6 +705,19 @@ def test_segment_read_decides_as_the_bucket_index(dtype):
             assert s == pytest.approx(d.sum(), rel=1e-12) and q == pytest.approx((d * d).sum())
 
 
+def test_distinct_keys_are_numpy_unique():
+    kern = _kernels.stats
+    rng = np.random.default_rng(6)
+    for n, nd in ((0, 1), (1, 1), (40, 3), (5000, 70), (3000, 3000)):  # 70, 3000: rehashes
+        pool = rng.integers(-(2**62), 2**62, nd)
+        pool[0] = 0
+        key = pool[rng.integers(0, nd, n)]
+        keys, cell = kern._distinct_keys(key)
+        expect = np.unique(key)
+        np.testing.assert_array_equal(keys, expect)
+        np.testing.assert_array_equal(cell, np.searchsorted(expect, key))
+
+
 def test_flag_words_list_every_flag():
     kern = _kernels.stats
     rng = np.random.default_rng(5)
