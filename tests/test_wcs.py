@@ -114,6 +114,35 @@ def test_only_a_plain_tan_wcs_has_straight_great_circles():
     assert not as_wcs_adapter(pair).straight
 
 
+def test_plain_tan_round_trip_is_measured_on_the_outline(monkeypatch):
+    # a plain TAN inverts analytically: the check measures its own inverse on the
+    # image outline only; an inverse off by 0.01 pixel there is still not used
+    from skyeq import wcs as wcs_mod
+
+    seen = []
+    inverse = WCSAdapter._own_inverse
+
+    def spy(self, ra, dec):
+        seen.append(np.size(ra))
+        return inverse(self, ra, dec)
+
+    monkeypatch.setattr(WCSAdapter, "_own_inverse", spy)
+    ad = as_wcs_adapter(make_wcs(), shape=SHAPE)
+    assert ad.inverse == "own" and ad.inverse_error < 1e-9
+    assert seen == [4 * wcs_mod._CHECK_EDGE]
+    seen.clear()
+    as_wcs_adapter(make_wcs(sip=2e-6), shape=SHAPE)  # not straight: every check point
+    assert seen[0] == len(wcs_mod._check_points(SHAPE)[0])
+
+    def off(self, ra, dec):
+        x, y = inverse(self, ra, dec)
+        return x + 0.01, y
+
+    monkeypatch.setattr(WCSAdapter, "_own_inverse", off)
+    ad = as_wcs_adapter(make_wcs(), shape=SHAPE)
+    assert ad.inverse == "fitted" and ad.inverse_error == pytest.approx(0.01, rel=1e-6)
+
+
 def test_sip_wcs_uses_the_distortion():
     w = make_wcs(sip=2e-6)
     ad = as_wcs_adapter(w)
