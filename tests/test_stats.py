@@ -546,8 +546,11 @@ def _awkward_images(dtype):
     signed[110:120] = -np.inf
     one = np.full(n, np.nan)
     one[n // 2] = 3.0
+    # two values in a checkerboard: an even count's middle values in different buckets
+    halves = 10.0 + (np.indices(shape).sum(axis=0) % 2).ravel()
     for name, flat in (("constant", np.full(n, 7.25)), ("mixture", mixture), ("wide", wide),
-                       ("ties", ties), ("signed", signed), ("one usable", one)):
+                       ("ties", ties), ("signed", signed), ("one usable", one),
+                       ("halves", halves)):
         yield name, flat.reshape(shape).astype(dtype)
 
 

@@ -1472,7 +1472,7 @@ def _kept_bucket(part, nbt, cells, first, last, before, rank, offset):
 
 
 @njit(cache=True, nogil=True)
-def _bucket_kth(part, bins, cells, lo, hi, rank):
+def _bucket_kth(part, bins, cells, lo, hi, rank, prev):
     """Return the ``rank``-th smallest value within ``[lo, hi]`` of some cells.
 
     The rank among all the cells' usable values (``rank`` plus those below ``lo``) is
@@ -1480,7 +1480,11 @@ def _bucket_kth(part, bins, cells, lo, hi, rank):
     bisection on their prefix counts; then it is selected among its bucket's values.
     Returned in the data's type: the mean of the two middle values of an even count is
     then taken in the data's precision, as `median_within` does. NaN, with ``short``
-    set, when the rank falls among values that are not kept.
+    set, when the rank falls among values that are not kept. When ``prev`` (data
+    dtype) has an element, it receives the value of rank ``rank - 1`` if that lies in
+    the same bucket (after the selection, the largest of the values before it: no
+    second bisection, copy and selection for the other middle value of a median), else
+    NaN.
     """
     vals, start, pc, _, _, _, tot, below, _, _, short, edges, _ = part
     nbt = bins[2] + 2
@@ -1522,10 +1526,18 @@ def _bucket_kth(part, bins, cells, lo, hi, rank):
         for t in range(start[k], start[k] + pc[c, j + 1] - pc[c, j]):
             work[m] = vals[t]
             m += 1
-    if not 0 <= r - before < m:  # not reached: the counts are exact
+    k = r - before
+    if not 0 <= k < m:  # not reached: the counts are exact
         short[0] = True
         return typed[0]
-    return select_kth(work, m, r - before)
+    value = select_kth(work, m, k)
+    if prev.shape[0] > 0 and k > 0:  # the ranks below k are in work[:k]
+        p = work[0]
+        for i in range(1, k):
+            if work[i] > p:
+                p = work[i]
+        prev[0] = p
+    return value
 
 
 @njit(cache=True, nogil=True)
@@ -1535,10 +1547,15 @@ def _bucket_median(part, bins, cells, lo, hi):
     if count == 0:
         return np.nan
     half = count // 2
-    upper_mid = _bucket_kth(part, bins, cells, lo, hi, half)
+    prev = np.empty(1 - count % 2, dtype=part[0].dtype)
+    prev[:] = np.nan
+    upper_mid = _bucket_kth(part, bins, cells, lo, hi, half, prev)
     if count % 2 == 1:
         return float(upper_mid)
-    return 0.5 * (_bucket_kth(part, bins, cells, lo, hi, half - 1) + upper_mid)
+    lower_mid = prev[0]
+    if lower_mid != lower_mid:  # in the bucket below (or not kept)
+        lower_mid = _bucket_kth(part, bins, cells, lo, hi, half - 1, prev[:0])
+    return 0.5 * (lower_mid + upper_mid)
 
 
 @njit(cache=True, nogil=True)
@@ -1547,8 +1564,9 @@ def _bucket_minmax(part, bins, cells, lo, hi):
     count, _, _ = _bucket_moments(part, bins, cells, lo, hi, 0.0)
     if count <= 0:
         return np.inf, -np.inf
-    return (float(_bucket_kth(part, bins, cells, lo, hi, 0)),
-            float(_bucket_kth(part, bins, cells, lo, hi, count - 1)))
+    none = np.empty(0, dtype=part[0].dtype)
+    return (float(_bucket_kth(part, bins, cells, lo, hi, 0, none)),
+            float(_bucket_kth(part, bins, cells, lo, hi, count - 1, none)))
 
 
 @njit(cache=True, nogil=True)
