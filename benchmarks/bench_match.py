@@ -33,11 +33,12 @@ as ``executor`` (the per-group tasks release the GIL); stcal from the list of
 ``SkyImage`` objects to the end of ``skymatch`` (building the SkyImage objects, which
 computes their footprints, is timed too), median of ``--ref-repeat`` runs (default
 one: stcal's time moves by ~10 % between runs, and the ratio with it). The runs are
-interleaved: each round times the numpy pass, one skyeq run of each kind and one stcal
-run, so that both sides see the same spells of a shared machine (skyeq's times moved
-by up to 50 % between runs minutes apart here). "numpy passes" is skyeq's time on the
-threads over the fastest numpy pass: the figure that does not depend on the machine's
-speed of the moment. "peak MB" is
+interleaved: each round times the numpy pass, one skyeq run of each kind (after an
+untimed one: the first skyeq run after a stcal run pays for cold caches and fresh
+pages) and one stcal run, so that both sides see the same spells of a shared machine
+(skyeq's times moved by up to 50 % between runs minutes apart here). "numpy passes"
+is skyeq's time on the threads over the fastest numpy pass: the figure that does not
+depend on the machine's speed of the moment. "peak MB" is
 the largest growth of the process's resident memory during a first, untimed run of
 each (the sampling thread competes for the GIL), above what it held before (the input
 arrays are already in memory for both), sampled every 2 ms: a floor, since allocations
@@ -162,6 +163,10 @@ class _SkyeqRuns:
         with PeakRSS() as mem:
             self.result = self._call(self._pool)
         return mem.peak / 1e6
+
+    def warm(self) -> None:
+        """Run once, untimed."""
+        self._call(self._pool)
 
     def once(self) -> None:
         t0 = time.perf_counter()
@@ -342,7 +347,11 @@ def _interleaved(m, stat: str, args) -> list[str]:
     After one untimed run of each for the memory, every round times the numpy pass,
     one skyeq run of each kind (while rounds < ``--repeat``) and one stcal run (while
     rounds < ``--ref-repeat``): the two sides are timed in the same minutes, so that a
-    slower spell of a shared machine weighs on both. Returns the table row after
+    slower spell of a shared machine weighs on both. skyeq's timed runs follow an
+    untimed one, as its consecutive runs did before the rounds: the first run after a
+    multi-second stcal run pays for cold caches and fresh pages (the NIRCam dithers on
+    two threads: ~49 ms right after stcal, ~40 after another skyeq run, measured).
+    Returns the table row after
     ``stat``: medians of the runs, the fastest numpy pass, and skyeq's time (on the
     threads) in numpy passes.
     """
@@ -355,6 +364,7 @@ def _interleaved(m, stat: str, args) -> list[str]:
         for r in range(max(args.repeat, 0 if ref is None else args.ref_repeat)):
             floor.append(numpy_pass(m.data))
             if r < args.repeat:
+                (par if args.threads > 1 else ours).warm()  # after stcal: see the docstring
                 ours.once()
                 if args.threads > 1:
                     par.once()
