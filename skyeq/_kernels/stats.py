@@ -1888,3 +1888,9 @@ def warmup() -> None:
             for code in (STAT_MEAN, STAT_MEDIAN, STAT_MODE, STAT_MIDPT):
                 cell_stats(data, m, use, two, off, True, -1e300, 1e300, 2, 3.0, 3.0, 0.1, code,
                            out, np.empty(3, dtype=dtype), np.empty(3, dtype=np.int32))
+            # the second read of a mode or midpt, which data this small never needs
+            seg, keys = _cell_segments(two, off, 3, 4, True)
+            part, bins, _ = _bucket_histogram(data, m, use, seg, keys.shape[0], -1e300, 1e300,
+                                              out, np.empty(3, dtype=dtype),
+                                              np.empty(3, dtype=np.int32), True, True, False)
+            _bucket_gather(data, m, use, seg, -1e300, 1e300, part, bins)
