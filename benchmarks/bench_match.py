@@ -356,8 +356,7 @@ def _interleaved(m, stat: str, args) -> list[str]:
     threads) in numpy passes.
     """
     floor = []
-    threads = args.threads if args.threads > 1 else 1
-    with _SkyeqRuns(m, stat, 1) as ours, _SkyeqRuns(m, stat, threads) as par:
+    with _SkyeqRuns(m, stat, 1) as ours, _SkyeqRuns(m, stat, args.threads) as par:
         mem_ours = ours.memory()
         ref = None if args.no_ref else _StcalRuns(m, stat)
         mem_ref = ref.memory() if ref is not None else float("nan")
